@@ -1,0 +1,283 @@
+"""``jepa-audit audit``: grid → cells → results.jsonl → report, resumable after a kill.
+
+The runner is the only writer of the audit directory. In order it: expands the grid, takes the directory
+lock, checks the grid against the manifest (a changed config is refused unless ``force``), skips finished
+cells, runs the rest on the chosen executor, commits each finished cell's row the moment it arrives, records
+failures in ``failures.jsonl`` (never in results.jsonl, so a rerun retries them), and finally writes the
+statistics and the report from whatever finished.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from jepa_audit.audit.executors import CellFn, CellJob, make_executor, read_progress
+from jepa_audit.audit.grid import Cell, expand_grid
+from jepa_audit.audit.progress import AuditProgress, fmt_duration
+from jepa_audit.audit.store import Store, StoreError, atomic_write
+from jepa_audit.audit.tracking import Tracker
+from jepa_audit.config import Config, dump_config
+
+# Used by --dry-run when no measured step time is available: a tiny (d=64, 2-layer) Llama, batch 16,
+# ~60 tokens, one CPU thread, CE only. A guess: run `jepa-audit bench` for a measured value.
+DEFAULT_STEP_TIME_S = 0.05
+# One greedy decoding step of an eval batch (KV cache, one new token) relative to a training step
+# (forward + backward over the whole sequence). Also a guess; it only scales the estimate.
+EVAL_DECODE_FACTOR = 0.3
+# Test rows per benchmark of the real splits (the embedded corpus uses data.n_test).
+REAL_TEST_ROWS = {"llm-jepa": 2000, "deep-regex": 2500}
+
+StepTimeFn = Callable[[Config], float]
+ReportFn = Callable[[Path, float, str], Any]
+
+
+def _say(stream: TextIO | None, msg: str) -> None:
+    print(msg, file=stream or sys.stdout, flush=True)
+
+
+def registry_methods() -> set[str] | None:
+    """Objective ids known to the registry (plus ``ce``), or None when the registry is not importable."""
+    try:
+        import jepa_audit.objectives  # noqa: F401  (importing the package registers every family)
+        from jepa_audit.objectives.base import registry
+    except ImportError:
+        return None
+    ids = set(registry())
+    return (ids | {"ce"}) if ids else None
+
+
+def check_row(row: dict[str, Any]) -> str | None:
+    """Why a returned row cannot count as a finished cell, or None if it can."""
+    status = row.get("status", "done")
+    if status != "done":
+        return str(row.get("error") or f"the cell returned status {status!r}")
+    metrics = row.get("metrics")
+    if not isinstance(metrics, dict):
+        return "the row has no 'metrics' object"
+    for k in ("exact_match", "dfa_accuracy"):
+        v = metrics.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"metrics.{k} is {v!r}, expected a finite number (NaN during training or evaluation?)"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --dry-run: the cells and what they will cost
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _step_time(cfg: Config, step_time_fn: StepTimeFn | None) -> tuple[float, str]:
+    if step_time_fn is None:
+        try:
+            from jepa_audit.bench import measure_step_time as step_time_fn
+        except ImportError:
+            return DEFAULT_STEP_TIME_S, "a fixed guess: jepa_audit.bench is not available"
+    try:
+        return float(step_time_fn(cfg)), "measured"
+    except Exception as e:  # a failed measurement must not block a dry run
+        return DEFAULT_STEP_TIME_S, f"a fixed guess: measuring failed with {type(e).__name__}: {e}"
+
+
+def estimate_cell_s(cfg: Config, step_time: float) -> tuple[float, float]:
+    """(train seconds, eval seconds) of one cell at ``step_time`` seconds per micro-batch step."""
+    train = cfg.train.steps * cfg.train.grad_accum * step_time
+    d = cfg.data
+    n_test = d.n_test if d.source == "embedded" else REAL_TEST_ROWS[d.split]
+    if d.max_test:
+        n_test = min(n_test, d.max_test)
+    evals = math.ceil(n_test / cfg.eval.batch_size) * cfg.eval.max_new_tokens * step_time * EVAL_DECODE_FACTOR
+    return train, evals
+
+
+def plan(
+    cfg: Config, cells: list[Cell], out_dir: Path, kind: str, workers: int,
+    step_time_fn: StepTimeFn | None = None, stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """Print the cell table and a compute estimate (``--dry-run``); creates nothing. Returns the numbers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    store = Store(out_dir, lock=False) if out_dir.exists() else None
+    failed = {f["cell"] for f in store.failures()} if store else set()
+    table = Table(title=f"audit grid '{cfg.audit.name}' → {out_dir}", show_lines=False)
+    for col in ("#", "cell", "benchmark", "method", "seed", "mode", "hash", "status"):
+        table.add_column(col)
+    pending = 0
+    for i, c in enumerate(cells):
+        status = "done" if store and store.is_done(c) else ("failed, will retry" if c.key in failed else "pending")
+        pending += status != "done"
+        table.add_row(str(i), c.key, c.benchmark, c.method, str(c.seed), c.mode, c.hash, status)
+    console = Console(file=stream or sys.stdout, width=140)
+    console.print(table)
+
+    step, source = _step_time(cfg, step_time_fn)
+    train_s, eval_s = estimate_cell_s(cfg, step)
+    base_s = cfg.base.steps * step if cfg.model.kind == "tiny" else 0.0  # once per corpus, then cached
+    cell_s = train_s + eval_s
+    total_s = pending * cell_s + base_s * len(cfg.audit.benchmarks)
+    wall_s = total_s / max(1, workers)
+    console.print(
+        f"{len(cells)} cells ({len(cells) - pending} done, {pending} to run); executor {kind}, {workers} worker(s)\n"
+        f"step time {step * 1000:.1f} ms ({source}); per cell: train {cfg.train.steps}×{cfg.train.grad_accum} "
+        f"steps ≈ {fmt_duration(train_s)}, eval ≈ {fmt_duration(eval_s)}; base pre-training ≈ "
+        f"{fmt_duration(base_s)} per benchmark (cached)\n"
+        f"estimate: {fmt_duration(total_s)} of compute, ≈ {fmt_duration(wall_s)} wall with {workers} worker(s). "
+        "Objectives with extra forwards (views) cost up to ~2× a CE step; `jepa-audit bench` measures them.",
+        highlight=False,
+    )
+    return {"cells": len(cells), "pending": pending, "step_time_s": step, "step_time_source": source,
+            "cell_s": cell_s, "total_s": total_s, "wall_s": wall_s}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The audit
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _write_report(out_dir: Path, cfg: Config, report_fn: ReportFn | None, log: Callable[[str], None]) -> bool:
+    if report_fn is None:
+        try:
+            from jepa_audit.report import write_report as report_fn
+        except ImportError as e:
+            log(f"report not written: jepa_audit.report is not available ({e})")
+            return False
+    try:
+        report_fn(out_dir, cfg.audit.alpha, cfg.audit.family)
+    except Exception as e:
+        atomic_write(out_dir / "report_error.txt", traceback.format_exc())
+        log(f"report failed: {type(e).__name__}: {e} (traceback in {out_dir / 'report_error.txt'}); "
+            f"rerun with `jepa-audit report {out_dir}`")
+        return False
+    return True
+
+
+def run_audit(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    executor: str | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    cell_fn: CellFn | None = None,
+    report: bool = True,
+    report_fn: ReportFn | None = None,
+    step_time_fn: StepTimeFn | None = None,
+    known_methods: set[str] | None = None,
+    stream: TextIO | None = None,
+    live: bool | None = None,
+) -> int:
+    """Run (or resume) the audit grid of ``cfg`` in ``out_dir``. Returns 0 when every cell is done, else 1.
+
+    - ``executor``/``workers``: override ``cfg.audit.executor``/``cfg.audit.workers``.
+    - ``force``: replace recorded cells whose config hash changed (their old rows go to superseded.jsonl);
+      without it such a change raises :class:`~jepa_audit.audit.store.GridChangedError`.
+    - ``dry_run``: print the cells and a compute estimate (step time from ``step_time_fn``, by default
+      ``jepa_audit.bench.measure_step_time``, else a documented guess); touches nothing.
+    - ``cell_fn(cfg, cell_dir, progress) -> row``: defaults to :func:`jepa_audit.cell.run_cell`; for a
+      process pool or Ray it must be an importable module-level function.
+    - ``report``: after the grid, ``report_fn(out_dir, alpha, family)`` (default
+      :func:`jepa_audit.report.write_report`) writes summary.json, report.md and report.html from what
+      finished, even when some cells failed. A failed report makes the exit code 1.
+    - ``known_methods``: ids to validate ``audit.methods`` against; by default the objectives registry when
+      ``cell_fn`` is the real one (a custom ``cell_fn`` decides for itself).
+    - ``stream``/``live``: where progress goes, and whether to force the live (rich) display on or off.
+
+    Raises :class:`~jepa_audit.audit.store.StoreLockedError` when another runner owns ``out_dir`` and
+    :class:`~jepa_audit.config.ConfigError` for an invalid grid; a failing cell never raises.
+    """
+    out_dir = Path(out_dir)
+    kind = executor or cfg.audit.executor
+    n_workers = workers or cfg.audit.workers
+    if known_methods is None and cell_fn is None:
+        known_methods = registry_methods()
+    cells = expand_grid(cfg, known_methods=known_methods)
+    if dry_run:
+        plan(cfg, cells, out_dir, kind, n_workers, step_time_fn, stream)
+        return 0
+    if cell_fn is None:
+        from jepa_audit.cell import run_cell as cell_fn
+    by_key = {c.key: c for c in cells}
+
+    with Store(out_dir) as store:
+        changed = store.check_grid(cells, force=force, name=cfg.audit.name)
+        if changed:
+            _say(stream, f"--force: {len(changed)} cell(s) with a changed config will run again "
+                         f"(old rows moved to {out_dir / 'superseded.jsonl'})")
+        atomic_write(out_dir / "config.yaml", dump_config(cfg))
+        todo = [c for c in cells if not store.is_done(c)]
+        # a copy per job: an in-process cell that resolves defaults on its config must not alter the grid's
+        jobs = [
+            CellJob(c.key, c.config.model_copy(deep=True), str(store.prepare_cell(c)), c.hash, cfg.tracking.tensorboard)
+            for c in todo
+        ]
+        runner = make_executor(kind, n_workers, cfg)
+        tracker = Tracker(cfg.tracking, out_dir, cfg.audit.name)
+        failed: list[str] = []
+
+        with AuditProgress(len(cells), len(cells) - len(todo), n_workers, stream=stream, live=live) as prog:
+
+            def poll() -> None:  # pool/Ray workers report through cells/<key>/progress.json
+                for key in list(prog.running):
+                    ev = read_progress(store.cell_dir(key))
+                    if ev is not None and ev != prog.running[key]["event"]:
+                        prog.update(key, ev)
+
+            for out in runner.run(jobs, cell_fn, on_start=prog.started, tick=poll, listener=prog.update):
+                cell = by_key[out.key]
+                error, row = out.error, None
+                if error is None and out.row is not None:
+                    error = check_row(out.row)
+                if error is None and out.row is not None:
+                    row = dict(out.row)
+                    row.setdefault("wall_s", round(out.wall_s, 3))
+                    try:
+                        row = store.commit(cell, row)
+                    except StoreError as e:  # the row does not belong to this cell: a bug in the cell fn
+                        error = str(e)
+                if error is not None or row is None:
+                    error = error or "the cell returned no row"
+                    store.record_failure(cell, error, out.traceback, out.wall_s)
+                    failed.append(cell.key)
+                    prog.finished(cell.key, False, out.wall_s, error=error)
+                    continue
+                tracker.cell_done(cell.key, row, store.cell_dir(cell))
+                prog.finished(cell.key, True, out.wall_s, row=row)
+
+            done = sum(store.is_done(c) for c in cells)
+            if failed:
+                prog.log(f"{len(failed)} cell(s) failed (errors in {out_dir / 'failures.jsonl'} and "
+                         f"cells/<key>/error.txt); run the same command again to retry them")
+            prog.log(f"{done}/{len(cells)} cells done in {out_dir}")
+            report_ok = _write_report(out_dir, cfg, report_fn, prog.log) if report else True
+    return 0 if done == len(cells) and report_ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m jepa_audit.audit.runner [--preset P] [--out DIR] [--set k=v ...]``: the runner without the
+    CLI (handy for debugging and for process-level tests)."""
+    import argparse
+
+    from jepa_audit.config import load_config
+
+    p = argparse.ArgumentParser(prog="python -m jepa_audit.audit.runner")
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--config")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--out", default="runs/audit")
+    p.add_argument("--executor", choices=("local", "ray"))
+    p.add_argument("--workers", type=int)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
+    a = p.parse_args(argv)
+    cfg = load_config(preset=a.preset, file=a.config, overrides=a.overrides)
+    return run_audit(cfg, Path(a.out), executor=a.executor, workers=a.workers, force=a.force, dry_run=a.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,513 @@
+"""The results store of one audit directory: finished rows, failures, the grid manifest and the lock.
+
+Layout (``DIR`` is ``--out``)::
+
+    DIR/results.jsonl      one line per *finished* cell (DESIGN.md row + "cell" + "row_sha256"), the index
+    DIR/failures.jsonl     one line per failed attempt (status "failed", error, traceback tail); history only
+    DIR/grid.json          manifest: every cell key ever run here → its config hash
+    DIR/config.yaml        the resolved config of the latest run (the grid; cells have their own)
+    DIR/.lock              "pid host" of the runner that owns the directory (flock-ed while it runs)
+    DIR/cells/<key>/       config.yaml, cell.json, predictions.jsonl (run_cell), progress.jsonl (train log),
+                           progress.json (latest step, polled by the display), error.txt (last failure), tb/
+
+Commit protocol: a row is appended to ``results.jsonl`` only when its cell has finished, as one ``write``
+of one line on an ``O_APPEND`` descriptor followed by ``fsync``. The line carries ``row_sha256``, the
+sha256 of the row's canonical JSON without that key, so a line torn by a kill (or a disk that lost the
+tail) is recognised on the next open and cut away; rows before it are never rewritten in a way that changes
+their bytes. The append is the single commit point: a cell is done iff its line is in ``results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from jepa_audit.audit.grid import Cell, cell_key
+
+RESULTS = "results.jsonl"
+FAILURES = "failures.jsonl"
+MANIFEST = "grid.json"
+LOCK = ".lock"
+CHECKSUM = "row_sha256"
+MANIFEST_FORMAT = 1
+
+
+class StoreError(RuntimeError):
+    """A problem with the audit directory, with a message that says what to do."""
+
+
+class StoreLockedError(StoreError):
+    """Another runner owns the directory."""
+
+
+class GridChangedError(StoreError):
+    """The config changed for cells that already have results here (use ``--force`` to replace them)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rows: canonical JSON, checksums, durable appends
+# ----------------------------------------------------------------------------------------------------------
+
+
+def finite(obj: Any) -> Any:
+    """Replace NaN/inf by ``None`` recursively: the stdlib would write invalid JSON (HELM's lesson)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        with contextlib.suppress(Exception):
+            return finite(obj.item())
+    return obj
+
+
+def row_checksum(row: dict[str, Any]) -> str:
+    body = {k: v for k, v in row.items() if k != CHECKSUM}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def encode_row(row: dict[str, Any]) -> bytes:
+    """One checksummed JSON line (the row's own key order kept, checksum last)."""
+    body = finite({k: v for k, v in row.items() if k != CHECKSUM})
+    body[CHECKSUM] = row_checksum(body)
+    return (json.dumps(body, allow_nan=False) + "\n").encode()
+
+
+def parse_line(raw: bytes) -> dict[str, Any] | None:
+    """The row of one complete line, or ``None`` if torn, unparsable or failing its checksum.
+
+    A row without a checksum (hand-written, or from a tool that does not add one) is accepted as is.
+    """
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        row = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(row, dict):
+        return None
+    if CHECKSUM in row and row[CHECKSUM] != row_checksum(row):
+        return None
+    return row
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or a new file durable (the directory entry lives in the directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def append_line(path: Path, data: bytes) -> None:
+    """Append ``data`` with one ``write`` on an ``O_APPEND`` descriptor, then fsync."""
+    new = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:  # a regular-file write is complete in practice; loop for the pathological case
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new:
+        _fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temporary sibling, fsync, rename over ``path``: readers see old or new, never half."""
+    if isinstance(data, str):
+        data = data.encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_jsonl(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], list[bytes]]:
+    """(valid rows with their raw lines, bad raw lines) of a checksummed JSONL file; missing file → empty."""
+    if not path.exists():
+        return [], []
+    good, bad = [], []
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            row = parse_line(raw)
+            if row is None:
+                bad.append(raw)
+            else:
+                good.append((row, raw))
+    return good, bad
+
+
+def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The finished rows of an audit directory, read-only: torn or corrupt lines and duplicates skipped."""
+    good, _ = read_jsonl(Path(out_dir) / RESULTS)
+    seen: set[str] = set()
+    rows = []
+    for row, _raw in good:
+        k = _row_key(row)
+        if k not in seen:
+            seen.add(k)
+            rows.append(row)
+    return rows
+
+
+def _row_key(row: dict[str, Any]) -> str:
+    if isinstance(row.get("cell"), str):
+        return row["cell"]
+    return cell_key(str(row.get("benchmark")), str(row.get("method")), row.get("seed"), str(row.get("mode")))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The lock: one runner per directory
+# ----------------------------------------------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    """Is ``pid`` a live (non-zombie) process on this host?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:  # a zombie has exited: it holds nothing
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+class DirLock:
+    """``DIR/.lock``: an ``flock`` held for the runner's life plus ``pid host`` inside for humans.
+
+    The flock is released by the kernel when the runner dies (even by SIGKILL), so a kill never leaves the
+    directory locked on a local file system. The pid/host text covers file systems where flock is a no-op:
+    a live pid on this host refuses; a dead one (a stale lock) is taken over with a warning; a lock from
+    another host refuses, since its pid cannot be checked from here.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @staticmethod
+    def _parse(text: str) -> tuple[int | None, str | None]:
+        parts = text.split()
+        try:
+            return int(parts[0]), (parts[1] if len(parts) > 1 else None)
+        except (IndexError, ValueError):
+            return None, None
+
+    def acquire(self) -> None:
+        host = socket.gethostname()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid, other = self._parse(self.path.read_text(errors="replace"))
+                raise StoreLockedError(
+                    f"{self.path.parent} is in use by another audit runner (pid {pid} on {other or 'unknown host'}); "
+                    f"wait for it to finish or stop it. Lock file: {self.path}"
+                ) from None
+            pid, other = self._parse(os.pread(fd, 256, 0).decode(errors="replace"))
+            if pid is not None and pid != os.getpid():
+                if other not in (None, host):
+                    raise StoreLockedError(
+                        f"{self.path.parent} is locked by pid {pid} on host {other}, which cannot be checked from "
+                        f"{host}; if that runner is gone, delete {self.path} and run again"
+                    )
+                if pid_alive(pid):  # flock not honoured here (some network file systems)
+                    raise StoreLockedError(
+                        f"{self.path.parent} is in use by another audit runner (pid {pid} on {host}); wait for it "
+                        f"to finish or stop it. Lock file: {self.path}"
+                    )
+                warnings.warn(
+                    f"taking over a stale lock {self.path} left by pid {pid} (no longer running)", stacklevel=3
+                )
+            text = f"{os.getpid()} {host}\n".encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text, 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)  # an empty lock file reads as "free" even where flock is a no-op
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The store
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Store:
+    """One audit directory. ``Store(dir)`` creates it, takes the lock and loads (and repairs) the results.
+
+    Use as a context manager, or call :meth:`close` to release the lock. With ``lock=False`` the store is
+    read-only: nothing is created or repaired (for ``--dry-run`` and for readers such as the report).
+    """
+
+    def __init__(self, out_dir: str | Path, *, lock: bool = True) -> None:
+        self.dir = Path(out_dir)
+        self.results_path = self.dir / RESULTS
+        self.failures_path = self.dir / FAILURES
+        self.manifest_path = self.dir / MANIFEST
+        self._lock = DirLock(self.dir / LOCK)
+        self._rows: dict[str, dict[str, Any]] = {}
+        if lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        try:
+            self._load(repair=lock)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_lock(self) -> None:
+        if not self._lock.held:
+            raise StoreError(f"{self.dir}: this store was opened read-only (lock=False)")
+
+    def _load(self, repair: bool) -> None:
+        """Read results.jsonl; drop torn/corrupt lines and duplicate cells, rewriting the file if needed.
+
+        A torn *last* line is the expected damage of a kill during an append: it is cut off (truncate to the
+        end of the last good line), which leaves every earlier byte in place. Anything else (a bad line in
+        the middle, a duplicate) means outside interference: the good lines are rewritten atomically, byte
+        for byte, and the dropped ones kept in ``results.jsonl.corrupt`` for inspection.
+        """
+        self._rows = {}
+        if not self.results_path.exists():
+            return
+        data = self.results_path.read_bytes()
+        lines = data.splitlines(keepends=True)
+        if repair and lines and not lines[-1].endswith(b"\n") and parse_line(lines[-1] + b"\n") is not None:
+            # killed between the row and its newline: the row itself is whole, so finish the line
+            append_line(self.results_path, b"\n")
+            lines[-1] += b"\n"
+        kept: list[bytes] = []
+        dropped: list[int] = []  # indices of torn, corrupt or duplicate lines
+        for i, raw in enumerate(lines):
+            if not raw.strip():
+                continue
+            row = parse_line(raw)
+            if row is None or _row_key(row) in self._rows:
+                dropped.append(i)
+                continue
+            self._rows[_row_key(row)] = row
+            kept.append(raw)
+        if not dropped or not repair:
+            return
+        if dropped == [len(lines) - 1]:
+            with open(self.results_path, "r+b") as f:
+                f.truncate(len(data) - len(lines[-1]))
+                f.flush()
+                os.fsync(f.fileno())
+            warnings.warn(
+                f"{self.results_path}: dropped an incomplete last line (a cell interrupted while being "
+                "recorded); that cell will run again",
+                stacklevel=3,
+            )
+            return
+        bad = b"".join(lines[i] if lines[i].endswith(b"\n") else lines[i] + b"\n" for i in dropped)
+        append_line(self.dir / f"{RESULTS}.corrupt", bad)
+        atomic_write(self.results_path, b"".join(kept))
+        warnings.warn(
+            f"{self.results_path}: dropped {len(dropped)} corrupt or duplicate line(s) (kept in "
+            f"{RESULTS}.corrupt); the other lines are unchanged",
+            stacklevel=3,
+        )
+
+    # -- finished cells ----------------------------------------------------------------------------------
+    def is_done(self, cell: Cell | str) -> bool:
+        return (cell if isinstance(cell, str) else cell.key) in self._rows
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Finished rows in commit order (each cell once)."""
+        return list(self._rows.values())
+
+    def row(self, cell: Cell | str) -> dict[str, Any] | None:
+        return self._rows.get(cell if isinstance(cell, str) else cell.key)
+
+    def commit(self, cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
+        """Record a finished cell: one fsync-ed, checksummed line. Returns the row as stored.
+
+        The identity fields are filled from ``cell`` when missing and must agree with it when present, so a
+        row can never land under the wrong cell. ``config_hash`` is always the grid's hash of the cell (what
+        the manifest and resume compare); a different value from the cell function (e.g. hashed after it
+        resolved defaults) is kept as ``resolved_config_hash``.
+        """
+        self._require_lock()
+        if self.is_done(cell):
+            raise StoreError(f"cell {cell.key} is already recorded in {self.results_path}")
+        out = dict(row)
+        for k, v in cell.ident().items():
+            if k in out and out[k] != v:
+                raise StoreError(f"cell {cell.key}: its row says {k}={out[k]!r}, the grid says {v!r}")
+            out.setdefault(k, v)
+        if out.get("config_hash") not in (None, cell.hash):
+            out["resolved_config_hash"] = out["config_hash"]
+        out["config_hash"] = cell.hash
+        out.setdefault("status", "done")
+        out["cell"] = cell.key
+        line = encode_row(out)
+        append_line(self.results_path, line)
+        stored = json.loads(line)
+        self._rows[cell.key] = stored
+        return stored
+
+    # -- failures -----------------------------------------------------------------------------------------
+    def record_failure(self, cell: Cell, error: str, tb: str = "", wall_s: float | None = None) -> dict[str, Any]:
+        """Append a failed attempt to failures.jsonl and the full traceback to ``cells/<key>/error.txt``.
+
+        Failures never enter results.jsonl, so that file holds finished cells exactly once and a rerun
+        retries the failed ones.
+        """
+        self._require_lock()
+        tail = "\n".join(tb.strip().splitlines()[-25:])
+        row = {
+            **cell.ident(), "cell": cell.key, "config_hash": cell.hash, "status": "failed",
+            "error": error, "traceback": tail, "wall_s": wall_s, "time": time.time(),
+        }
+        d = self.cell_dir(cell)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write(d / "error.txt", f"{error}\n\n{tb}")
+        append_line(self.failures_path, encode_row(row))
+        return row
+
+    def failures(self, outstanding_only: bool = True) -> list[dict[str, Any]]:
+        """Failed attempts (latest per cell); with ``outstanding_only``, only cells not finished since."""
+        good, _ = read_jsonl(self.failures_path)
+        latest: dict[str, dict[str, Any]] = {}
+        for row, _raw in good:
+            latest[_row_key(row)] = row
+        return [r for k, r in latest.items() if not (outstanding_only and k in self._rows)]
+
+    # -- cell directories ------------------------------------------------------------------------------------
+    def cell_dir(self, cell: Cell | str) -> Path:
+        return self.dir / "cells" / (cell if isinstance(cell, str) else cell.key)
+
+    def prepare_cell(self, cell: Cell) -> Path:
+        """A clean ``cells/<key>/`` holding the cell's config: leftovers of an interrupted or failed
+        attempt (partial predictions, old progress) are removed, since nothing there was committed."""
+        import shutil
+
+        from jepa_audit.config import dump_config
+
+        self._require_lock()
+        d = self.cell_dir(cell)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        atomic_write(d / "config.yaml", dump_config(cell.config))
+        atomic_write(d / "cell.json", json.dumps({**cell.ident(), "cell": cell.key, "config_hash": cell.hash}))
+        return d
+
+    # -- manifest -------------------------------------------------------------------------------------------
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"format": MANIFEST_FORMAT, "cells": {}}
+        try:
+            m = json.loads(self.manifest_path.read_text())
+        except ValueError as e:
+            raise StoreError(f"{self.manifest_path} is not valid JSON ({e}); restore or delete it") from None
+        if not isinstance(m, dict) or not isinstance(m.get("cells"), dict):
+            raise StoreError(f"{self.manifest_path}: expected {{'cells': {{key: {{'hash': ...}}}}}}")
+        return m
+
+    def known_hashes(self) -> dict[str, str]:
+        """Cell key → config hash, from the manifest and from the recorded rows (rows win)."""
+        known = {k: v.get("hash") for k, v in self.read_manifest()["cells"].items() if isinstance(v, dict)}
+        for k, row in self._rows.items():
+            if row.get("config_hash"):
+                known[k] = row["config_hash"]
+        return {k: v for k, v in known.items() if v}
+
+    def check_grid(self, cells: Iterable[Cell], force: bool = False, name: str | None = None) -> list[Cell]:
+        """Compare ``cells`` with what this directory has recorded; register them in the manifest.
+
+        A cell whose key is known here with a different config hash would mix two configs in one
+        directory: without ``force`` this raises :class:`GridChangedError` naming the cells and hashes.
+        With ``force`` their old rows move to ``superseded.jsonl`` and the cells run again. Returns the
+        cells that changed. New cells (a grid grown by seeds or methods) are simply added.
+        """
+        self._require_lock()
+        cells = list(cells)
+        known = self.known_hashes()
+        changed = [c for c in cells if c.key in known and known[c.key] != c.hash]
+        if changed and not force:
+            shown = "; ".join(f"{c.key}: recorded {known[c.key]}, now {c.hash}" for c in changed[:5])
+            more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+            raise GridChangedError(
+                f"the config changed for {len(changed)} cell(s) already recorded in {self.dir}: {shown}{more}. "
+                "Use a new --out directory, or --force to discard those cells' results and run them again."
+            )
+        if changed:
+            self._supersede({c.key for c in changed})
+        manifest = self.read_manifest()
+        manifest["format"] = MANIFEST_FORMAT
+        if name:
+            manifest["name"] = name
+        for c in cells:
+            manifest["cells"][c.key] = {**c.ident(), "hash": c.hash}
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+        return changed
+
+    def _supersede(self, keys: set[str]) -> None:
+        """Move the rows of ``keys`` out of results.jsonl (atomically), keeping every other line's bytes."""
+        good, _bad = read_jsonl(self.results_path)
+        kept = [raw for row, raw in good if _row_key(row) not in keys]
+        moved = [raw for row, raw in good if _row_key(row) in keys]
+        if moved:
+            append_line(self.dir / "superseded.jsonl", b"".join(moved))
+        atomic_write(self.results_path, b"".join(kept))
+        for k in keys:
+            self._rows.pop(k, None)

@@ -1,0 +1,230 @@
+"""``jepa-audit bench``: what an audit costs, as ratios measured within one run.
+
+One process, one model, one batch.  Every timing is a median over interleaved repetitions (A, B, C, A, B,
+C, …), so a noisy shared machine slows all arms alike and the *ratios* stay meaningful; absolute seconds
+are reported but never asserted anywhere.  Keys (kept stable for scripts): ``ce_step_s``,
+``aux_step_ratio``, ``packed_two_view_ratio``, ``llm_jepa_three_row_ratio``, ``probe_overhead``,
+``geometry_overhead``, ``decode_tokens_per_s``, ``decode_speedup_vs_hf_generate``, ``dfa_pairs_per_s``,
+``cell_wall_s``, ``device``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from jepa_audit.config import Config, load_config
+from jepa_audit.data.views import Encoded, collate
+
+BENCH_PRESET = "smoke"
+STEPS_PER_CALL = 4  # amortises optimizer set-up; every arm pays the same collate per step
+
+
+def _median_times(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Interleaved repetitions of each callable; median seconds per call."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _step_fn(model: nn.Module, rows: list[Encoded], pad: int, cfg: Config, method: str | None,
+             probe: bool = False) -> Callable[[], None]:
+    """STEPS_PER_CALL steps of the real training loop on one fixed batch (each arm pays the same set-up)."""
+    from jepa_audit.config import ProbeCfg, TrainCfg
+    from jepa_audit.objectives import build_objective, get_objective_class
+    from jepa_audit.train import train
+
+    tcfg = TrainCfg(steps=STEPS_PER_CALL, batch_size=len(rows), lr=1e-6, warmup_steps=0, threads=cfg.train.threads)
+    objective, weight = None, 0.0
+    if method is not None:
+        spec = get_objective_class(method).spec
+        weight = spec.default_weight or 0.1
+        mc = model.config
+        objective = build_objective(method, {}, mc.hidden_size, mc.num_hidden_layers, seed=0)
+    pcfg = ProbeCfg(enabled=probe, every=1)
+
+    def step() -> None:
+        train(model, rows, pad_id=pad, cfg=tcfg, seed=0, objective=objective, weight=weight, probe=pcfg)
+
+    return step
+
+
+def _three_row_step(model: nn.Module, rows: list[Encoded], pad: int) -> Callable[[], None]:
+    """LLM-JEPA as published: the full row, the NL view and the regex view as three separate forwards."""
+    import torch.nn.functional as F
+
+    from jepa_audit.train import answer_ce
+
+    full = collate(rows, pad)
+    nl_rows = [Encoded(r.full[: r.nl_last + 2], r.nl_last + 2, r.nl_start, r.nl_last, r.regex_view, r.regex_last,
+                       r.idx) for r in rows]
+    nl = collate(nl_rows, pad)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+    def step() -> None:
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        out = model(input_ids=full.input_ids, attention_mask=full.attention_mask)
+        ce = answer_ce(out.logits, full.labels)
+        hn = model(input_ids=nl.input_ids, attention_mask=nl.attention_mask, output_hidden_states=True).hidden_states[-1]
+        hr = model(input_ids=full.regex_ids, attention_mask=full.regex_mask, output_hidden_states=True).hidden_states[-1]
+        ar = torch.arange(len(rows))
+        e_u, e_r = hn[ar, nl.nl_last], hr[ar, full.regex_last]
+        loss = ce + 1.0 * (1 - F.cosine_similarity(e_u.float(), e_r.float(), dim=-1).mean())
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()} ({cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s))"
+
+
+def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False, repeats: int = 7,
+              preset: str = BENCH_PRESET) -> dict[str, Any]:
+    """Run every measurement and return the JSON-able result (see module docstring for keys)."""
+    from jepa_audit.cell import prepare, run_cell
+    from jepa_audit.decode import decode_benchmark
+    from jepa_audit.objectives import spec_rows
+    from jepa_audit.regex import DfaScorer
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, flush=True)
+
+    cfg = load_config(preset, None, [f"model.device={device}", "adapter.mode=lora"])
+    torch.set_num_threads(cfg.train.threads)
+    out: dict[str, Any] = {"device": f"{device}: {_machine()}", "preset": preset}
+
+    # ---- a smoke cell: wall time and the geometry share of it ---------------------------------------------
+    say("bench: one smoke cell (builds the base if needed)")
+    with tempfile.TemporaryDirectory() as tmp:
+        row = run_cell(cfg.cell(cfg.benchmark, "T1", cfg.seed, "lora"), Path(tmp) / "cells" / "bench")
+        preds = [(p["gold"], p["pred"]) for p in _read_jsonl(Path(tmp) / "cells" / "bench" / "predictions.jsonl")]
+    out["cell_wall_s"] = row["wall_s"]
+    out["geometry_overhead"] = row["timing"]["geometry_s"] / row["wall_s"]
+
+    # ---- step-time ratios ----------------------------------------------------------------------------------
+    prep = prepare(cfg)
+    model, pad = prep.model, int(prep.tok.pad_token_id)
+    rows = prep.train_rows[: cfg.train.batch_size]
+    ids = [r["id"] for r in spec_rows() if r["id"] != "ce"]
+    say(f"bench: step time of ce and {len(ids)} objectives, {repeats} interleaved repetitions")
+    fns = {"ce": _step_fn(model, rows, pad, cfg, None)}
+    fns.update({i: _step_fn(model, rows, pad, cfg, i) for i in ids})
+    fns["three_row"] = _three_row_step(model, rows, pad)
+    fns["probe_T1"] = _step_fn(model, rows, pad, cfg, "T1", probe=True)
+    t = _median_times(fns, repeats)
+    out["ce_step_s"] = t["ce"]
+    out["aux_step_ratio"] = {i: t[i] / t["ce"] for i in ids}
+    out["packed_two_view_ratio"] = t["llm-jepa"] / t["ce"]
+    out["llm_jepa_three_row_ratio"] = t["three_row"] / t["ce"]
+    # a probe step costs (probe_T1 - T1); it runs once every probe.every steps
+    out["probe_step_ratio"] = t["probe_T1"] / t["T1"]
+    out["probe_overhead"] = max(0.0, t["probe_T1"] - t["T1"]) / cfg.probe.every / t["T1"]
+
+    # ---- decoding ------------------------------------------------------------------------------------------
+    say("bench: greedy decoding vs model.generate")
+    stop = sorted({r.full[-1] for r in prep.test_rows} | {int(prep.tok.eos_token_id)})
+    d = decode_benchmark(model, [r.prompt for r in prep.test_rows], pad_id=pad, stop_ids=stop,
+                         max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, repeats=3)
+    out["decode_tokens_per_s"] = d["decode_tokens_per_s"]
+    out["decode_speedup_vs_hf_generate"] = d["decode_speedup_vs_hf_generate"]
+    out["decode_identical_to_hf"] = d["identical"]
+
+    # ---- DFA scoring ---------------------------------------------------------------------------------------
+    pairs = _dfa_pairs(preds)
+    say(f"bench: DFA equivalence on {len(pairs)} (gold, prediction) pairs")
+    scorer = DfaScorer(max_states=cfg.eval.dfa_max_states, time_budget_s=cfg.eval.dfa_time_budget_s)
+    t0 = time.perf_counter()
+    scorer.score_many(pairs)
+    out["dfa_pairs_per_s"] = len(pairs) / (time.perf_counter() - t0)
+    out["dfa_pairs_source"] = "NL-RX test gold vs predictions" if len(pairs) > len(preds) else "smoke predictions"
+
+    if write_docs:
+        write_performance_doc(out)
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _dfa_pairs(preds: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Model-like pairs: the smoke cell's predictions, plus real NL-RX test gold vs a near-miss variant."""
+    pairs = list(preds)
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "llm-jepa-nlrx" / "synth_test.jsonl"
+    if shared.is_file():
+        import json
+
+        golds = [json.loads(x)["messages"][2]["content"] for x in shared.read_text().splitlines() if x.strip()]
+        # near misses like a model's: a swapped neighbour regex, or the gold with one operator changed
+        for i, g in enumerate(golds):
+            other = golds[(i + 1) % len(golds)] if i % 3 == 0 else g.replace("*", "+", 1) if i % 3 == 1 else g
+            pairs.append((g, other))
+    return pairs
+
+
+def write_performance_doc(r: dict[str, Any], path: Path = Path("docs/performance.md")) -> None:
+    """Rewrite the measured table between the BENCH markers of docs/performance.md."""
+    lines = [
+        "<!-- BENCH:BEGIN (written by `jepa-audit bench --write-docs`) -->",
+        f"Measured on {r['device']}, preset `{r.get('preset', BENCH_PRESET)}`, {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| CE step | {r['ce_step_s'] * 1000:.1f} ms | — |",
+        f"| worst single-view auxiliary | {_worst_single(r)} | ≤ 1.10× |",
+        f"| packed two-view (LLM-JEPA, regex row only) | {r['packed_two_view_ratio']:.2f}× | ≤ 1.5× |",
+        f"| LLM-JEPA three separate rows (reference) | {r['llm_jepa_three_row_ratio']:.2f}× | ≈ 3× published |",
+        f"| probe overhead (averaged over training) | {r['probe_overhead']:.1%} | ≤ 5 % |",
+        f"| geometry share of a cell | {r['geometry_overhead']:.1%} | ≤ 5 % |",
+        f"| decoding | {r['decode_tokens_per_s']:.0f} tok/s, {r['decode_speedup_vs_hf_generate']:.2f}× HF generate | ≥ 1.0× |",
+        f"| DFA scoring | {r['dfa_pairs_per_s']:.0f} pairs/s | ≥ 1,000 |",
+        f"| smoke cell wall time | {r['cell_wall_s']:.1f} s | — |",
+        "",
+        "| objective | step ratio |",
+        "|---|---|",
+        *[f"| {k} | {v:.2f}× |" for k, v in sorted(r["aux_step_ratio"].items())],
+        "<!-- BENCH:END -->",
+    ]
+    block = "\n".join(lines)
+    text = path.read_text() if path.exists() else "# Performance\n\n<!-- BENCH:BEGIN -->\n<!-- BENCH:END -->\n"
+    start, end = text.find("<!-- BENCH:BEGIN"), text.find("<!-- BENCH:END -->")
+    if start < 0 or end < 0:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    else:
+        text = text[:start] + block + text[end + len("<!-- BENCH:END -->") :]
+    path.write_text(text)
+
+
+def _worst_single(r: dict[str, Any]) -> str:
+    from jepa_audit.objectives import spec_rows
+
+    single = {x["id"] for x in spec_rows() if x["extra_forward"] == 0 and x["id"] != "ce"}
+    vals = {k: v for k, v in r["aux_step_ratio"].items() if k in single}
+    if not vals:
+        return "—"
+    k = max(vals, key=vals.get)
+    return f"{vals[k]:.2f}× ({k})"

@@ -1,0 +1,182 @@
+"""One grid cell, end to end: data → base model → adapter → train → evaluate → geometry → results row.
+
+This is the recipe (torchtune style): it only constructs components and calls them in order.  The audit
+runner, ``jepa-audit train`` and the benchmarks all go through :func:`run_cell` or its parts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from jepa_audit.config import Config
+from jepa_audit.data import Splits, load_benchmark
+from jepa_audit.data.views import Encoded, collate, encode_all
+from jepa_audit.models.load import ModelError, build_model, load_pretrained
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Prepared:
+    """Everything a cell trains and evaluates on, built once."""
+
+    model: nn.Module  # wrapped for fine-tuning (LoRA or full)
+    tok: PreTrainedTokenizerBase
+    splits: Splits
+    train_rows: list[Encoded]
+    val_rows: list[Encoded]
+    test_rows: list[Encoded]
+
+
+def base_model_path(cfg: Config, progress: ProgressFn | None = None) -> Path:
+    """The local directory of the model to fine-tune (building the tiny base if needed)."""
+    if cfg.model.kind == "hf":
+        return Path(cfg.model.path or "")
+    from jepa_audit.models.base import ensure_tiny_base
+
+    return ensure_tiny_base(cfg, progress=progress)
+
+
+def prepare(cfg: Config, progress: ProgressFn | None = None) -> Prepared:
+    torch.set_num_threads(cfg.train.threads)
+    splits = load_benchmark(cfg.data, cfg.benchmark)
+    model, tok = load_pretrained(base_model_path(cfg, progress), cfg.model)
+    system = cfg.data.system_prompt
+    train_rows, val_rows, test_rows = (encode_all(tok, system, s) for s in (splits.train, splits.val, splits.test))
+    limit = getattr(model.config, "max_position_embeddings", None)
+    longest = max(len(r.full) for r in (*train_rows, *test_rows))
+    if limit is not None and longest + cfg.eval.max_new_tokens > limit:
+        raise ModelError(
+            f"rows of {longest} tokens + eval.max_new_tokens={cfg.eval.max_new_tokens} exceed the model's "
+            f"{limit} positions; raise model.max_positions or lower eval.max_new_tokens"
+        )
+    model = build_model(model, cfg.adapter, cfg.seed)
+    return Prepared(model, tok, splits, train_rows, val_rows, test_rows)
+
+
+def geometry_batch(cfg: Config, rows: list[Encoded], pad_id: int):
+    """The fixed held-out batch: ``geometry.n_sequences`` validation rows chosen by ``geometry.seed``."""
+    g = torch.Generator().manual_seed(cfg.geometry.seed)
+    idx = torch.randperm(len(rows), generator=g)[: cfg.geometry.n_sequences].sort().values.tolist()
+    return collate([rows[i] for i in idx], pad_id)
+
+
+def run_cell(
+    cfg: Config, cell_dir: Path, progress: ProgressFn | None = None, save_model: Path | None = None
+) -> dict[str, Any]:
+    """Train and evaluate one cell; write per-item predictions into ``cell_dir``; return its results row.
+
+    The row follows DESIGN.md (benchmark, method, seed, mode, metrics, geometry, grad_cosine, config_hash,
+    wall_s, status="done").  ``progress`` receives dicts like {"phase": str, "step": int, "total": int,
+    "loss": float}.  Raises on failure; the audit runner records the error and goes on.
+    """
+    from jepa_audit.evaluate import evaluate
+    from jepa_audit.geometry import compute_geometry
+    from jepa_audit.objectives import build_objective, get_objective_class
+    from jepa_audit.train import train
+
+    t0 = time.perf_counter()
+    cell_dir = Path(cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+
+    def report(phase: str) -> ProgressFn | None:
+        return None if progress is None else (lambda d: progress({"phase": phase, **d}))
+
+    spec = get_objective_class(cfg.aux.method).spec  # unknown ids fail here, before any compute
+    prep = prepare(cfg, report("base"))
+    weight = spec.default_weight if cfg.aux.weight is None else cfg.aux.weight
+    mcfg = prep.model.config
+    objective = None
+    if weight > 0:
+        objective = build_objective(
+            spec.id, cfg.aux.params, d_model=mcfg.hidden_size, n_layers=mcfg.num_hidden_layers, seed=cfg.seed
+        )
+    pad = int(prep.tok.pad_token_id)
+    curve_fn = None
+    if cfg.geometry.curve_every:
+        from jepa_audit.geometry import curve_subset
+
+        curve_fn = curve_subset
+    t_train = time.perf_counter()
+    res = train(
+        prep.model, prep.train_rows, pad_id=pad, cfg=cfg.train, seed=cfg.seed, objective=objective, weight=weight,
+        probe=cfg.probe, progress=report("train"), curve_fn=curve_fn, curve_every=cfg.geometry.curve_every,
+    )
+    t_eval = time.perf_counter()
+    n_test = len(prep.test_rows)
+    ev = evaluate(
+        prep.model, prep.tok, prep.test_rows, prep.splits.test, cfg.eval,
+        progress=None if progress is None else (lambda k: progress({"phase": "eval", "step": k, "total": n_test})),
+    )
+    t_geo = time.perf_counter()
+    geometry: dict[str, Any] = {}
+    if cfg.geometry.enabled and prep.val_rows:
+        gb = geometry_batch(cfg, prep.val_rows, pad)
+        geometry = compute_geometry(prep.model, gb, cfg.geometry.layers, gen_seed=cfg.geometry.seed)
+    t_end = time.perf_counter()
+
+    with open(cell_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for item in ev.predictions:
+            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    with open(cell_dir / "train_log.jsonl", "w", encoding="utf-8") as f:
+        for row in res.log:
+            f.write(json.dumps(row) + "\n")
+    if save_model is not None:
+        save_hf(prep.model, prep.tok, Path(save_model))
+    rel = Path(cell_dir.parent.name) / cell_dir.name / "predictions.jsonl"
+    return {
+        "benchmark": cfg.benchmark,
+        "method": cfg.aux.method,
+        "seed": cfg.seed,
+        "mode": cfg.adapter.mode,
+        "family": spec.family,
+        "weight": weight,
+        "metrics": ev.metrics,
+        "geometry": geometry,
+        "grad_cosine": res.grad_cosine,
+        "train": {"steps": res.steps, "final_loss": res.final_loss, "aux_skipped": res.aux_skipped},
+        "timing": {
+            "prepare_s": t_train - t0, "train_s": t_eval - t_train, "eval_s": t_geo - t_eval,
+            "geometry_s": t_end - t_geo,
+        },
+        "data_source": prep.splits.source,
+        "predictions_file": str(rel),
+        "config_hash": cfg.cell_hash(),
+        "wall_s": time.perf_counter() - t0,
+        "status": "done",
+    }
+
+
+def save_hf(model: nn.Module, tok: PreTrainedTokenizerBase, path: Path) -> None:
+    """Save a fine-tuned model as a plain HF directory (LoRA adapters merged into the weights)."""
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+
+
+def evaluate_dir(cfg: Config, model_dir: Path, progress: ProgressFn | None = None):
+    """Evaluate a local HF model directory on ``cfg.benchmark``'s test split; returns an EvalResult."""
+    from jepa_audit.evaluate import evaluate
+
+    torch.set_num_threads(cfg.train.threads)
+    splits = load_benchmark(cfg.data, cfg.benchmark)
+    model, tok = load_pretrained(model_dir, cfg.model)
+    rows = encode_all(tok, cfg.data.system_prompt, splits.test)
+    n = len(rows)
+    return evaluate(
+        model, tok, rows, splits.test, cfg.eval,
+        progress=None if progress is None else (lambda k: progress({"phase": "eval", "step": k, "total": n})),
+    )

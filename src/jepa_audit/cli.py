@@ -1,0 +1,260 @@
+"""The ``jepa-audit`` command line (typer).  Thin: parse, then call the modules that do the work.
+
+Heavy imports (torch, transformers) happen inside the commands, so ``--help`` and ``aux list`` stay fast.
+Errors the user can fix (config, data, model directory, regex file) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audit auxiliary objectives for LLM fine-tuning.")
+aux_app = typer.Typer(no_args_is_help=True, help="The registry of auxiliary objectives.")
+regex_app = typer.Typer(no_args_is_help=True, help="Regexes in the NL-RX (dk.brics) dialect.")
+data_app = typer.Typer(no_args_is_help=True, help="Data: the embedded corpus and local NL-RX copies.")
+app.add_typer(aux_app, name="aux")
+app.add_typer(regex_app, name="regex")
+app.add_typer(data_app, name="data")
+err = Console(stderr=True)
+
+PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="smoke | quick | cpu | paper | paper-full-ft")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (on top of the preset)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from jepa_audit.config import ConfigError
+    from jepa_audit.data import DataError
+    from jepa_audit.data.views import TemplateError
+    from jepa_audit.models.load import ModelError
+
+    return (ConfigError, DataError, ModelError, TemplateError, KeyError)
+
+
+def _config(preset: str | None, config: Path | None, overrides: list[str] | None, default: str | None = None) -> Any:
+    from jepa_audit.config import ConfigError, load_config
+
+    try:
+        return load_config(preset or (None if config else default), config, overrides or [])
+    except ConfigError as e:
+        _fail(str(e))
+
+
+@app.command()
+def audit(
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output directory (default runs/<preset>)")] = None,
+    executor: Annotated[str | None, typer.Option(help="local | ray")] = None,
+    workers: Annotated[int | None, typer.Option(help="cells run side by side")] = None,
+    force: Annotated[bool, typer.Option(help="accept a config change in an existing --out")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the cells and a compute estimate")] = False,
+) -> None:
+    """Run the grid (benchmark × method × seed × mode), then write summary.json and the report. Resumable."""
+    from jepa_audit.audit import run_audit
+
+    cfg = _config(preset, config, set_, default="quick")
+    out_dir = out or Path("runs") / cfg.preset
+    try:
+        code = run_audit(cfg, out_dir, executor=executor, workers=workers, force=force, dry_run=dry_run)
+    except _user_errors() as e:
+        _fail(str(e).strip("'\""))
+    raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="an audit output directory holding results.jsonl")],
+    alpha: Annotated[float, typer.Option(help="single-cell significance level")] = 0.10,
+    family: Annotated[str, typer.Option(help="per-benchmark | all")] = "per-benchmark",
+) -> None:
+    """Recompute summary.json, report.md and report.html from DIR/results.jsonl alone."""
+    from jepa_audit.report import ReportError, write_report
+
+    if family not in ("per-benchmark", "all"):
+        _fail(f"--family must be per-benchmark or all, got {family!r}")
+    try:
+        summary = write_report(directory, alpha=alpha, family=family)
+    except ReportError as e:
+        _fail(str(e))
+    n = len(summary.get("comparisons", []))
+    typer.echo(f"wrote {directory}/summary.json, report.md, report.html ({n} comparisons)")
+
+
+@aux_app.command("list")
+def aux_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List every registered objective: id, family, core flag, extra forward rows, defaults."""
+    from jepa_audit.objectives import spec_rows
+
+    rows = spec_rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    from rich.table import Table
+
+    t = Table("id", "family", "core", "+fwd", "λ", "grad", "description")
+    for r in rows:
+        t.add_row(r["id"], r["family"], "★" if r["core"] else "", str(r["extra_forward"]),
+                  f"{r['default_weight']:g}", r["grad_mode"], r["description"][:70])
+    Console().print(t)
+
+
+@regex_app.command("equiv")
+def regex_equiv(
+    a: Annotated[str | None, typer.Argument(help="first regex")] = None,
+    b: Annotated[str | None, typer.Argument(help="second regex")] = None,
+    pairs: Annotated[Path | None, typer.Option("--pairs", help="file of regex_a<TAB>regex_b lines")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Are two regexes the same language (NL-RX / dk.brics dialect)? With a witness when not."""
+    from jepa_audit.regex import equiv_pairs_cli
+
+    if pairs is None and (a is None or b is None):
+        _fail("give two regexes A B, or --pairs FILE")
+    raise typer.Exit(equiv_pairs_cli(a, b, pairs, as_json))
+
+
+@app.command()
+def bench(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    write_docs: Annotated[bool, typer.Option(help="update docs/performance.md with the table")] = False,
+) -> None:
+    """Measure step-time ratios, probe/geometry overhead, decoding and DFA throughput in one run."""
+    from jepa_audit.bench import run_bench
+
+    result = run_bench(device=device, quiet=as_json, write_docs=write_docs)
+    typer.echo(json.dumps(result, indent=1) if as_json else _bench_table(result))
+
+
+def _bench_table(r: dict[str, Any]) -> str:
+    lines = [f"{k}: {v}" for k, v in r.items() if k != "aux_step_ratio"]
+    lines += [f"  aux {k}: {v:.3f}x" for k, v in sorted(r.get("aux_step_ratio", {}).items())]
+    return "\n".join(lines)
+
+
+@app.command("train")
+def train_cmd(
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="where the cell row, predictions and model go")] = Path(
+        "runs/train"
+    ),
+) -> None:
+    """Fine-tune and evaluate one cell (benchmark, aux.method, seed, adapter.mode from the config)."""
+    from jepa_audit.cell import run_cell
+
+    cfg = _config(preset, config, set_, default="smoke")
+    with _progress() as cb:
+        try:
+            row = run_cell(cfg, out, progress=cb, save_model=out / "model")
+        except _user_errors() as e:
+            _fail(str(e).strip("'\""))
+    (out / "cell.json").write_text(json.dumps(row, indent=1))
+    m = row["metrics"]
+    typer.echo(f"{cfg.benchmark}/{cfg.aux.method}/seed {cfg.seed}: EM {m['exact_match']:.3f}, "
+               f"DFA {m['dfa_accuracy']:.3f} on {m['n_test']} items ({row['wall_s']:.0f} s); model in {out/'model'}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="a local HF model directory (e.g. runs/train/model)")],
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write predictions.jsonl here")] = None,
+) -> None:
+    """Evaluate a local model directory on the configured benchmark's test split (EM and DFA accuracy)."""
+    from jepa_audit.cell import evaluate_dir
+
+    cfg = _config(preset, config, set_, default="smoke")
+    with _progress() as cb:
+        try:
+            res = evaluate_dir(cfg, model_dir, progress=cb)
+        except _user_errors() as e:
+            _fail(str(e).strip("'\""))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
+            for item in res.predictions:
+                f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    typer.echo(json.dumps(res.metrics))
+
+
+@data_app.command("fetch")
+def data_fetch() -> None:
+    """Explain how to get NL-RX: nothing is downloaded at run time."""
+    _fail(
+        "jepa-audit does not download data (these machines have no internet). Put NL-RX on disk "
+        "(the raw NL-RX-Synth/ and NL-RX-Turk/ folders, or LLM-JEPA's jsonl files) and point to it with "
+        "--set data.source=nl-rx --set data.path=/path/to/nl-rx"
+    )
+
+
+@data_app.command("stats")
+def data_stats(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Corpus statistics (operators, lengths, empty-language share) of the configured benchmarks."""
+    from jepa_audit.data import load_benchmark
+    from jepa_audit.data.generator import corpus_stats
+
+    cfg = _config(preset, config, set_, default="quick")
+    out = {}
+    for b in cfg.audit.benchmarks:
+        try:
+            s = load_benchmark(cfg.data, b)
+        except _user_errors() as e:
+            _fail(str(e))
+        out[b] = {"source": s.source, "n_train": len(s.train), "n_val": len(s.val), "n_test": len(s.test),
+                  **corpus_stats(s.train + s.val + s.test)}
+    typer.echo(json.dumps(out, indent=1))
+
+
+class _progress:
+    """A rich progress bar fed by the cell's progress callbacks; plain lines when not a TTY."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.tty = sys.stderr.isatty()
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
+                          disable=not self.tty)
+        self.p.start()
+        self.tasks: dict[str, Any] = {}
+        self.last_plain = ""
+
+        def cb(d: dict[str, Any]) -> None:
+            phase = d.get("phase", "work")
+            if phase not in self.tasks:
+                self.tasks[phase] = self.p.add_task(phase, total=d.get("total", 0), info="")
+            info = f"loss {d['loss']:.3f}" if "loss" in d else ""
+            self.p.update(self.tasks[phase], completed=d.get("step", 0), total=d.get("total", 0), info=info)
+            if not self.tty and d.get("step") == d.get("total") and self.last_plain != phase:
+                self.last_plain = phase
+                err.print(f"{phase}: done ({d.get('total')}) {info}")
+
+        return cb
+
+    def __exit__(self, *exc: object) -> None:
+        self.p.stop()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,301 @@
+"""Configuration: pydantic models, YAML presets, ``--set key=value`` overrides, a stable hash.
+
+One resolved :class:`Config` describes one cell (benchmark, method, seed, mode) *and* the grid it belongs
+to (``audit``).  Presets live in ``configs/<name>.yaml`` and list only what differs from the defaults here.
+Every model forbids unknown keys, so a typo fails before any compute is spent, with one message that names
+the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PRESET_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
+PACKAGED_PRESET_DIR = Path(__file__).resolve().parent / "presets"
+PRESETS = ("smoke", "quick", "cpu", "paper", "paper-full-ft")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key and the source file."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelCfg(Strict):
+    """Which causal LM to fine-tune."""
+
+    kind: Literal["tiny", "hf"] = Field("tiny", description="tiny: a small Llama trained here; hf: a local HF dir")
+    path: str | None = Field(None, description="local Hugging Face model directory (kind=hf); never a hub id")
+    hidden_size: int = Field(64, gt=0, description="tiny model width d")
+    num_layers: int = Field(2, gt=0, description="tiny model depth")
+    num_heads: int = Field(4, gt=0, description="attention heads")
+    num_kv_heads: int = Field(4, gt=0, description="key/value heads (GQA when < num_heads)")
+    intermediate_size: int = Field(192, gt=0, description="MLP width")
+    max_positions: int = Field(256, gt=0, description="longest sequence in tokens")
+    vocab_size: int = Field(512, gt=32, description="tiny tokenizer vocabulary (BPE trained on train text)")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights/autocast dtype")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
+    compile: bool = Field(False, description="torch.compile the model (GPU only pays)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelCfg:
+        if self.kind == "hf" and not self.path:
+            raise ValueError("model.kind=hf needs model.path: a local directory with config.json and safetensors")
+        if self.hidden_size % self.num_heads:
+            raise ValueError("model.hidden_size must be divisible by model.num_heads")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("model.num_heads must be divisible by model.num_kv_heads")
+        return self
+
+
+class BaseCfg(Strict):
+    """Pre-training of the tiny base, once per (corpus, config), cached content-addressed."""
+
+    steps: int = Field(300, ge=0, description="optimizer steps on the pre-training pool")
+    pool_size: int = Field(3000, gt=0, description="generated (description, regex) pairs, disjoint from fine-tuning")
+    pool_seed: int = Field(1_000_003, description="generator seed of the pool (never a fine-tuning seed)")
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(32, gt=0)
+    seed: int = Field(0, description="init and data order of the base")
+
+
+class AdapterCfg(Strict):
+    """LoRA (through PEFT) or full fine-tuning; decided once, in models.build_model."""
+
+    mode: Literal["lora", "full"] = "lora"
+    rank: int = Field(16, gt=0)
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha (LLM-JEPA: 2·rank)")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    train_embeddings: bool = Field(False, description="also train embeddings/head under LoRA (modules_to_save)")
+
+
+class DataCfg(Strict):
+    """Where the (description, regex) pairs come from and how they are split."""
+
+    source: Literal["embedded", "nl-rx"] = Field("embedded", description="embedded generator or real NL-RX")
+    path: str | None = Field(None, description="local NL-RX directory (raw, deep-regex split dirs or jsonl)")
+    split: Literal["llm-jepa", "deep-regex"] = Field("llm-jepa", description="8,000/2,000 or 6,500/1,000/2,500")
+    n_train: int = Field(2000, gt=0, description="embedded corpus: training pairs per benchmark")
+    n_test: int = Field(300, gt=0, description="embedded corpus: test pairs per benchmark")
+    corpus_seed: int = Field(7, description="embedded corpus seed (fixed across cells)")
+    val_size: int = Field(200, ge=0, description="validation slice carved from train (tuning only)")
+    max_train: int | None = Field(None, gt=0, description="use only the first N training rows")
+    max_test: int | None = Field(None, gt=0, description="evaluate only the first N test rows")
+    system_prompt: str = "Convert natural language to regular expression."
+
+    @model_validator(mode="after")
+    def _check(self) -> DataCfg:
+        if self.source == "nl-rx" and not self.path:
+            raise ValueError("data.source=nl-rx needs data.path: a local NL-RX directory (nothing is downloaded)")
+        return self
+
+
+class TrainCfg(Strict):
+    steps: int = Field(200, gt=0, description="optimizer steps")
+    batch_size: int = Field(16, gt=0, description="sequences per micro-batch")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    threads: int = Field(1, gt=0, description="torch CPU threads per cell (tiny models gain nothing from more)")
+    log_every: int = Field(10, gt=0)
+
+
+class AuxCfg(Strict):
+    method: str = Field("ce", description="objective id from `jepa-audit aux list` (ce = no auxiliary)")
+    weight: float | None = Field(None, ge=0, description="λ in CE + λ·aux; None = the registry default")
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the objective's parameters")
+
+
+class ProbeCfg(Strict):
+    enabled: bool = Field(True, description="log cos(∇aux, ∇CE); off only for timing the bare step")
+    every: int = Field(25, gt=0, description="gradient-cosine probe interval in steps (step 0 always probes)")
+    per_layer: bool = True
+
+
+class GeometryCfg(Strict):
+    enabled: bool = True
+    layers: list[int] | None = Field(None, description="hidden-state indices; None = 4 evenly spaced incl. last")
+    n_sequences: int = Field(64, gt=1, description="held-out sequences from the validation slice")
+    seed: int = Field(0, description="which validation rows form the fixed geometry batch")
+    curve_every: int = Field(0, ge=0, description="log a cheap geometry subset every N steps (0 = off)")
+
+
+class EvalCfg(Strict):
+    batch_size: int = Field(64, gt=0)
+    max_new_tokens: int = Field(64, gt=0)
+    dfa_max_states: int = Field(20000, gt=0)
+    dfa_time_budget_s: float = Field(0.5, gt=0)
+
+
+class TrackingCfg(Strict):
+    mlflow: bool = Field(False, description="log params/metrics to MLflow (local file store)")
+    mlflow_uri: str | None = Field(None, description="default: file store under the audit directory")
+    tensorboard: bool = Field(False, description="write TensorBoard curves under the cell directory")
+
+
+class AuditCfg(Strict):
+    """The grid: benchmark × method × seed × mode."""
+
+    name: str = "audit"
+    benchmarks: list[str] = Field(default_factory=lambda: ["synth", "turk"])
+    methods: list[str] = Field(default_factory=lambda: ["ce"])
+    seeds: list[int] = Field(default_factory=lambda: [82, 23, 37])
+    modes: list[Literal["lora", "full"]] = Field(default_factory=lambda: ["lora"])
+    executor: Literal["local", "ray"] = "local"
+    workers: int = Field(2, gt=0, description="cells run side by side")
+    alpha: float = Field(0.10, gt=0, lt=1)
+    family: Literal["per-benchmark", "all"] = "per-benchmark"
+
+
+class Config(Strict):
+    """Everything a cell needs; ``benchmark``/``seed``/``aux.method``/``adapter.mode`` pick the cell."""
+
+    preset: str = "custom"
+    benchmark: str = "synth"
+    seed: int = 82
+    cache_dir: str = Field(".cache/jepa-audit", description="content-addressed base models and tokenizers")
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    base: BaseCfg = Field(default_factory=BaseCfg)
+    adapter: AdapterCfg = Field(default_factory=AdapterCfg)
+    data: DataCfg = Field(default_factory=DataCfg)
+    train: TrainCfg = Field(default_factory=TrainCfg)
+    aux: AuxCfg = Field(default_factory=AuxCfg)
+    probe: ProbeCfg = Field(default_factory=ProbeCfg)
+    geometry: GeometryCfg = Field(default_factory=GeometryCfg)
+    eval: EvalCfg = Field(default_factory=EvalCfg)
+    tracking: TrackingCfg = Field(default_factory=TrackingCfg)
+    audit: AuditCfg = Field(default_factory=AuditCfg)
+
+    def cell(self, benchmark: str, method: str, seed: int, mode: str) -> Config:
+        """The config of one grid cell (a copy)."""
+        c = self.model_copy(deep=True)
+        c.benchmark, c.seed = benchmark, seed
+        c.aux.method = method
+        c.adapter.mode = mode  # type: ignore[assignment]
+        return c
+
+    def cell_hash(self) -> str:
+        """Stable hash of what determines a cell's result (not the grid, not where caches live)."""
+        d = self.model_dump(mode="json", exclude={"audit", "cache_dir", "preset", "tracking"})
+        return stable_hash(d)
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """sha256 of canonical JSON (sorted keys), first ``n`` hex digits."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading: preset → file → --set overrides → validation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def preset_path(name: str) -> Path:
+    for d in (PRESET_DIR, PACKAGED_PRESET_DIR):
+        p = d / f"{name}.yaml"
+        if p.exists():
+            return p
+    raise ConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)} (files in configs/)")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {e}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "params":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=c`` → (["a", "b"], yaml-typed c)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=100")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}")
+        else:
+            parts.append(f"key {loc!r}: {e['msg']} (got {e.get('input')!r})")
+    return f"invalid config from {source}: " + "; ".join(parts)
+
+
+def load_config(
+    preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Resolve a config: defaults ← preset ← file ← ``--set`` overrides. Raises ConfigError."""
+    data: dict[str, Any] = {}
+    sources = []
+    if preset:
+        p = preset_path(preset)
+        data = _merge(data, _read_yaml(p))
+        data.setdefault("preset", preset)
+        sources.append(str(p))
+    if file:
+        data = _merge(data, _read_yaml(Path(file)))
+        sources.append(str(file))
+    for item in overrides or []:
+        path, value = parse_override(item)
+        cur = data
+        for k in path[:-1]:
+            nxt = cur.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {k!r} is not a section")
+            cur = nxt
+        cur[path[-1]] = value
+        sources.append(f"--set {item}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, " + ".join(sources) or "defaults")) from None
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

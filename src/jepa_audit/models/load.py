@@ -1,0 +1,114 @@
+"""Loading a causal LM from a local directory (HF format, safetensors) and wrapping it for fine-tuning.
+
+The tiny base is saved in exactly the format of a real Hugging Face checkpoint (config.json,
+model.safetensors, tokenizer.json, chat template), so one function loads both.  Nothing is downloaded:
+``local_files_only=True`` always.  LoRA vs full fine-tuning is decided here, once; the training loop is
+the same for both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from jepa_audit.config import AdapterCfg, ModelCfg
+from jepa_audit.data.tokenizer import ensure_pad
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelError(ValueError):
+    """A model directory or checkpoint that cannot be used, with what was expected."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"model.device={name!r} but no CUDA device is available; use model.device=cpu")
+    return torch.device(name)
+
+
+def check_model_dir(path: Path) -> None:
+    """One clear error for the usual ways a local model directory is wrong."""
+    if not path.is_dir():
+        raise ModelError(
+            f"model directory {path} does not exist: model.path must be a local Hugging Face directory "
+            "(config.json, *.safetensors, tokenizer files); nothing is downloaded"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model directory {path} has no config.json (expected a Hugging Face model directory)")
+    if not list(path.glob("*.safetensors")):
+        raise ModelError(f"model directory {path} has no *.safetensors weights (only safetensors are loaded)")
+    if not ((path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()):
+        raise ModelError(f"model directory {path} has no tokenizer.json or tokenizer.model")
+
+
+def load_pretrained(path: str | Path, cfg: ModelCfg) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """Load model and tokenizer from a local directory; raise ModelError naming the path on failure."""
+    path = Path(path)
+    check_model_dir(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds; we name the input instead
+        raise ModelError(f"cannot load the tokenizer in {path}: {type(e).__name__}: {e}") from None
+    if not getattr(tok, "chat_template", None):
+        raise ModelError(f"tokenizer in {path} has no chat template (expected an instruct model's template)")
+    ensure_pad(tok)
+    device = resolve_device(cfg.device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            local_files_only=True,
+            dtype=DTYPES[cfg.dtype],
+            attn_implementation=cfg.attn_implementation,
+            use_safetensors=True,
+        )
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(
+            f"cannot load the weights in {path}: {type(e).__name__}: {str(e)[:300]} "
+            "(a truncated or corrupt safetensors file? delete it and rebuild/re-copy it)"
+        ) from None
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model.to(device), tok
+
+
+def build_model(model: nn.Module, adapter: AdapterCfg, seed: int) -> nn.Module:
+    """Wrap ``model`` for fine-tuning: LoRA adapters (PEFT) or every weight trainable.
+
+    The adapter init is seeded by the cell seed, so each seed has its own init and the same one for every
+    method.
+    """
+    torch.manual_seed(seed)
+    if adapter.mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    targets = [t for t in adapter.targets if t in names]
+    if not targets:
+        raise ModelError(f"adapter.targets {adapter.targets} match no module of the model")
+    lcfg = LoraConfig(
+        r=adapter.rank,
+        lora_alpha=adapter.alpha,
+        lora_dropout=adapter.dropout,
+        target_modules=targets,
+        modules_to_save=["embed_tokens", "lm_head"] if adapter.train_embeddings else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lcfg)
+
+
+def trainable_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def lm_head_weight(model: nn.Module) -> torch.Tensor:
+    """(V, d) unembedding of a plain or PEFT-wrapped model."""
+    return model.get_output_embeddings().weight

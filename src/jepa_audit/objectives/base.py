@@ -1,0 +1,176 @@
+"""The objective interface and its registry (PEFT's tuner registry, lm-eval's task registry).
+
+An auxiliary is one class in one family module, registered with one decorator::
+
+    @register_objective
+    class VicregVariance(Objective):
+        spec = ObjectiveSpec(id="D1", family="distributional", description="...", core=True,
+                             default_weight=0.1, params={"layer": -1, "gamma": 1.0})
+        def forward(self, ctx: AuxContext) -> AuxOut: ...
+
+The training loop never checks ids: it reads the spec (``grad_mode``, ``extra_forward``) and calls
+``forward``.  Objectives may hold trainable parameters (predictors); the loop adds them to the optimizer.
+All randomness inside an objective comes from ``self.generator`` (its own ``torch.Generator``), so adding
+an auxiliary leaves the CE run's data order, init and dropout untouched.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from jepa_audit.data.batch import Batch
+
+Family = Literal["trajectory", "distributional", "predictive", "fisher", "decoder-visible", "reference"]
+FAMILIES: tuple[str, ...] = ("trajectory", "distributional", "predictive", "fisher", "decoder-visible", "reference")
+GradMode = Literal["add", "cone", "gate", "gradvac"]
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """What the registry, the CLI and the loop know about an objective, without building it."""
+
+    id: str
+    family: Family
+    description: str
+    core: bool = False  # one of the audited 22
+    default_weight: float = 0.1  # λ in CE + λ·aux (see docs/objectives.md for the calibration)
+    params: dict[str, Any] = field(default_factory=dict)  # default hyper-parameters
+    extra_forward: int = 0  # extra forward rows per example (0 = reads the CE forward only)
+    grad_mode: GradMode = "add"  # how g_aux joins g_CE: plain sum, cone projection, cosine gate, GradVac
+    source: str = ""  # where the formula comes from ([V] paper/code or [P] our proposal)
+
+
+@dataclass
+class AuxOut:
+    loss: Tensor  # scalar, fp32
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AuxContext:
+    """What one training step hands an objective.
+
+    ``hidden``: tuple of L+1 tensors (B, T, d); index 0 is the embeddings, index -1 the state after the final
+    norm (what the LM head reads).  ``logits``: (B, T, V).  ``lm_head_weight``: (V, d).
+    """
+
+    batch: Batch
+    hidden: tuple[Tensor, ...]
+    logits: Tensor
+    model: nn.Module
+    lm_head_weight: Tensor
+    step: int = 0
+    total_steps: int = 1
+
+    @cached_property
+    def regex_hidden(self) -> tuple[Tensor, ...]:
+        """Hidden states of the regex-only view row, (B, Tr, d) per layer: one extra forward, run once."""
+        out = self.model(
+            input_ids=self.batch.regex_ids, attention_mask=self.batch.regex_mask, output_hidden_states=True
+        )
+        return tuple(out.hidden_states)
+
+    def e_u(self, layer: int = -1) -> Tensor:
+        """NL-view embedding (B, d): the full row's state at the last NL content token (a causal prefix)."""
+        h = self.hidden[layer]
+        return h[torch.arange(h.shape[0], device=h.device), self.batch.nl_last]
+
+    def e_r(self, layer: int = -1) -> Tensor:
+        """Regex-view embedding (B, d): the regex-only row's state at its last content token."""
+        h = self.regex_hidden[layer]
+        return h[torch.arange(h.shape[0], device=h.device), self.batch.regex_last]
+
+
+class Objective(nn.Module):
+    """Base class.  Subclasses set ``spec`` and implement ``forward``."""
+
+    spec: ClassVar[ObjectiveSpec]
+
+    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+        super().__init__()
+        unknown = set(params) - set(self.spec.params)
+        if unknown:
+            raise ValueError(
+                f"objective {self.spec.id}: unknown parameter(s) {sorted(unknown)}; "
+                f"expected some of {sorted(self.spec.params)}"
+            )
+        self.p: dict[str, Any] = {**self.spec.params, **params}
+        self.d_model, self.n_layers, self.generator = d_model, n_layers, generator
+
+    def forward(self, ctx: AuxContext) -> AuxOut:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def after_step(self, model: nn.Module, step: int, total_steps: int) -> None:
+        """Hook after each optimizer step (EMA targets update here)."""
+
+
+_REGISTRY: dict[str, type[Objective]] = {}
+_FROZEN = False
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    """Class decorator: add ``cls`` under ``cls.spec.id``.  Duplicate ids and unknown families raise."""
+    if _FROZEN:
+        raise RuntimeError(f"registry is frozen; cannot register {cls.spec.id}")
+    spec = cls.spec
+    if spec.id in _REGISTRY:
+        raise KeyError(f"objective id {spec.id!r} registered twice")
+    if spec.family not in FAMILIES:
+        raise ValueError(f"objective {spec.id}: unknown family {spec.family!r}; expected one of {FAMILIES}")
+    _REGISTRY[spec.id] = cls
+    return cls
+
+
+def freeze() -> None:
+    global _FROZEN
+    _FROZEN = True
+
+
+def registry() -> dict[str, type[Objective]]:
+    return dict(_REGISTRY)
+
+
+def get_objective_class(name: str) -> type[Objective]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown objective {name!r}.{hint} See `jepa-audit aux list`.") from None
+
+
+def build_objective(
+    name: str, params: dict[str, Any], d_model: int, n_layers: int, seed: int
+) -> Objective:
+    """Instantiate an objective with its own generator seeded from the cell seed (keeps runs paired)."""
+    cls = get_objective_class(name)
+    gen = torch.Generator().manual_seed(10_007 * seed + 17)
+    return cls(params, d_model=d_model, n_layers=n_layers, generator=gen)
+
+
+def spec_rows() -> list[dict[str, Any]]:
+    """`jepa-audit aux list --json` rows."""
+    return [
+        {
+            "id": s.id,
+            "family": s.family,
+            "description": s.description,
+            "core": s.core,
+            "extra_forward": s.extra_forward,
+            "params": s.params,
+            "default_weight": s.default_weight,
+            "grad_mode": s.grad_mode,
+            "source": s.source,
+        }
+        for s in (c.spec for c in _REGISTRY.values())
+    ]
+
+
+SpecFilter = Callable[[ObjectiveSpec], bool]

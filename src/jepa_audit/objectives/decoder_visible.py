@@ -1,0 +1,166 @@
+"""Decoder-visible JEPA (auxiliaries.md §1.7, §3 V-rows and the note on why V1).
+
+V1 asks the NL-view predictor state e_u (the CE row's state at the last NL token, a causal prefix, so no
+extra row) to *decode*, through the model's own head, to the distribution the full model puts on the first
+answer token.  Its target is what CE itself trains at position a₀ − 1, so its gradient should lean toward
+CE's.  V3/V4/V5 make that property explicit on the gradient: the loop combines g_CE and g_aux with the
+spec's ``grad_mode`` (``objectives.gradients.combine``); their loss is the ``inner`` objective's (V1 by
+default), built by composition.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from jepa_audit.objectives import _common as C
+from jepa_audit.objectives.base import (
+    AuxContext,
+    AuxOut,
+    Objective,
+    ObjectiveSpec,
+    get_objective_class,
+    register_objective,
+)
+from jepa_audit.objectives.fisher import head
+
+
+def _rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return C.gather_rows(x, idx)
+
+
+@register_objective
+class DecodeFirstToken(Objective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="V1",
+        family="decoder-visible",
+        description="decoder-visible JEPA: KL(sg(p(h[L, a₀−1])) ‖ p(e_u)); the NL-view state must decode to the "
+        "full model's first-answer-token distribution (NL view = CE-row prefix: no extra row)",
+        core=True,
+        default_weight=0.1,
+        params={"temperature": 1.0, "top_k": 0},
+        source="[P] (tuned-lens style KL through the unembedding, Belrose et al. 2023)",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        b = ctx.batch
+        target = _rows(
+            ctx.logits, b.answer_start - 1
+        )  # (B, V): the logits that predict the first answer token
+        pred = _rows(ctx.logits, b.nl_last)  # (B, V) = W e_u
+        loss = C.kl_from_logits(target, pred, float(self.p["temperature"]), int(self.p["top_k"]))
+        return AuxOut(loss=loss)
+
+
+@register_objective
+class BagOfRegex(Objective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="V2",
+        family="decoder-visible",
+        description="bag-of-regex: −(1/|𝒜|) Σ_{t∈𝒜} log p(e_u)[y_t], per sequence then averaged",
+        core=False,
+        default_weight=0.1,
+        params={},
+        source="[P]",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        b = ctx.batch
+        logp = torch.log_softmax(_rows(ctx.logits, b.nl_last).float(), -1)  # (B, V)
+        y = b.labels.clamp_min(0)  # -100 → 0, masked out below
+        nll = -logp.gather(1, y)  # (B, T)
+        per, has = C.row_mean(nll, b.answer_mask)
+        return AuxOut(loss=C.mean_over(per, has))
+
+
+class _GradControlled(Objective):
+    """Loss of the ``inner`` objective (built here, sharing this objective's generator); what differs is
+    the spec's ``grad_mode``, which the loop applies when it combines g_aux with g_CE."""
+
+    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+        super().__init__(params, d_model, n_layers, generator)
+        inner_cls = get_objective_class(self.p["inner"])
+        if inner_cls.spec.grad_mode != "add":
+            raise ValueError(f"{self.spec.id}: inner objective {self.p['inner']!r} has its own grad_mode")
+        self.inner = inner_cls(dict(self.p["inner_params"]), d_model, n_layers, generator)
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        return self.inner(ctx)
+
+    def after_step(self, model: nn.Module, step: int, total_steps: int) -> None:
+        self.inner.after_step(model, step, total_steps)
+
+
+@register_objective
+class ConeProjected(_GradControlled):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="V3",
+        family="decoder-visible",
+        description="cone projection: g = g_CE + λ[g_a − min(0, ⟨g_a, g_CE⟩)/‖g_CE‖² g_CE] over all trainable "
+        "parameters jointly, so ⟨λ g_a′, g_CE⟩ ≥ 0 by construction; aux = V1",
+        core=True,
+        default_weight=0.1,
+        grad_mode="cone",
+        params={"inner": "V1", "inner_params": {}},
+        source="[V] one-sided PCGrad (Yu et al. 2020) / dual cone (Hwang & Lim 2024)",
+    )
+
+
+@register_objective
+class CosineGated(_GradControlled):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="V4",
+        family="decoder-visible",
+        description="Du et al. gating: g = g_CE + λ·max(0, cos(g_a, g_CE))·g_a; aux = V1",
+        core=False,
+        default_weight=0.1,
+        grad_mode="gate",
+        params={"inner": "V1", "inner_params": {}},
+        source="[V] Du et al. 2018 (arXiv 1812.02224), cosine-weighted variant",
+    )
+
+
+@register_objective
+class GradVac(_GradControlled):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="V5",
+        family="decoder-visible",
+        description="GradVac: if φ = cos(g_a, g_CE) < φ_T, g_a += ‖g_a‖(φ_T√(1−φ²) − φ√(1−φ_T²))/(‖g_CE‖√(1−φ_T²))"
+        "·g_CE (cos becomes φ_T); φ_T = 0.1 fixed, or an EMA of past cosines when ema_beta > 0; aux = V1",
+        core=False,
+        default_weight=0.1,
+        grad_mode="gradvac",
+        params={"inner": "V1", "inner_params": {}, "phi_target": 0.1, "ema_beta": 0.0},
+        source="[V] GradVac (Wang et al. 2021)",
+    )
+
+
+@register_objective
+class TunedLensCoupling(Objective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="V6",
+        family="decoder-visible",
+        description="tuned-lens coupling: KL(sg(p(h[L,t])) ‖ softmax(W·norm(A h[l,t] + b))) over 𝒜 at a middle "
+        "layer, A initialised to I, b to 0, norm = the model's final norm",
+        core=False,
+        default_weight=0.1,
+        params={"layer": "mid"},
+        source="[P] after the tuned lens (Belrose et al. 2023)",
+    )
+
+    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+        super().__init__(params, d_model, n_layers, generator)
+        self.layer = C.resolve_layer(self.p["layer"], n_layers)
+        self.A = nn.Parameter(torch.eye(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        mask = ctx.batch.answer_mask
+        z = C.answer_states(ctx.hidden[self.layer], mask) @ self.A.T + self.b  # (N, d)
+        norm = C.final_norm(ctx.model)
+        zn = norm(z.to(ctx.hidden[-1].dtype))
+        pred = head(ctx.lm_head_weight, zn)  # (N, V)
+        target = ctx.logits[mask]  # (N, V) = W h[L, t]
+        return AuxOut(loss=C.kl_from_logits(target, pred))

@@ -1,0 +1,209 @@
+"""Distributional constraints (auxiliaries.md §1.4, §3 D-rows, §7).
+
+Single-view rows (D1, D2, D5–D8) act on the answer-token states Z = {h[l,t] : t ∈ 𝒜} of the CE forward,
+pooled over the batch (N = number of answer tokens).  Two-view rows (D3, D4) act on the LLM-JEPA pair
+(e_u, e_r) through a trainable projector, since a batch of B ≪ d embeddings gives a rank-deficient C.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+
+from jepa_audit.objectives import _common as C
+from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
+
+
+@register_objective
+class VicregVariance(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="D1",
+        family="distributional",
+        description="VICReg variance: (1/d) Σ_j relu(γ − √(Var_N(Z_j) + 1e-4)) over answer-token states; "
+        "γ = the base model's median per-dimension std (measured on the first batch), or a number",
+        core=True,
+        default_weight=0.1,
+        params={"layer": "last", "gamma": "base_median", "eps": 1e-4},
+        source="[V] VICReg (Bardes et al. 2022); γ choice from auxiliaries.md D1",
+    )
+
+    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+        super().__init__(params, d_model, n_layers, generator)
+        # Why not standardise with this batch's own std: then every std is 1 by construction and the hinge
+        # is identically 0.  The scale is instead fixed once, from the base model (a buffer: checkpointed).
+        self.register_buffer("gamma_ref", torch.tensor(float("nan")))
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        z = C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask)
+        g = self.p["gamma"]
+        if g == "base_median":
+            if torch.isnan(self.gamma_ref):
+                with torch.no_grad():
+                    self.gamma_ref.copy_(torch.sqrt(z.var(0) + self.p["eps"]).median())
+            gamma: float | torch.Tensor = self.gamma_ref.to(z.device)
+        else:
+            gamma = float(g)
+        loss = C.vicreg_variance(z, gamma, self.p["eps"])
+        return AuxOut(loss=loss, logs={"gamma": float(gamma)})
+
+
+@register_objective
+class VicregCovariance(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="D2",
+        family="distributional",
+        description="VICReg covariance: (1/d') Σ_{i≠j} C_ij², C = Z̄ᵀZ̄/(N−1) of standardised answer-token states "
+        "(all answer tokens; fixed random orthonormal projection to proj_dim when d > proj_dim)",
+        core=True,
+        default_weight=0.004,
+        params={"layer": "last", "proj_dim": 256},
+        source="[V] VICReg; λ = D1's λ × 1/25 (VICReg's 25:1 variance:covariance ratio) [P]",
+    )
+
+    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+        super().__init__(params, d_model, n_layers, generator)
+        k = int(self.p["proj_dim"])
+        if 0 < k < d_model:
+            # Orthonormal columns (QR of a Gaussian): a decorrelated unit-variance Z stays decorrelated.
+            q, _ = torch.linalg.qr(torch.randn(d_model, k, generator=generator))
+            self.register_buffer("proj", q)
+        else:
+            self.proj = None
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        z = C.standardise(C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask))
+        if self.proj is not None:
+            z = z @ self.proj.to(z.device)
+        return AuxOut(loss=C.vicreg_covariance(z))
+
+
+class _TwoViewProjected(C.LayerObjective):
+    """(e_u, e_r) through one shared projector d → proj_dim → proj_dim, built with seeded init."""
+
+    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+        super().__init__(params, d_model, n_layers, generator)
+        self.projector = C.construct_seeded(generator, lambda: C.Projector(d_model, int(self.p["proj_dim"])))
+
+    def views(self, ctx: AuxContext) -> tuple[torch.Tensor, torch.Tensor]:
+        zu = self.projector(C.e_u(ctx, self.layer))
+        zr = self.projector(C.e_r(ctx, self.generator, self.layer))
+        return zu, zr
+
+
+@register_objective
+class CrossViewVicreg(_TwoViewProjected):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="D3",
+        family="distributional",
+        description="cross-view VICReg on projected (e_u, e_r): 25·MSE + 25·(var_u + var_r)/2 + 1·(cov_u + cov_r)",
+        core=False,
+        extra_forward=1,
+        default_weight=0.004,
+        params={"layer": "last", "proj_dim": 256, "sim": 25.0, "var": 25.0, "cov": 1.0},
+        source="[V] VICReg coefficients 25/25/1; λ [P] so that the variance term weighs 0.1 like D1",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        zu, zr = self.views(ctx)
+        inv = C.vicreg_invariance(zu, zr)
+        var = 0.5 * (C.vicreg_variance(zu, 1.0) + C.vicreg_variance(zr, 1.0))
+        cov = C.vicreg_covariance(zu) + C.vicreg_covariance(zr)
+        loss = self.p["sim"] * inv + self.p["var"] * var + self.p["cov"] * cov
+        return AuxOut(
+            loss=loss,
+            logs={"inv": float(inv.detach()), "var": float(var.detach()), "cov": float(cov.detach())},
+        )
+
+
+@register_objective
+class BarlowTwins(_TwoViewProjected):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="D4",
+        family="distributional",
+        description="Barlow Twins on projected (e_u, e_r): Σ_i (1 − C_ii)² + 5e-3 Σ_{i≠j} C_ij², C the "
+        "cross-correlation of batch-standardised projections",
+        core=True,
+        extra_forward=1,
+        default_weight=0.001,
+        params={"layer": "last", "proj_dim": 256, "off_weight": 5e-3},
+        source="[V] Barlow Twins (Zbontar et al. 2021), λ_off = 5e-3; λ [P]",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        zu, zr = self.views(ctx)
+        return AuxOut(loss=C.barlow_twins(zu, zr, float(self.p["off_weight"])))
+
+
+@register_objective
+class SIGReg(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="D5",
+        family="distributional",
+        description="SIGReg: mean over M random unit slices of the Epps–Pulley statistic of standardised "
+        "answer-token states against N(0,1) (17 knots on [0, 3]); slices redrawn every step",
+        core=True,
+        default_weight=0.02,
+        params={"layer": "last", "slices": 256, "knots": 17, "t_max": 3.0},
+        source="[V] LeJEPA (re-implemented from the maths; code is CC BY-NC), λ = 0.02 from MINIMAL.md",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        z = C.standardise(C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask))
+        a = C.unit_directions(z.shape[1], int(self.p["slices"]), self.generator).to(z.device)
+        return AuxOut(loss=C.sigreg(z, a, float(self.p["t_max"]), int(self.p["knots"])))
+
+
+@register_objective
+class Uniformity(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="D6",
+        family="distributional",
+        description="uniformity: log mean_{i<j} exp(−t‖ẑ_i − ẑ_j‖²), ẑ = z/‖z‖ over answer-token states, t = 2",
+        core=True,
+        default_weight=0.1,
+        params={"layer": "last", "t": 2.0},
+        source="[V] Wang & Isola 2020; λ [P]",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        z = C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask)
+        return AuxOut(loss=C.uniformity(z, float(self.p["t"])))
+
+
+@register_objective
+class Anisotropy(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="D7",
+        family="distributional",
+        description="anisotropy penalty: mean cos(z_i, z_j) over answer-token pairs from different sequences",
+        core=True,
+        default_weight=0.1,
+        params={"layer": "last"},
+        source="[P] Ethayarajh's anisotropy metric used as a loss",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        mask = ctx.batch.answer_mask
+        z = C.answer_states(ctx.hidden[self.layer], mask)
+        seq = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]
+        return AuxOut(loss=C.cross_sequence_cosine(z, seq))
+
+
+@register_objective
+class EffectiveRank(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="D8",
+        family="distributional",
+        description="effective rank: −log RankMe(Z) = Σ_k p_k log p_k, p_k = σ_k/Σσ + 1e-7 (SVD in fp32)",
+        core=False,
+        default_weight=0.01,
+        params={"layer": "last"},
+        source="[P] from RankMe (Garrido et al. 2023)",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        z = C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask)
+        loss = C.effective_rank_entropy(z)
+        return AuxOut(loss=loss, logs={"rankme": math.exp(-float(loss.detach()))})

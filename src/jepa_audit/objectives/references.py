@@ -1,0 +1,65 @@
+"""The two references every auxiliary is compared against: plain CE and LLM-JEPA as published.
+
+``ce`` has default weight 0: the loop skips the auxiliary whenever λ == 0 (it never checks ids).
+``llm-jepa`` is rbalestr-lab/llm-jepa's loss (auxiliaries.md §1.1): 1 − cos(e_u, e_r) at the last layer,
+no stop-gradient (both views are trained), e_u at the last NL token (k = 0) or at the last of k learned
+predictor tokens appended to the NL view (k > 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from jepa_audit.objectives import _common as C
+from jepa_audit.objectives.base import AuxContext, AuxOut, Objective, ObjectiveSpec, register_objective
+
+
+@register_objective
+class CrossEntropyOnly(Objective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="ce",
+        family="reference",
+        description="baseline: cross-entropy on the answer tokens only (no auxiliary; λ = 0)",
+        core=False,
+        default_weight=0.0,
+        params={},
+        source="[V] the audited recipe's CE baseline",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        return AuxOut(loss=torch.zeros((), dtype=torch.float32, device=ctx.logits.device))
+
+
+@register_objective
+class LlmJepa(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="llm-jepa",
+        family="reference",
+        description="LLM-JEPA as published (P0): 1 − cos(e_u, e_r), NL view with k predictor tokens, regex view at "
+        "its last content token, gradient through both views; k > 0 adds one NL-prefix row (+k tokens)",
+        core=False,
+        extra_forward=1,
+        default_weight=0.5,
+        params={"layer": "last", "k": 0},
+        source="[V] rbalestr-lab/llm-jepa finetune.py; λ from run.sh grid {0.5, 2.0}, k ∈ {0, 1, 2}",
+    )
+
+    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+        super().__init__(params, d_model, n_layers, generator)
+        k = int(self.p["k"])
+        if k < 0:
+            raise ValueError(f"llm-jepa: k must be ≥ 0, got {k}")
+        # New special tokens <|predictor_i|>: learned embeddings, N(0, 0.02²) from the objective's generator
+        # (HF's initializer_range); only created when used, so k = 0 has no trainable parameters.
+        self.pred = nn.Parameter(torch.randn(k, d_model, generator=generator) * 0.02) if k else None
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        if self.pred is None:
+            u = C.e_u(ctx, self.layer)
+        else:
+            u = C.nl_predictor_view(ctx, self.pred, self.generator, self.layer)
+        r = C.e_r(ctx, self.generator, self.layer)
+        return AuxOut(loss=C.view_cosine_loss(u, r, "none"))

@@ -1,0 +1,213 @@
+"""Trajectory-shape auxiliaries (auxiliaries.md §1.2, §1.3, §3 T-rows, §4).
+
+All read the hidden states of the CE forward (no extra rows).  Token trajectories use the answer tokens 𝒜
+(``batch.answer_mask``) unless stated; differences never cross padding or the prompt/answer boundary.
+Layer parameters: "last" = post-final-norm (the reference's l = 16), "mid" = n_layers // 2 (l = 8),
+"quarter" = n_layers // 4 (l = 4), or an int index into ``ctx.hidden``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from jepa_audit.objectives import _common as C
+from jepa_audit.objectives.base import AuxContext, AuxOut, Objective, ObjectiveSpec, register_objective
+
+
+class _Curvature(C.LayerObjective):
+    """T1 and T2 share this body; ``params["form"]`` picks arccos (angle) or 1 − cos."""
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        h = ctx.hidden[self.layer]
+        loss = C.curvature(h, ctx.batch.answer_mask, self.p["form"], eps=self.p["eps"])
+        return AuxOut(loss=loss)
+
+
+@register_objective
+class TurningAngle(_Curvature):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="T1",
+        family="trajectory",
+        description="curvature: mean_{t∈𝒜} arccos(clip(cos(v_t, v_{t+1}), −1+ε, 1−ε)) at layer l (radians)",
+        core=True,
+        default_weight=0.1,
+        params={"layer": "last", "form": "angle", "eps": 1e-6},
+        source="[V] Hénaff 2019 / Hosseini & Fedorenko 2023 definition; STP --linear=curvature",
+    )
+
+
+@register_objective
+class OneMinusCosTurn(_Curvature):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="T2",
+        family="trajectory",
+        description="local straightening: mean_{t∈𝒜} (1 − cos(v_t, v_{t+1})) at layer l",
+        core=True,
+        default_weight=0.1,
+        params={"layer": "last", "form": "one_minus_cos", "eps": 1e-6},
+        source="[V] Wang et al. 2026 (arXiv 2603.12231) L_curv",
+    )
+
+
+class _Tube(C.LayerObjective):
+    """T3-Global and T3-Local: STP over 𝒫∪𝒜 with the user/assistant gap bridged; span cap from params."""
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        b = ctx.batch
+        segments = (C.with_anchor(b.prompt_mask), C.with_anchor(b.answer_mask))
+        loss = C.stp_tube_loss(
+            ctx.hidden[self.layer],
+            segments,
+            self.generator,
+            max_span=int(self.p["max_span"]),
+            times=int(self.p["times"]),
+        )
+        return AuxOut(loss=loss)
+
+
+@register_objective
+class TubeGlobal(_Tube):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="T3-Global",
+        family="trajectory",
+        description="STP semantic tube: 1 − cos(before + after, patch), one random span [s,e) over 𝒫∪𝒜 per "
+        "sample (unbounded length), structural tokens between the turns bridged",
+        core=True,
+        default_weight=0.02,
+        params={"layer": "last", "max_span": -1, "times": 1},
+        source="[V] STP code (galilai-group/llm-jepa stp.py, --linear=random_span), λ = 0.02 from run_stp",
+    )
+
+
+@register_objective
+class TubeLocal(_Tube):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="T3-Local",
+        family="trajectory",
+        description="GUESS (auxiliaries.md §4 reading 1): STP tube loss with local spans, e − s ≤ w (w = 2); "
+        "reading 2 (local vs global curvature) is covered by T1/T2/T6 and T4/T5",
+        core=True,
+        default_weight=0.02,
+        params={"layer": "last", "max_span": 2, "times": 1},
+        source="[P] our reading of the paper's name, built on STP's random_span_max_length",
+    )
+
+
+def _answer_chord(h, mask):
+    first, last = C.first_last(mask)
+    return C.gather_rows(h, last) - C.gather_rows(h, first)  # (B, d)
+
+
+@register_objective
+class ChordAlignment(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="T4",
+        family="trajectory",
+        description="chord alignment: mean_{t∈𝒜} (1 − cos(v_t, h[l,end] − h[l,start])) over the answer span",
+        core=True,
+        default_weight=0.02,
+        params={"layer": "last"},
+        source="[P] global-tube analogue of STP",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        h = ctx.hidden[self.layer].float()
+        mask = ctx.batch.answer_mask
+        chord = _answer_chord(h, mask)
+        v = h[:, 1:] - h[:, :-1]
+        valid = C.consecutive(mask, 1)
+        loss = C.masked_mean(1.0 - C.cosine(v, chord[:, None, :]), valid)
+        return AuxOut(loss=loss)
+
+
+@register_objective
+class Tortuosity(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="T5",
+        family="trajectory",
+        description="tortuosity: Σ_t ‖v_t‖ / ‖h[l,end] − h[l,start]‖ − 1 over the answer span, mean over sequences",
+        core=False,
+        default_weight=0.01,
+        params={"layer": "last", "eps": 1e-6},
+        source="[P]",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        h = ctx.hidden[self.layer].float()
+        mask = ctx.batch.answer_mask
+        valid = C.consecutive(mask, 1)
+        v = h[:, 1:] - h[:, :-1]
+        # sqrt(‖v‖² + tiny): finite gradient even for a repeated state
+        path = ((v * v).sum(-1) + 1e-12).sqrt().mul(valid).sum(1)
+        chord = _answer_chord(h, mask).norm(dim=-1)
+        per = path / (chord + self.p["eps"]) - 1.0
+        return AuxOut(loss=C.mean_over(per, valid.any(1)))
+
+
+@register_objective
+class EuclideanAcceleration(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="T6",
+        family="trajectory",
+        description="Euclidean acceleration: mean_t ‖a_t‖² / (mean_t ‖v_t‖² + ε) over 𝒜, per sequence then "
+        "averaged (flat-space geodesic residual)",
+        core=True,
+        default_weight=0.1,
+        params={"layer": "last", "eps": 1e-6},
+        source="[P] flat-space Jacobi/geodesic residual",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        loss = C.second_difference_ratio(
+            ctx.hidden[self.layer], ctx.batch.answer_mask, "velocity", eps=self.p["eps"]
+        )
+        return AuxOut(loss=loss)
+
+
+@register_objective
+class DepthStraightening(Objective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="T7",
+        family="trajectory",
+        description="depth straightening: u_l = h[l+1,t] − h[l,t], mean_{t∈𝒜, l} (1 − cos(u_l, u_{l+1})) over "
+        "layers first..L−1 of the residual stream",
+        core=False,
+        default_weight=0.1,
+        params={"first": "quarter"},
+        source="[P]",
+    )
+
+    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+        super().__init__(params, d_model, n_layers, generator)
+        self.first = C.resolve_layer(self.p["first"], n_layers) % (n_layers + 1)
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        mask = ctx.batch.answer_mask
+        z = torch.stack(
+            [C.answer_states(h, mask) for h in C.depth_states(ctx.hidden, self.first, self.n_layers)]
+        )
+        u = z[1:] - z[:-1]  # (L', N, d)
+        loss = (1.0 - C.cosine(u[:-1], u[1:])).mean()
+        return AuxOut(loss=loss)
+
+
+@register_objective
+class ContextualCurvature(C.LayerObjective):
+    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+        id="T8",
+        family="trajectory",
+        description="contextual curvature: T1 over the last c tokens before each answer token, at a middle layer",
+        core=False,
+        default_weight=0.1,
+        params={"layer": "mid", "context": 8},
+        source="[V] concept from King, Fedorenko & Hosseini 2026; exact formula [P]",
+    )
+
+    def forward(self, ctx: AuxContext) -> AuxOut:
+        b = ctx.batch
+        loss = C.window_curvature(
+            ctx.hidden[self.layer], b.attention_mask.bool(), b.answer_mask, int(self.p["context"])
+        )
+        return AuxOut(loss=loss)

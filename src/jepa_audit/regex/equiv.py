@@ -1,0 +1,295 @@
+"""DFA-equivalence of NL-RX regexes, as dk.brics.automaton decides it, plus the CLI behind
+``jepa-audit regex equiv``.
+
+``equivalent(a, b)`` answers True, False (with a shortest witness: a string accepted by exactly
+one side) or None (a parse error, with its message in ``error``; or undecided within the budgets,
+also with a message in ``error``). It never raises and never hangs: every DFA build and every
+product walk stops at ``max_states`` states or ``time_budget_s`` seconds (wall clock, checked in
+the loops). Two identical strings that parse are equivalent without building anything.
+
+:class:`DfaScorer` is what an evaluation uses: it keeps the minimised DFA of every regex it has
+compiled (gold and predictions alike) in a bounded LRU cache keyed by the regex string, so a test
+set's gold automata are built once for all the cells of a grid. Parse errors are cached too;
+state-budget failures are cached with their budget, time-budget failures are not (they depend on
+the machine's load).
+
+Dependency choice (measured, see ``docs/regex.md`` for the numbers): none of the four Python
+automata libraries we tried serves as it is. ``interegular`` has no complement or intersection
+in its regex syntax and follows Python's ``re`` dialect. ``greenery`` has complement and
+intersection on its FSMs, but parses Python-style regexes and has no sound "any other character"
+class in its parser (its ``anything_else`` works, but the parser is not brics'), and its
+operations are several times slower than needed on NL-RX. ``automata-lib`` and ``pyformlang``
+parse other dialects (``pyformlang`` treats the alphabet as the symbols written, which is exactly
+the unsound alphabet) and are one to two orders of magnitude too slow for 1,000 pairs/s.
+The parser must be brics' in any case (``\\b``, ``~``, ``&``, ``[`` rules), and the automata part
+is a few hundred lines, so both are our own (:mod:`.parse`, :mod:`.automaton`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal as TLiteral
+
+from .automaton import BudgetExceeded, Dfa, TermTable, find_difference
+from .parse import RegexParseError, parse, to_code_units
+
+__all__ = [
+    "DfaScorer",
+    "EquivResult",
+    "compile_regex",
+    "equiv_pairs_cli",
+    "equivalent",
+    "is_empty_language",
+    "is_universal",
+    "matches",
+]
+
+_DEFAULT_MAX_STATES = 20000
+_DEFAULT_TIME_BUDGET_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class EquivResult:
+    """The answer for one pair of regexes.
+
+    ``equivalent``: True, False, or None (undecided within budget, or a parse error).
+    ``witness``: when False, a shortest string accepted by exactly one side (may be ``""``);
+    otherwise None. ``error``: why ``equivalent`` is None (``"parse error in ..."`` or
+    ``"undecided: ..."``); None otherwise. ``witness_side``: which side accepts the witness,
+    ``"a"`` (the first regex: gold, for a scorer) or ``"b"``; None without a witness.
+    """
+
+    equivalent: bool | None
+    witness: str | None
+    error: str | None
+    witness_side: TLiteral["a", "b"] | None = None
+
+    def to_json(self, line: int) -> dict:
+        """The JSON object of the CLI contract (DESIGN.md), for input line ``line``."""
+        return {"line": line, "equivalent": self.equivalent, "witness": self.witness, "error": self.error}
+
+
+class DfaScorer:
+    """Scores (gold, prediction) pairs by DFA equivalence, memoising compiled automata.
+
+    Holds the budgets, one :class:`~.automaton.TermTable` (derivatives shared across regexes) and
+    an LRU cache of at most ``cache_size`` compiled regexes. Not thread-safe: one per thread.
+    """
+
+    def __init__(
+        self,
+        max_states: int = _DEFAULT_MAX_STATES,
+        time_budget_s: float = _DEFAULT_TIME_BUDGET_S,
+        cache_size: int = 8192,
+    ) -> None:
+        self.max_states = max_states
+        self.time_budget_s = time_budget_s
+        self.cache_size = cache_size
+        self._table = TermTable()
+        # value: a minimised Dfa, a parse error, or the state budget a build failed under (int)
+        self._cache: OrderedDict[str, Dfa | RegexParseError | int] = OrderedDict()
+
+    # -- compiling ---------------------------------------------------------------------------
+    def compile(self, regex: str, *, max_states: int | None = None, time_budget_s: float | None = None) -> Dfa:
+        """The minimised DFA of ``regex``. Raises RegexParseError or BudgetExceeded."""
+        ms = self.max_states if max_states is None else max_states
+        budget = self.time_budget_s if time_budget_s is None else time_budget_s
+        return self._compiled(regex, ms, time.monotonic() + budget, budget)
+
+    def _compiled(self, regex: str, max_states: int, deadline: float, budget: float) -> Dfa:
+        cache = self._cache
+        hit = cache.get(regex)
+        if hit is not None:
+            cache.move_to_end(regex)
+            if isinstance(hit, Dfa):
+                return hit
+            if isinstance(hit, RegexParseError):
+                raise RegexParseError(hit.message, hit.position)
+            if max_states <= hit:
+                raise BudgetExceeded("states", max_states)
+        try:
+            ast = parse(regex)
+        except RegexParseError as e:
+            self._store(regex, e)
+            raise
+        table = self._table
+        table.maybe_reset()
+        term = table.from_ast(ast)
+        try:
+            dfa = table.build_dfa(term, max_states, deadline, budget)
+        except BudgetExceeded as e:
+            if e.kind == "states":
+                self._store(regex, max_states)
+            raise
+        dfa = dfa.minimise(deadline)
+        self._store(regex, dfa)
+        return dfa
+
+    def _store(self, regex: str, value: Dfa | RegexParseError | int) -> None:
+        self._cache[regex] = value
+        self._cache.move_to_end(regex)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    # -- scoring -----------------------------------------------------------------------------
+    def score(self, gold: str, pred: str) -> EquivResult:
+        """Whether ``pred`` denotes the same language as ``gold`` (never raises)."""
+        return self._compare(gold, pred, ("gold", "prediction"), self.max_states, self.time_budget_s)
+
+    def score_many(self, pairs: list[tuple[str, str]]) -> list[EquivResult]:
+        """:meth:`score` for each (gold, prediction) pair, in order."""
+        return [self.score(g, p) for g, p in pairs]
+
+    def _compare(
+        self, a: str, b: str, names: tuple[str, str], max_states: int, budget: float
+    ) -> EquivResult:
+        deadline = time.monotonic() + budget
+        try:
+            for name, regex in zip(names, (a, b), strict=True):
+                try:
+                    parse(regex)
+                except RegexParseError as e:
+                    return EquivResult(None, None, f"parse error in {name} at position {e.position}: {e.message}")
+            if a == b:
+                return EquivResult(True, None, None)
+            da = self._compiled(a, max_states, deadline, budget)
+            db = self._compiled(b, max_states, deadline, budget)
+            diff = find_difference(da, db, max_states, deadline, budget)
+            if diff is None:
+                return EquivResult(True, None, None)
+            witness, in_a = diff
+            return EquivResult(False, witness, None, "a" if in_a else "b")
+        except BudgetExceeded as e:
+            return EquivResult(None, None, f"undecided: {e}")
+        except RecursionError:
+            return EquivResult(None, None, "undecided: regex nested too deeply for this implementation")
+        except MemoryError:
+            return EquivResult(None, None, "undecided: out of memory")
+        except Exception as e:  # noqa: BLE001 - a scorer must never crash an evaluation
+            return EquivResult(None, None, f"internal error: {type(e).__name__}: {e}")
+
+
+# A shared scorer for the module-level functions; the lock makes them safe to call from threads.
+_LOCK = threading.RLock()
+_DEFAULT = DfaScorer()
+
+
+def equivalent(
+    a: str, b: str, *, max_states: int = _DEFAULT_MAX_STATES, time_budget_s: float = _DEFAULT_TIME_BUDGET_S
+) -> EquivResult:
+    """Whether regexes ``a`` and ``b`` (NL-RX dialect, read as brics reads it) denote the same
+    language. Never raises; see :class:`EquivResult`."""
+    with _LOCK:
+        return _DEFAULT._compare(a, b, ("A", "B"), max_states, time_budget_s)
+
+
+def compile_regex(
+    regex: str, *, max_states: int = _DEFAULT_MAX_STATES, time_budget_s: float = _DEFAULT_TIME_BUDGET_S
+) -> Dfa:
+    """The minimised DFA of ``regex``. Raises RegexParseError or BudgetExceeded."""
+    with _LOCK:
+        return _DEFAULT.compile(regex, max_states=max_states, time_budget_s=time_budget_s)
+
+
+def matches(regex: str, s: str) -> bool:
+    """Whether ``regex`` matches the whole of ``s`` (brics semantics; ``s`` is read as UTF-16 code
+    units, so ``.`` matches half of an astral character). Raises RegexParseError."""
+    ast = parse(regex)
+    with _LOCK:
+        table = _DEFAULT._table
+        table.maybe_reset()
+        return table.matches(table.from_ast(ast), to_code_units(s))
+
+
+def is_empty_language(
+    regex: str, *, max_states: int = _DEFAULT_MAX_STATES, time_budget_s: float = _DEFAULT_TIME_BUDGET_S
+) -> bool:
+    """Whether ``regex`` matches no string at all. Raises RegexParseError or BudgetExceeded."""
+    return compile_regex(regex, max_states=max_states, time_budget_s=time_budget_s).is_empty()
+
+
+def is_universal(
+    regex: str, *, max_states: int = _DEFAULT_MAX_STATES, time_budget_s: float = _DEFAULT_TIME_BUDGET_S
+) -> bool:
+    """Whether ``regex`` matches every string. Raises RegexParseError or BudgetExceeded."""
+    return compile_regex(regex, max_states=max_states, time_budget_s=time_budget_s).is_universal()
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: jepa-audit regex equiv A B [--json] | --pairs FILE [--json]
+# ---------------------------------------------------------------------------------------------
+
+
+def _printable(s: str) -> str:
+    """``s`` with lone surrogates (which no output encoding accepts) as backslash escapes."""
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _human(res: EquivResult) -> str:
+    if res.equivalent is True:
+        return "equivalent"
+    if res.equivalent is False:
+        side = "A" if res.witness_side == "a" else "B"
+        shown = json.dumps(res.witness)  # quoted and escaped; "" for the empty string
+        return f"different: {shown} is accepted by {side} only"
+    return _printable(res.error or "undecided")
+
+
+def _emit(line: int, res: EquivResult, as_json: bool, numbered: bool) -> None:
+    if as_json:
+        # ensure_ascii keeps any witness (lone surrogates included) printable on every terminal
+        print(json.dumps(res.to_json(line)))
+    elif numbered:
+        print(f"{line}: {_human(res)}")
+    else:
+        print(_human(res))
+
+
+def equiv_pairs_cli(a: str | None, b: str | None, pairs: Path | None, as_json: bool) -> int:
+    """``jepa-audit regex equiv``: compare ``A B``, or every ``A<TAB>B`` line of ``pairs``.
+
+    Prints one answer per pair (a JSON object per DESIGN.md with ``as_json``, else a human line)
+    and returns the exit status: 0, or 2 when the pairs file cannot be read (or the arguments are
+    not one of the two forms), with one error line on stderr naming the file.
+
+    Pairs file: UTF-8 (a leading BOM is ignored), lines split on ``\\n`` only, a trailing ``\\r``
+    dropped; each line splits at its first TAB. A line without a TAB gets an answer with
+    ``equivalent`` null and an error, like any other bad input.
+    """
+    if pairs is None:
+        if a is None or b is None:
+            print("error: give two regexes A B, or --pairs FILE", file=sys.stderr)
+            return 2
+        _emit(0, equivalent(a, b), as_json, numbered=False)
+        return 0
+    if a is not None or b is not None:
+        print("error: give either two regexes A B or --pairs FILE, not both", file=sys.stderr)
+        return 2
+    path = Path(pairs)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        print(f"error: cannot read pairs file {path}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:
+        print(f"error: cannot read pairs file {path}: not UTF-8 (bad byte at offset {e.start})", file=sys.stderr)
+        return 2
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line does not start another
+    for i, line in enumerate(lines):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if "\t" not in line:
+            res = EquivResult(None, None, "parse error: line has no TAB between two regexes")
+        else:
+            x, y = line.split("\t", 1)
+            res = equivalent(x, y)
+        _emit(i, res, as_json, numbered=True)
+    return 0

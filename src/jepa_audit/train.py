@@ -1,0 +1,197 @@
+"""The one training loop: ``loss = CE + λ·aux``, read top to bottom (nanoGPT style).
+
+Phases per step: set LR → micro-batches (forward with hidden states → CE on answer tokens → auxiliary →
+backward) → clip → optimizer step → objective hook → log.  The loop never checks objective ids; it reads
+the objective's spec: ``grad_mode`` says how the auxiliary gradient joins CE's.  On probe steps (step 0,
+then every ``probe.every`` steps) and for grad-mode objectives, CE and auxiliary
+gradients are taken separately with two ``autograd.grad`` calls on one graph; the update is then
+``combine(g_CE, g_aux)`` (= g_CE + λ·g_aux for ``add``), so probing costs no third backward.
+
+Randomness: the data order comes from a generator seeded by the cell seed, dropout from the global torch
+RNG seeded by the cell seed, and the objective's draws from its own generator, so adding an auxiliary
+leaves data order and dropout of the CE run untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jepa_audit.config import ProbeCfg, TrainCfg
+from jepa_audit.data.batch import Batch
+from jepa_audit.data.views import Encoded, collate
+from jepa_audit.models.load import lm_head_weight
+from jepa_audit.objectives import AuxContext, Objective
+from jepa_audit.objectives.gradients import combine, grad_cosine, layer_group
+
+
+class TrainError(RuntimeError):
+    """Training cannot go on (non-finite CE, or an auxiliary that is non-finite on most steps)."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float = float("nan")  # mean total loss over the last 10 % of steps
+    log: list[dict[str, float]] = field(default_factory=list)
+    grad_cosine: dict[str, Any] | None = None  # {mean, frac_positive, per_layer, trace}
+    aux_skipped: int = 0  # steps whose auxiliary was non-finite and left out
+    wall_s: float = 0.0
+
+
+def lr_at(step: int, cfg: TrainCfg) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio·lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
+
+
+def batches(rows: Sequence[Encoded], batch_size: int, pad_id: int, seed: int) -> Iterator[Batch]:
+    """Endless shuffled micro-batches; the order depends on ``seed`` alone."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(len(rows), generator=g).tolist()
+        for i in range(0, len(perm) - batch_size + 1, batch_size):
+            yield collate([rows[j] for j in perm[i : i + batch_size]], pad_id)
+        if len(rows) < batch_size:  # tiny data: one short batch per epoch
+            yield collate([rows[j] for j in perm], pad_id)
+
+
+def answer_ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean next-token CE over labelled (answer + end-of-turn) positions. logits (B,T,V), labels (B,T)."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def train(
+    model: nn.Module,
+    rows: Sequence[Encoded],
+    *,
+    pad_id: int,
+    cfg: TrainCfg,
+    seed: int,
+    objective: Objective | None = None,
+    weight: float = 0.0,
+    probe: ProbeCfg | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    curve_fn: Callable[[tuple[Tensor, ...], Batch], dict[str, float]] | None = None,
+    curve_every: int = 0,
+) -> TrainResult:
+    """Fine-tune ``model`` in place on ``rows``; return losses, gradient cosines and counters."""
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)  # dropout stream; objectives draw from their own generators
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    groups = [layer_group(n) for n, _ in named]
+    use_aux = objective is not None and weight > 0
+    obj_params = [p for p in objective.parameters() if p.requires_grad] if use_aux else []
+    if use_aux:
+        objective.to(device)
+    opt = torch.optim.AdamW(
+        [{"params": params}, {"params": obj_params}], lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False
+    )
+    mode = objective.spec.grad_mode if use_aux else "add"
+    probe = probe or ProbeCfg()
+    data = batches(rows, cfg.batch_size, pad_id, seed)
+    combine_state: dict[str, Any] = {}
+    result = TrainResult(steps=cfg.steps)
+    cos_trace: list[tuple[int, float]] = []
+    per_layer_sum: dict[str, list[float]] = {}
+    recent: list[float] = []
+    model.train()
+
+    for step in range(cfg.steps):
+        # ---- learning rate ------------------------------------------------------------------------------
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        probe_now = use_aux and probe.enabled and step % probe.every == 0
+        separate = use_aux and (mode != "add" or probe_now)
+        opt.zero_grad(set_to_none=True)
+        loss_sum, ce_sum, aux_sum = 0.0, 0.0, 0.0
+
+        # ---- micro-batches -------------------------------------------------------------------------------
+        for _ in range(cfg.grad_accum):
+            batch = next(data).to(device)
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+            ce = answer_ce(out.logits, batch.labels)
+            if not torch.isfinite(ce):
+                raise TrainError(f"non-finite CE loss at step {step}")
+            aux: Tensor | None = None
+            if use_aux:
+                ctx = AuxContext(batch, tuple(out.hidden_states), out.logits, model, lm_head_weight(model),
+                                 step=step, total_steps=cfg.steps)
+                aux = objective(ctx).loss.float()
+                if not torch.isfinite(aux):
+                    result.aux_skipped += 1
+                    aux = None
+            if aux is None:
+                (ce / cfg.grad_accum).backward()
+            elif not separate:
+                ((ce + weight * aux) / cfg.grad_accum).backward()
+            else:
+                g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
+                g_all = torch.autograd.grad(aux, params + obj_params, allow_unused=True)
+                g_aux, g_obj = list(g_all[: len(params)]), list(g_all[len(params) :])
+                if probe_now:
+                    cos, per_layer = grad_cosine(g_aux, list(g_ce), groups)
+                    cos_trace.append((step, cos))
+                    for k, v in per_layer.items():
+                        per_layer_sum.setdefault(k, []).append(v)
+                update = combine(list(g_ce), g_aux, weight, mode, combine_state)
+                for p, u in zip(params, update, strict=True):
+                    if u is not None:
+                        p.grad = u / cfg.grad_accum if p.grad is None else p.grad + u / cfg.grad_accum
+                for p, u in zip(obj_params, g_obj, strict=True):
+                    if u is not None:
+                        u = weight * u / cfg.grad_accum
+                        p.grad = u if p.grad is None else p.grad + u
+            ce_sum += float(ce.detach())
+            aux_sum += float(aux.detach()) if aux is not None else 0.0
+            loss_sum += float(ce.detach()) + (weight * float(aux.detach()) if aux is not None else 0.0)
+
+        # ---- clip, step, hooks ---------------------------------------------------------------------------
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params + obj_params, cfg.grad_clip)
+        opt.step()
+        if use_aux:
+            objective.after_step(model, step, cfg.steps)
+        if result.aux_skipped > max(5, cfg.steps // 2):
+            raise TrainError(
+                f"auxiliary {objective.spec.id} was non-finite on {result.aux_skipped} of {step + 1} steps"
+            )
+
+        # ---- log -----------------------------------------------------------------------------------------
+        n = cfg.grad_accum
+        recent.append(loss_sum / n)
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            row = {"step": step, "loss": loss_sum / n, "ce": ce_sum / n, "aux": aux_sum / n, "lr": lr_at(step, cfg)}
+            if curve_fn is not None and curve_every and step % curve_every == 0:
+                with torch.no_grad():
+                    row.update(curve_fn(tuple(h.detach() for h in out.hidden_states), batch))
+            result.log.append(row)
+        if progress is not None:
+            progress({"step": step + 1, "total": cfg.steps, "loss": loss_sum / n})
+
+    tail = recent[-max(1, len(recent) // 10) :]
+    result.final_loss = sum(tail) / len(tail)
+    if cos_trace:
+        vals = [c for _, c in cos_trace]
+        result.grad_cosine = {
+            "mean": sum(vals) / len(vals),
+            "frac_positive": sum(c > 0 for c in vals) / len(vals),
+            "per_layer": {k: sum(v) / len(v) for k, v in sorted(per_layer_sum.items())},
+            "trace": [{"step": s, "cos": c} for s, c in cos_trace],
+            "n_probes": len(vals),
+        }
+    result.wall_s = time.perf_counter() - t0
+    model.eval()
+    return result

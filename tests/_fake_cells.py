@@ -1,0 +1,59 @@
+"""Fake cell functions for the audit runner tests: fast, deterministic, importable by spawned workers.
+
+They follow run_cell's contract (cfg, cell_dir, progress) -> row without training anything. Behaviour is
+steered through files in the audit directory (so it reaches pool workers and Ray tasks too):
+``DIR/fail.txt`` lists cell keys that raise; ``DIR/nan.txt`` lists keys whose metrics come back NaN;
+every call appends its key to ``DIR/calls.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from jepa_audit.config import Config
+
+
+def _key(cfg: Config) -> str:
+    from jepa_audit.audit.grid import cell_key
+
+    return cell_key(cfg.benchmark, cfg.aux.method, cfg.seed, cfg.adapter.mode)
+
+
+def _listed(audit_dir: Path, name: str, key: str) -> bool:
+    p = audit_dir / name
+    return p.exists() and key in p.read_text().split()
+
+
+def fast_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    audit_dir = Path(cell_dir).parent.parent
+    key = _key(cfg)
+    with open(audit_dir / "calls.log", "a") as f:
+        f.write(key + "\n")
+    total = 3
+    for step in range(1, total + 1):
+        if progress is not None:
+            progress({"step": step, "total": total, "loss": 1.0 / step})
+    if _listed(audit_dir, "fail.txt", key):
+        raise RuntimeError(f"injected failure in {key}")
+    with open(Path(cell_dir) / "predictions.jsonl", "w") as f:
+        for i in range(3):
+            f.write(json.dumps({"item": i, "pred": "a*", "exact": i % 2 == 0}) + "\n")
+    em = ((cfg.seed * 31 + len(cfg.aux.method) * 7) % 97) / 97
+    if _listed(audit_dir, "nan.txt", key):
+        em = float("nan")
+    return {
+        "benchmark": cfg.benchmark, "method": cfg.aux.method, "seed": cfg.seed, "mode": cfg.adapter.mode,
+        "metrics": {"exact_match": em, "dfa_accuracy": min(1.0, em + 0.05), "n_test": 3},
+        "geometry": {"anisotropy": 0.5, "curvature": float("inf")},
+        "grad_cosine": {"mean": 0.1, "frac_positive": 0.6},
+        "config_hash": cfg.cell_hash(), "status": "done", "pid": os.getpid(),
+    }
+
+
+def slow_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    time.sleep(0.3)
+    return fast_cell(cfg, cell_dir, progress)

@@ -1,0 +1,212 @@
+"""The results store: durable commits, torn-line repair, the grid manifest and the directory lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from jepa_audit.audit.grid import Cell, cell_key, expand_grid
+from jepa_audit.audit.store import (
+    CHECKSUM,
+    GridChangedError,
+    Store,
+    StoreError,
+    StoreLockedError,
+    encode_row,
+    load_results,
+)
+from jepa_audit.config import Config, ConfigError
+
+
+def grid(steps: int = 5, methods=("ce", "T1")) -> list[Cell]:
+    cfg = Config()
+    cfg.train.steps = steps
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], list(methods), [82, 23]
+    return expand_grid(cfg)
+
+
+def row_for(cell: Cell, em: float = 0.5) -> dict:
+    return {**cell.ident(), "metrics": {"exact_match": em, "dfa_accuracy": em, "n_test": 10}, "status": "done"}
+
+
+def test_grid_keys_and_hashes():
+    cells = grid()
+    assert [c.key for c in cells] == ["synth__ce__s82__lora", "synth__ce__s23__lora",
+                                      "synth__T1__s82__lora", "synth__T1__s23__lora"]
+    assert len({c.hash for c in cells}) == 4  # method and seed are part of the cell's config
+    assert cells[0].config.aux.method == "ce" and cells[2].config.seed == 82
+    assert grid()[0].hash == cells[0].hash  # stable
+    assert grid(steps=6)[0].hash != cells[0].hash
+    assert cell_key("synth", "T3-Global", 4, "full") == "synth__T3-Global__s4__full"
+
+
+def test_grid_validation():
+    cfg = Config()
+    cfg.audit.methods = ["ce", "T1", "T3-Globl"]
+    with pytest.raises(ConfigError, match=r"T3-Globl.*did you mean T3-Global"):
+        expand_grid(cfg, known_methods={"ce", "T1", "T3-Global"})
+    cfg.audit.methods = ["ce", "ce"]
+    with pytest.raises(ConfigError, match="twice"):
+        expand_grid(cfg)
+    cfg.audit.methods = []
+    with pytest.raises(ConfigError, match="empty"):
+        expand_grid(cfg)
+
+
+def test_commit_is_one_checksummed_line(tmp_path):
+    cells = grid()
+    with Store(tmp_path) as s:
+        stored = s.commit(cells[0], row_for(cells[0]) | {"geometry": {"x": float("nan")}})
+        assert s.is_done(cells[0]) and not s.is_done(cells[1])
+        with pytest.raises(StoreError, match="already recorded"):
+            s.commit(cells[0], row_for(cells[0]))
+        with pytest.raises(StoreError, match="seed"):
+            s.commit(cells[1], row_for(cells[0]))  # a row that belongs to another cell
+        other = s.commit(cells[1], row_for(cells[1]) | {"config_hash": "resolved-elsewhere"})
+        assert other["config_hash"] == cells[1].hash and other["resolved_config_hash"] == "resolved-elsewhere"
+    lines = (tmp_path / "results.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2 and lines[0].endswith(b"\n")
+    row = json.loads(lines[0])
+    assert row == stored
+    assert row["cell"] == cells[0].key and row["config_hash"] == cells[0].hash and CHECKSUM in row
+    assert row["geometry"]["x"] is None  # NaN is written as null, never as invalid JSON
+    with Store(tmp_path) as s:  # reopening gives the same rows
+        assert s.rows() == [stored, other]
+    assert load_results(tmp_path) == [stored, other]
+
+
+def test_torn_last_line_is_cut_and_earlier_bytes_kept(tmp_path):
+    cells = grid()
+    with Store(tmp_path) as s:
+        for c in cells[:2]:
+            s.commit(c, row_for(c))
+    path = tmp_path / "results.jsonl"
+    good = path.read_bytes()
+    torn = encode_row({**row_for(cells[2]), "cell": cells[2].key})[:57]  # a kill in the middle of a write
+    path.write_bytes(good + torn)
+    assert len(load_results(tmp_path)) == 2  # readers skip it without repairing
+    with pytest.warns(UserWarning, match="incomplete last line"), Store(tmp_path) as s:
+        assert [r["cell"] for r in s.rows()] == [c.key for c in cells[:2]]
+        assert not s.is_done(cells[2])
+    assert path.read_bytes() == good
+
+
+def test_whole_row_missing_only_its_newline_is_kept(tmp_path):
+    cells = grid()
+    with Store(tmp_path) as s:
+        s.commit(cells[0], row_for(cells[0]))
+    path = tmp_path / "results.jsonl"
+    last = encode_row({**row_for(cells[1]), "cell": cells[1].key, "config_hash": cells[1].hash})
+    path.write_bytes(path.read_bytes() + last[:-1])
+    with Store(tmp_path) as s:
+        assert s.is_done(cells[1])
+    assert path.read_bytes().endswith(last)
+
+
+def test_bad_checksum_and_duplicates_are_dropped_others_unchanged(tmp_path):
+    cells = grid()
+    with Store(tmp_path) as s:
+        for c in cells[:3]:
+            s.commit(c, row_for(c))
+    path = tmp_path / "results.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    tampered = lines[1].replace(b'"exact_match": 0.5', b'"exact_match": 0.9')
+    assert tampered != lines[1]
+    path.write_bytes(lines[0] + tampered + lines[2] + lines[0])  # corrupt middle line + a duplicate
+    with pytest.warns(UserWarning, match="corrupt or duplicate"), Store(tmp_path) as s:
+        assert [r["cell"] for r in s.rows()] == [cells[0].key, cells[2].key]
+    assert path.read_bytes() == lines[0] + lines[2]
+    assert (tmp_path / "results.jsonl.corrupt").read_bytes() == tampered + lines[0]
+
+
+def test_changed_config_is_refused_unless_forced(tmp_path):
+    old, new = grid(steps=5), grid(steps=7)
+    with Store(tmp_path) as s:
+        assert s.check_grid(old) == []
+        s.commit(old[0], row_for(old[0]))
+    manifest = json.loads((tmp_path / "grid.json").read_text())
+    assert manifest["cells"][old[1].key]["hash"] == old[1].hash
+    with Store(tmp_path) as s:
+        with pytest.raises(GridChangedError) as e:
+            s.check_grid(new)
+        msg = str(e.value)
+        assert old[0].key in msg and old[0].hash in msg and new[0].hash in msg and "--force" in msg
+        assert s.is_done(old[0])  # a refusal changes nothing
+        changed = s.check_grid(new, force=True)
+        assert {c.key for c in changed} == {c.key for c in new}
+        assert not s.is_done(new[0]) and s.rows() == []
+    assert json.loads((tmp_path / "superseded.jsonl").read_text())["cell"] == old[0].key
+    assert json.loads((tmp_path / "grid.json").read_text())["cells"][new[0].key]["hash"] == new[0].hash
+    with Store(tmp_path) as s:  # the new hashes are now the recorded ones
+        assert s.check_grid(new) == []
+        assert s.check_grid(grid(steps=7, methods=("ce", "T1", "T2"))) == []  # a grown grid is fine
+
+
+def test_changed_config_detected_from_rows_without_manifest(tmp_path):
+    old, new = grid(steps=5), grid(steps=7)
+    with Store(tmp_path) as s:
+        s.commit(old[0], row_for(old[0]))  # no manifest written
+    with Store(tmp_path) as s, pytest.raises(GridChangedError):
+        s.check_grid(new)
+
+
+def test_second_runner_refused_with_pid(tmp_path):
+    with Store(tmp_path):
+        text = (tmp_path / ".lock").read_text()
+        assert text.split() == [str(os.getpid()), socket.gethostname()]
+        with pytest.raises(StoreLockedError, match=rf"pid {os.getpid()}"):
+            Store(tmp_path)
+    with Store(tmp_path):  # released on close
+        pass
+    assert (tmp_path / ".lock").read_text() == ""
+
+
+def test_live_pid_in_lock_file_refused_even_without_flock(tmp_path):
+    """Where flock is not honoured (some network file systems) the pid in the file still protects."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".lock").write_text(f"{p.pid} {socket.gethostname()}\n")
+        with pytest.raises(StoreLockedError, match=rf"pid {p.pid}"):
+            Store(tmp_path)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_stale_lock_is_taken_over(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a pid that is certainly gone
+    (tmp_path / ".lock").write_text(f"{p.pid} {socket.gethostname()}\n")
+    with pytest.warns(UserWarning, match=rf"stale lock .* pid {p.pid}"), Store(tmp_path):
+        assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+def test_lock_from_another_host_refused(tmp_path):
+    (tmp_path / ".lock").write_text("12345 some-other-host\n")
+    with pytest.raises(StoreLockedError, match="some-other-host"):
+        Store(tmp_path)
+
+
+def test_read_only_store_creates_and_repairs_nothing(tmp_path):
+    d = tmp_path / "nope"
+    s = Store(d, lock=False)
+    assert s.rows() == [] and not d.exists()
+    with pytest.raises(StoreError, match="read-only"):
+        s.commit(grid()[0], {})
+
+
+def test_failures_are_kept_apart_from_results(tmp_path):
+    cells = grid()
+    with Store(tmp_path) as s:
+        s.record_failure(cells[0], "RuntimeError: boom", "Traceback ...\nRuntimeError: boom")
+        assert not s.is_done(cells[0])
+        assert [f["cell"] for f in s.failures()] == [cells[0].key]
+        assert "boom" in (s.cell_dir(cells[0]) / "error.txt").read_text()
+        s.commit(cells[0], row_for(cells[0]))
+        assert s.failures() == [] and len(s.failures(outstanding_only=False)) == 1
+    assert not (tmp_path / "results.jsonl").read_text().count("failed")
