@@ -46,11 +46,16 @@ def fast_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
     if _listed(audit_dir, "nan.txt", key):
         em = float("nan")
     return {
-        "benchmark": cfg.benchmark, "method": cfg.aux.method, "seed": cfg.seed, "mode": cfg.adapter.mode,
+        "benchmark": cfg.benchmark,
+        "method": cfg.aux.method,
+        "seed": cfg.seed,
+        "mode": cfg.adapter.mode,
         "metrics": {"exact_match": em, "dfa_accuracy": min(1.0, em + 0.05), "n_test": 3},
         "geometry": {"anisotropy": 0.5, "curvature": float("inf")},
         "grad_cosine": {"mean": 0.1, "frac_positive": 0.6},
-        "config_hash": cfg.cell_hash(), "status": "done", "pid": os.getpid(),
+        "config_hash": cfg.cell_hash(),
+        "status": "done",
+        "pid": os.getpid(),
     }
 
 

@@ -46,8 +46,13 @@ def _complete_lines(path: Path) -> list[bytes]:
 
 def _kill_after_first_row(out: Path, workers: int) -> list[bytes]:
     res = out / "results.jsonl"
-    p = subprocess.Popen(_cmd(out, workers), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        _cmd(out, workers),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     t0 = time.time()
     while p.poll() is None and time.time() - t0 < 60:
         if _complete_lines(res):
@@ -55,7 +60,9 @@ def _kill_after_first_row(out: Path, workers: int) -> list[bytes]:
             break
         time.sleep(0.05)
     p.wait()
-    assert p.returncode == -signal.SIGKILL, f"not killed (rc={p.returncode}): {p.stderr.read().decode()[-500:]}"
+    assert p.returncode == -signal.SIGKILL, (
+        f"not killed (rc={p.returncode}): {p.stderr.read().decode()[-500:]}"
+    )
     return _complete_lines(res)
 
 
@@ -81,8 +88,13 @@ def test_sigkill_twice_then_resume_in_process(tmp_path):
     first = _kill_after_first_row(tmp_path, workers=1)
     # second kill: wait for one more row than we had, so the resumed run is itself interrupted
     res = tmp_path / "results.jsonl"
-    p = subprocess.Popen(_cmd(tmp_path, 1), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        _cmd(tmp_path, 1),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     t0 = time.time()
     while p.poll() is None and time.time() - t0 < 60:
         if len(_complete_lines(res)) > len(first):

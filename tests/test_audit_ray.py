@@ -21,12 +21,23 @@ def test_ray_local_two_cpus(tmp_path, monkeypatch):
     cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce", "T1"], [82, 23]
     (tmp_path / "fail.txt").write_text("synth__T1__s23__lora")  # one task fails; the grid goes on
     reports = []
-    rc = run_audit(cfg, tmp_path, executor="ray", workers=2, cell_fn=fast_cell,
-                   report_fn=lambda *a: reports.append(a), stream=io.StringIO())
+    rc = run_audit(
+        cfg,
+        tmp_path,
+        executor="ray",
+        workers=2,
+        cell_fn=fast_cell,
+        report_fn=lambda *a: reports.append(a),
+        stream=io.StringIO(),
+    )
     assert not ray.is_initialized()  # the instance we started is shut down
     assert rc == 1 and len(reports) == 1
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["cell"] for r in rows) == ["synth__T1__s82__lora", "synth__ce__s23__lora", "synth__ce__s82__lora"]
+    assert sorted(r["cell"] for r in rows) == [
+        "synth__T1__s82__lora",
+        "synth__ce__s23__lora",
+        "synth__ce__s82__lora",
+    ]
     assert all((tmp_path / "cells" / r["cell"] / "predictions.jsonl").exists() for r in rows)
     fail = json.loads((tmp_path / "failures.jsonl").read_text())
     assert fail["cell"] == "synth__T1__s23__lora" and "injected failure" in fail["error"]

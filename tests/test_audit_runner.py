@@ -96,7 +96,10 @@ def test_failed_cell_is_recorded_and_retried(tmp_path):
     assert len(rep.calls) == 1  # the report is written on what finished
     keys = [r["cell"] for r in result_rows(tmp_path)]
     assert len(keys) == 6 and bad not in keys and nan not in keys
-    fails = {json.loads(line)["cell"]: json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()}
+    fails = {
+        json.loads(line)["cell"]: json.loads(line)
+        for line in (tmp_path / "failures.jsonl").read_text().splitlines()
+    }
     assert set(fails) == {bad, nan}
     assert fails[bad]["status"] == "failed" and "injected failure" in fails[bad]["error"]
     assert "RuntimeError" in fails[bad]["traceback"]
@@ -150,8 +153,9 @@ def test_process_pool_two_workers(tmp_path):
 
 def test_dry_run_prints_cells_and_estimate(tmp_path):
     out = io.StringIO()
-    rc = run_audit(small_cfg(), tmp_path / "d", dry_run=True, stream=out, step_time_fn=lambda cfg: 0.1,
-                   cell_fn=fast_cell)
+    rc = run_audit(
+        small_cfg(), tmp_path / "d", dry_run=True, stream=out, step_time_fn=lambda cfg: 0.1, cell_fn=fast_cell
+    )
     text = out.getvalue()
     assert rc == 0 and not (tmp_path / "d").exists()
     assert "synth__T1__s23__lora" in text and "8 cells (0 done, 8 to run)" in text

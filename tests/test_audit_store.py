@@ -31,13 +31,21 @@ def grid(steps: int = 5, methods=("ce", "T1")) -> list[Cell]:
 
 
 def row_for(cell: Cell, em: float = 0.5) -> dict:
-    return {**cell.ident(), "metrics": {"exact_match": em, "dfa_accuracy": em, "n_test": 10}, "status": "done"}
+    return {
+        **cell.ident(),
+        "metrics": {"exact_match": em, "dfa_accuracy": em, "n_test": 10},
+        "status": "done",
+    }
 
 
 def test_grid_keys_and_hashes():
     cells = grid()
-    assert [c.key for c in cells] == ["synth__ce__s82__lora", "synth__ce__s23__lora",
-                                      "synth__T1__s82__lora", "synth__T1__s23__lora"]
+    assert [c.key for c in cells] == [
+        "synth__ce__s82__lora",
+        "synth__ce__s23__lora",
+        "synth__T1__s82__lora",
+        "synth__T1__s23__lora",
+    ]
     assert len({c.hash for c in cells}) == 4  # method and seed are part of the cell's config
     assert cells[0].config.aux.method == "ce" and cells[2].config.seed == 82
     assert grid()[0].hash == cells[0].hash  # stable

@@ -199,8 +199,14 @@ def test_fisher_forms_equal_explicit_matrix():
     p = torch.softmax(torch.randn(n, V, generator=g), -1)
     a, b = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
     for i in range(n):
-        F = W.double().T @ (torch.diag(p[i].double()) - torch.outer(p[i].double(), p[i].double())) @ W.double()
-        assert float(fisher_quadratic(W, p, a)[i]) == pytest.approx(float(a[i].double() @ F @ a[i].double()), rel=1e-4)
+        F = (
+            W.double().T
+            @ (torch.diag(p[i].double()) - torch.outer(p[i].double(), p[i].double()))
+            @ W.double()
+        )
+        assert float(fisher_quadratic(W, p, a)[i]) == pytest.approx(
+            float(a[i].double() @ F @ a[i].double()), rel=1e-4
+        )
         assert float(fisher_bilinear(W, p, a, b)[i]) == pytest.approx(
             float(a[i].double() @ F @ b[i].double()), rel=1e-4, abs=1e-6
         )
@@ -293,7 +299,8 @@ def test_anisotropy_counts_only_cross_sequence_pairs():
 
 
 def test_effective_rank_of_k_equal_singular_values():
-    H = torch.tensor(hadamard(16), dtype=torch.float32)[:, 1:5]  # centred, orthogonal, equal norms: σ all equal
+    # centred, orthogonal columns of equal norm: four equal singular values
+    H = torch.tensor(hadamard(16), dtype=torch.float32)[:, 1:5]
     z = torch.cat([H, torch.zeros(16, 3)], 1)
     assert float(C.effective_rank_entropy(z)) == pytest.approx(-math.log(4), abs=1e-4)
 
@@ -392,7 +399,10 @@ def test_cone_is_plain_sum_when_aligned_and_projects_exactly_when_opposed():
     ga = torch.tensor([2.0, 1.0, 0.0] + [0.0] * 9)
     assert torch.allclose(torch.cat(combine(split(gc), split(ga), 0.5, "cone", {})), gc + 0.5 * ga)
     ga = torch.tensor([-2.0, 1.0, 0.0] + [0.0] * 9)  # opposed component removed, orthogonal part kept
-    assert torch.allclose(torch.cat(combine(split(gc), split(ga), 0.5, "cone", {})), gc + 0.5 * torch.tensor([0.0, 1.0] + [0.0] * 10))
+    assert torch.allclose(
+        torch.cat(combine(split(gc), split(ga), 0.5, "cone", {})),
+        gc + 0.5 * torch.tensor([0.0, 1.0] + [0.0] * 10),
+    )
 
 
 def test_gate_zeroes_opposed_and_scales_aligned():

@@ -12,8 +12,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_tiny_llama, make_toy_batch
 
+from conftest import make_tiny_llama, make_toy_batch
 from jepa_audit.objectives import AuxContext, build_objective, get_objective_class, registry, spec_rows
 from jepa_audit.objectives import _common as C
 from jepa_audit.objectives.base import FAMILIES, register_objective
@@ -39,7 +39,9 @@ def forward(model, batch) -> tuple[torch.Tensor, AuxContext]:
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
     logits = out.logits
     ce = F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch.labels[:, 1:].reshape(-1), ignore_index=-100
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        batch.labels[:, 1:].reshape(-1),
+        ignore_index=-100,
     )
     ctx = AuxContext(
         batch=batch, hidden=tuple(out.hidden_states), logits=logits, model=model,
@@ -217,7 +219,7 @@ def test_ema_target_under_lora_tracks_adapter_weights_only():
     assert obj.shadow and all("lora_" in n for n in obj.shadow)
     before = {n: s.clone() for n, s in obj.shadow.items()}
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(1.0)
     obj.after_step(model, 0, 10)  # τ = 0.996: the shadow moves 0.4 % of the way

@@ -166,7 +166,9 @@ def test_metacharacter_where_operand_expected_is_literal(regex: str, expected: o
 def test_unclosed_bracket_runs_to_the_next_close_bracket() -> None:
     # brics: the class is "[A-Z)|([0-9]"; the final ')' closes the group
     assert parse("([A-Z)|([0-9])") == CharSet(
-        tuple(sorted({(ord("("), ord(")")), (ord("0"), ord("9")), (ord("A"), ord("[")), (ord("|"), ord("|"))}))
+        tuple(
+            sorted({(ord("("), ord(")")), (ord("0"), ord("9")), (ord("A"), ord("[")), (ord("|"), ord("|"))})
+        )
     )
 
 

@@ -34,12 +34,13 @@ def _fail(msg: str) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from jepa_audit.audit import StoreError
     from jepa_audit.config import ConfigError
     from jepa_audit.data import DataError
     from jepa_audit.data.views import TemplateError
     from jepa_audit.models.load import ModelError
 
-    return (ConfigError, DataError, ModelError, TemplateError, KeyError)
+    return (ConfigError, DataError, ModelError, TemplateError, StoreError, KeyError)
 
 
 def _config(preset: str | None, config: Path | None, overrides: list[str] | None, default: str | None = None) -> Any:

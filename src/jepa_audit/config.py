@@ -61,7 +61,7 @@ class ModelCfg(Strict):
 class BaseCfg(Strict):
     """Pre-training of the tiny base, once per (corpus, config), cached content-addressed."""
 
-    steps: int = Field(300, ge=0, description="optimizer steps on the pre-training pool")
+    steps: int = Field(800, ge=0, description="optimizer steps on the pre-training pool")
     pool_size: int = Field(3000, gt=0, description="generated (description, regex) pairs, disjoint from fine-tuning")
     pool_seed: int = Field(1_000_003, description="generator seed of the pool (never a fine-tuning seed)")
     lr: float = Field(3e-3, gt=0)
@@ -104,10 +104,10 @@ class DataCfg(Strict):
 
 
 class TrainCfg(Strict):
-    steps: int = Field(200, gt=0, description="optimizer steps")
+    steps: int = Field(120, gt=0, description="optimizer steps")
     batch_size: int = Field(16, gt=0, description="sequences per micro-batch")
     grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (tiny-model calibration: docs/calibration.md)")
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")

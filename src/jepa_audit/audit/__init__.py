@@ -13,6 +13,13 @@ from jepa_audit.audit.runner import run_audit
 from jepa_audit.audit.store import GridChangedError, Store, StoreError, StoreLockedError, load_results
 
 __all__ = [
-    "Cell", "GridChangedError", "Store", "StoreError", "StoreLockedError", "cell_key", "expand_grid",
-    "load_results", "run_audit",
+    "Cell",
+    "GridChangedError",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "cell_key",
+    "expand_grid",
+    "load_results",
+    "run_audit",
 ]

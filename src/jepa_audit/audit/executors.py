@@ -101,7 +101,9 @@ class ProgressWriter:
     Never raises: a full disk or a bad value must not kill a training run over a log line.
     """
 
-    def __init__(self, cell_dir: str | Path, key: str, tensorboard: bool = False, listener: Listener | None = None):
+    def __init__(
+        self, cell_dir: str | Path, key: str, tensorboard: bool = False, listener: Listener | None = None
+    ):
         self.dir = Path(cell_dir)
         self.key = key
         self.listener = listener
@@ -138,8 +140,8 @@ class ProgressWriter:
         self._last_write = time.monotonic()
 
     def _tb_log(self, event: dict[str, Any]) -> None:
-        step = event.get("step")
-        if not isinstance(step, int):
+        step, phase = event.get("step"), event.get("phase") or "train"
+        if not isinstance(step, int) or phase == "eval":  # eval "steps" count test items, not updates
             return
         if self._tb is None:
             from jepa_audit.audit.tracking import tensorboard_writer
@@ -147,7 +149,7 @@ class ProgressWriter:
             self._tb = tensorboard_writer(self.dir / "tb")
         for k, v in event.items():
             if k not in ("step", "total", "time") and isinstance(v, (int, float)) and not isinstance(v, bool):
-                self._tb.add_scalar(f"train/{k}", v, step)
+                self._tb.add_scalar(f"{phase}/{k}", v, step)
 
     def close(self, row: dict[str, Any] | None = None) -> None:
         with contextlib.suppress(Exception):
@@ -195,7 +197,10 @@ def execute_cell(cell_fn: CellFn, job: CellJob, listener: Listener | None = None
         return Outcome(job.key, row=row, wall_s=time.perf_counter() - t0)
     except Exception as e:
         return Outcome(
-            job.key, row=None, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+            job.key,
+            row=None,
+            error=f"{type(e).__name__}: {e}",
+            traceback=traceback.format_exc(),
             wall_s=time.perf_counter() - t0,
         )
     finally:
@@ -259,7 +264,9 @@ class LocalExecutor:
 
         Returns how many outcomes it produced, so a pool that cannot even start is not retried forever."""
         ctx = multiprocessing.get_context("spawn")
-        pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+        pool = cf.ProcessPoolExecutor(
+            max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+        )
         running: dict[cf.Future, tuple[CellJob, float]] = {}
         broken = False
         produced = 0
@@ -288,11 +295,20 @@ class LocalExecutor:
                         yield fut.result()
                     except cf.process.BrokenProcessPool:
                         broken = True
-                        yield _died(job, "worker process died while running this cell (killed by the OS, "
-                                    "e.g. out of memory, or crashed in native code)", t0)
+                        yield _died(
+                            job,
+                            "worker process died while running this cell (killed by the OS, "
+                            "e.g. out of memory, or crashed in native code)",
+                            t0,
+                        )
                     except Exception as e:  # e.g. the row could not be pickled
-                        yield Outcome(job.key, None, f"{type(e).__name__}: {e}", traceback.format_exc(),
-                                      time.monotonic() - t0)
+                        yield Outcome(
+                            job.key,
+                            None,
+                            f"{type(e).__name__}: {e}",
+                            traceback.format_exc(),
+                            time.monotonic() - t0,
+                        )
         finally:
             pool.shutdown(wait=not broken, cancel_futures=True)
         return produced
@@ -314,9 +330,7 @@ def _ray_execute(cell_fn: CellFn, job: CellJob) -> Outcome:
     with tempfile.TemporaryDirectory(prefix=f"jepa-audit-{job.key}-") as tmp:
         local = CellJob(job.key, job.config, tmp, job.hash, job.tensorboard)
         out = execute_cell(cell_fn, local)
-        out.files = {
-            str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()
-        }
+        out.files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
         return out
 
 
@@ -347,7 +361,9 @@ class RayExecutor:
             # workers of a local instance see the driver's import path (tests, editable checkouts)
             path = os.pathsep.join(p for p in sys.path if p)
             ray.init(
-                num_cpus=self.workers * self.cpus_per_cell, include_dashboard=False, log_to_driver=False,
+                num_cpus=self.workers * self.cpus_per_cell,
+                include_dashboard=False,
+                log_to_driver=False,
                 runtime_env={"env_vars": {"PYTHONPATH": path}},
             )
         return True
@@ -393,8 +409,13 @@ class RayExecutor:
                         try:
                             out = ray.get(ref)
                         except Exception as e:  # worker crash, OOM kill, node lost
-                            out = Outcome(job.key, None, f"ray task failed: {type(e).__name__}: {e}",
-                                          traceback.format_exc(), time.monotonic() - t0)
+                            out = Outcome(
+                                job.key,
+                                None,
+                                f"ray task failed: {type(e).__name__}: {e}",
+                                traceback.format_exc(),
+                                time.monotonic() - t0,
+                            )
                         if out.files:
                             for rel, data in out.files.items():
                                 dest = Path(job.cell_dir) / rel

@@ -69,10 +69,14 @@ class AuditProgress:
                 refresh_per_second=4,
             )
             self._progress.start()
-            self._overall = self._progress.add_task("[bold]cells", total=self.total, completed=self.done, info="")
+            self._overall = self._progress.add_task(
+                "[bold]cells", total=self.total, completed=self.done, info=""
+            )
         else:
-            self.log(f"{self.total} cells: {self.done} already done, {self.total - self.done} to run, "
-                     f"{self.workers} worker(s)")
+            self.log(
+                f"{self.total} cells: {self.done} already done, {self.total - self.done} to run, "
+                f"{self.workers} worker(s)"
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -88,7 +92,12 @@ class AuditProgress:
 
     # -- events ---------------------------------------------------------------------------------------------
     def started(self, key: str) -> None:
-        info: dict[str, Any] = {"t0": time.monotonic(), "event": None, "task": None, "last_plain": time.monotonic()}
+        info: dict[str, Any] = {
+            "t0": time.monotonic(),
+            "event": None,
+            "task": None,
+            "last_plain": time.monotonic(),
+        }
         if self._progress is not None:
             info["task"] = self._progress.add_task(f"  {key}", total=None, info="starting")
         else:
@@ -101,16 +110,18 @@ class AuditProgress:
             return
         info["event"] = event
         step, total, loss = event.get("step"), event.get("total"), event.get("loss")
-        text = f"loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+        phase = str(event.get("phase") or "train")  # run_cell reports base pre-training, train, eval
+        text = phase + (f" loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
         if self._progress is not None:
             self._progress.update(info["task"], completed=step or 0, total=total, info=text)
             self._progress.update(self._overall, info=f"ETA {fmt_duration(self.eta())}")
         elif time.monotonic() - info["last_plain"] >= PLAIN_EVERY_S:
             info["last_plain"] = time.monotonic()
-            self.log(f"      {key} step {step}/{total} {text}")
+            self.log(f"      {key} {phase} {step}/{total}" + (f" loss {loss:.4f}" if "loss" in text else ""))
 
-    def finished(self, key: str, ok: bool, wall_s: float, row: dict[str, Any] | None = None,
-                 error: str | None = None) -> None:
+    def finished(
+        self, key: str, ok: bool, wall_s: float, row: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
         info = self.running.pop(key, None)
         if ok:
             self.done += 1
@@ -126,8 +137,11 @@ class AuditProgress:
         else:
             self.log(f"[{n}/{self.total}] FAILED {key} after {fmt_duration(wall_s)}: {error}")
         if self._progress is not None:
-            self._progress.update(self._overall, completed=self.done, info=f"ETA {eta}"
-                                  + (f", {self.failed} failed" if self.failed else ""))
+            self._progress.update(
+                self._overall,
+                completed=self.done,
+                info=f"ETA {eta}" + (f", {self.failed} failed" if self.failed else ""),
+            )
 
     # -- ETA ------------------------------------------------------------------------------------------------
     def eta(self) -> float | None:
@@ -141,6 +155,8 @@ class AuditProgress:
         per_cell = []
         for info in self.running.values():
             ev = info["event"] or {}
+            if ev.get("phase", "train") != "train":  # only training steps extrapolate to a cell's time
+                continue
             step, total = ev.get("step"), ev.get("total")
             if isinstance(step, (int, float)) and isinstance(total, (int, float)) and step > 0 and total > 0:
                 per_cell.append((time.monotonic() - info["t0"]) * total / step)

@@ -76,7 +76,7 @@ def _step_time(cfg: Config, step_time_fn: StepTimeFn | None) -> tuple[float, str
         try:
             from jepa_audit.bench import measure_step_time as step_time_fn
         except ImportError:
-            return DEFAULT_STEP_TIME_S, "a fixed guess: jepa_audit.bench is not available"
+            return DEFAULT_STEP_TIME_S, "a fixed guess: jepa_audit.bench.measure_step_time is not available"
     try:
         return float(step_time_fn(cfg)), "measured"
     except Exception as e:  # a failed measurement must not block a dry run
@@ -95,8 +95,13 @@ def estimate_cell_s(cfg: Config, step_time: float) -> tuple[float, float]:
 
 
 def plan(
-    cfg: Config, cells: list[Cell], out_dir: Path, kind: str, workers: int,
-    step_time_fn: StepTimeFn | None = None, stream: TextIO | None = None,
+    cfg: Config,
+    cells: list[Cell],
+    out_dir: Path,
+    kind: str,
+    workers: int,
+    step_time_fn: StepTimeFn | None = None,
+    stream: TextIO | None = None,
 ) -> dict[str, Any]:
     """Print the cell table and a compute estimate (``--dry-run``); creates nothing. Returns the numbers."""
     from rich.console import Console
@@ -109,7 +114,9 @@ def plan(
         table.add_column(col)
     pending = 0
     for i, c in enumerate(cells):
-        status = "done" if store and store.is_done(c) else ("failed, will retry" if c.key in failed else "pending")
+        status = (
+            "done" if store and store.is_done(c) else ("failed, will retry" if c.key in failed else "pending")
+        )
         pending += status != "done"
         table.add_row(str(i), c.key, c.benchmark, c.method, str(c.seed), c.mode, c.hash, status)
     console = Console(file=stream or sys.stdout, width=140)
@@ -130,8 +137,15 @@ def plan(
         "Objectives with extra forwards (views) cost up to ~2× a CE step; `jepa-audit bench` measures them.",
         highlight=False,
     )
-    return {"cells": len(cells), "pending": pending, "step_time_s": step, "step_time_source": source,
-            "cell_s": cell_s, "total_s": total_s, "wall_s": wall_s}
+    return {
+        "cells": len(cells),
+        "pending": pending,
+        "step_time_s": step,
+        "step_time_source": source,
+        "cell_s": cell_s,
+        "total_s": total_s,
+        "wall_s": wall_s,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -150,9 +164,12 @@ def _write_report(out_dir: Path, cfg: Config, report_fn: ReportFn | None, log: C
         report_fn(out_dir, cfg.audit.alpha, cfg.audit.family)
     except Exception as e:
         atomic_write(out_dir / "report_error.txt", traceback.format_exc())
-        log(f"report failed: {type(e).__name__}: {e} (traceback in {out_dir / 'report_error.txt'}); "
-            f"rerun with `jepa-audit report {out_dir}`")
+        log(
+            f"report failed: {type(e).__name__}: {e} (traceback in {out_dir / 'report_error.txt'}); "
+            f"rerun with `jepa-audit report {out_dir}`"
+        )
         return False
+    (out_dir / "report_error.txt").unlink(missing_ok=True)  # an earlier failure is no longer current
     return True
 
 
@@ -207,13 +224,22 @@ def run_audit(
     with Store(out_dir) as store:
         changed = store.check_grid(cells, force=force, name=cfg.audit.name)
         if changed:
-            _say(stream, f"--force: {len(changed)} cell(s) with a changed config will run again "
-                         f"(old rows moved to {out_dir / 'superseded.jsonl'})")
+            _say(
+                stream,
+                f"--force: {len(changed)} cell(s) with a changed config will run again "
+                f"(old rows moved to {out_dir / 'superseded.jsonl'})",
+            )
         atomic_write(out_dir / "config.yaml", dump_config(cfg))
         todo = [c for c in cells if not store.is_done(c)]
         # a copy per job: an in-process cell that resolves defaults on its config must not alter the grid's
         jobs = [
-            CellJob(c.key, c.config.model_copy(deep=True), str(store.prepare_cell(c)), c.hash, cfg.tracking.tensorboard)
+            CellJob(
+                c.key,
+                c.config.model_copy(deep=True),
+                str(store.prepare_cell(c)),
+                c.hash,
+                cfg.tracking.tensorboard,
+            )
             for c in todo
         ]
         runner = make_executor(kind, n_workers, cfg)
@@ -251,8 +277,10 @@ def run_audit(
 
             done = sum(store.is_done(c) for c in cells)
             if failed:
-                prog.log(f"{len(failed)} cell(s) failed (errors in {out_dir / 'failures.jsonl'} and "
-                         f"cells/<key>/error.txt); run the same command again to retry them")
+                prog.log(
+                    f"{len(failed)} cell(s) failed (errors in {out_dir / 'failures.jsonl'} and "
+                    f"cells/<key>/error.txt); run the same command again to retry them"
+                )
             prog.log(f"{done}/{len(cells)} cells done in {out_dir}")
             report_ok = _write_report(out_dir, cfg, report_fn, prog.log) if report else True
     return 0 if done == len(cells) and report_ok else 1
@@ -276,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true")
     a = p.parse_args(argv)
     cfg = load_config(preset=a.preset, file=a.config, overrides=a.overrides)
-    return run_audit(cfg, Path(a.out), executor=a.executor, workers=a.workers, force=a.force, dry_run=a.dry_run)
+    return run_audit(
+        cfg, Path(a.out), executor=a.executor, workers=a.workers, force=a.force, dry_run=a.dry_run
+    )
 
 
 if __name__ == "__main__":

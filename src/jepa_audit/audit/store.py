@@ -248,7 +248,8 @@ class DirLock:
                         f"to finish or stop it. Lock file: {self.path}"
                     )
                 warnings.warn(
-                    f"taking over a stale lock {self.path} left by pid {pid} (no longer running)", stacklevel=3
+                    f"taking over a stale lock {self.path} left by pid {pid} (no longer running)",
+                    stacklevel=3,
                 )
             text = f"{os.getpid()} {host}\n".encode()
             os.ftruncate(fd, 0)
@@ -348,7 +349,7 @@ class Store:
             return
         if dropped == [len(lines) - 1]:
             with open(self.results_path, "r+b") as f:
-                f.truncate(len(data) - len(lines[-1]))
+                f.truncate(sum(map(len, lines[:-1])))
                 f.flush()
                 os.fsync(f.fileno())
             warnings.warn(
@@ -405,7 +406,9 @@ class Store:
         return stored
 
     # -- failures -----------------------------------------------------------------------------------------
-    def record_failure(self, cell: Cell, error: str, tb: str = "", wall_s: float | None = None) -> dict[str, Any]:
+    def record_failure(
+        self, cell: Cell, error: str, tb: str = "", wall_s: float | None = None
+    ) -> dict[str, Any]:
         """Append a failed attempt to failures.jsonl and the full traceback to ``cells/<key>/error.txt``.
 
         Failures never enter results.jsonl, so that file holds finished cells exactly once and a rerun
@@ -414,8 +417,14 @@ class Store:
         self._require_lock()
         tail = "\n".join(tb.strip().splitlines()[-25:])
         row = {
-            **cell.ident(), "cell": cell.key, "config_hash": cell.hash, "status": "failed",
-            "error": error, "traceback": tail, "wall_s": wall_s, "time": time.time(),
+            **cell.ident(),
+            "cell": cell.key,
+            "config_hash": cell.hash,
+            "status": "failed",
+            "error": error,
+            "traceback": tail,
+            "wall_s": wall_s,
+            "time": time.time(),
         }
         d = self.cell_dir(cell)
         d.mkdir(parents=True, exist_ok=True)
@@ -448,7 +457,9 @@ class Store:
             shutil.rmtree(d)
         d.mkdir(parents=True)
         atomic_write(d / "config.yaml", dump_config(cell.config))
-        atomic_write(d / "cell.json", json.dumps({**cell.ident(), "cell": cell.key, "config_hash": cell.hash}))
+        atomic_write(
+            d / "cell.json", json.dumps({**cell.ident(), "cell": cell.key, "config_hash": cell.hash})
+        )
         return d
 
     # -- manifest -------------------------------------------------------------------------------------------

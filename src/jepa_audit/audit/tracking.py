@@ -111,14 +111,18 @@ class Tracker:
                     ev = json.loads(line)
                 except ValueError:
                     continue
-                step = ev.get("step")
-                if not isinstance(step, int):
+                step, phase = ev.get("step"), ev.get("phase") or "train"
+                if not isinstance(step, int) or phase == "eval":  # eval "steps" count test items
                     continue
                 ts = int(float(ev.get("time", now / 1000)) * 1000)
                 for k, v in ev.items():
-                    if (k not in ("step", "total", "time") and isinstance(v, (int, float))
-                            and not isinstance(v, bool) and math.isfinite(v)):
-                        metrics.append(Metric(f"train.{k}", float(v), ts, step))
+                    if (
+                        k not in ("step", "total", "time")
+                        and isinstance(v, (int, float))
+                        and not isinstance(v, bool)
+                        and math.isfinite(v)
+                    ):
+                        metrics.append(Metric(f"{phase}.{k}", float(v), ts, step))
         for i in range(0, len(metrics), 900):  # MLflow caps a batch at 1000 metrics
             self._client.log_batch(rid, metrics=metrics[i : i + 900], params=params if i == 0 else [])
         if not metrics:

@@ -513,18 +513,17 @@ _TYPO_WORD = re.compile(r"(?<!['\"\w])[a-z]{4,}(?![\w'\"])")
 def _typo(s: str, rng: random.Random) -> str:
     """One casual typo in an unquoted word of 4+ letters (never inside a quoted string, whose regex
     literal must stay recoverable): swap two neighbours, drop a letter or double one."""
-    spans = [m.span() for m in _TYPO_WORD.finditer(s)]
-    # Quoted strings are the only places where a word sits between quotes; the lookarounds above
-    # exclude them, and "lines"/"items" stay intact so the frame remains recognisable.
-    spans = [sp for sp in spans if s[sp[0] : sp[1]] not in ("lines", "items")]
+    # The lookarounds of _TYPO_WORD skip quoted strings; "lines"/"items" stay intact so the frame
+    # remains recognisable.
+    spans = [m.span() for m in _TYPO_WORD.finditer(s) if m.group() not in ("lines", "items")]
     if not spans:
         return s
     a, b = rng.choice(spans)
     w = s[a:b]
-    i = rng.randrange(1, len(w) - 1)
+    i = rng.randrange(1, len(w) - 1)  # never the first or last letter, as in most real typos
     kind = rng.randrange(3)
     if kind == 0:
-        w2 = w[:i] + w[i + 1] + w[i] + w[i + 2 :] if i + 1 < len(w) else w[:i] + w[i] + w[i:]
+        w2 = w[:i] + w[i + 1] + w[i] + w[i + 2 :]
     elif kind == 1:
         w2 = w[:i] + w[i + 1 :]
     else:

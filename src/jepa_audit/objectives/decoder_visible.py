@@ -27,10 +27,6 @@ from jepa_audit.objectives.base import (
 from jepa_audit.objectives.fisher import head
 
 
-def _rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return C.gather_rows(x, idx)
-
-
 @register_objective
 class DecodeFirstToken(Objective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
@@ -46,10 +42,9 @@ class DecodeFirstToken(Objective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
-        target = _rows(
-            ctx.logits, b.answer_start - 1
-        )  # (B, V): the logits that predict the first answer token
-        pred = _rows(ctx.logits, b.nl_last)  # (B, V) = W e_u
+        # (B, V) each: the logits that predict the first answer token, and W e_u
+        target = C.gather_rows(ctx.logits, b.answer_start - 1)
+        pred = C.gather_rows(ctx.logits, b.nl_last)
         loss = C.kl_from_logits(target, pred, float(self.p["temperature"]), int(self.p["top_k"]))
         return AuxOut(loss=loss)
 
@@ -68,7 +63,7 @@ class BagOfRegex(Objective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
-        logp = torch.log_softmax(_rows(ctx.logits, b.nl_last).float(), -1)  # (B, V)
+        logp = torch.log_softmax(C.gather_rows(ctx.logits, b.nl_last).float(), -1)  # (B, V)
         y = b.labels.clamp_min(0)  # -100 → 0, masked out below
         nll = -logp.gather(1, y)  # (B, T)
         per, has = C.row_mean(nll, b.answer_mask)

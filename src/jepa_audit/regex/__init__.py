@@ -8,6 +8,7 @@ Public API (what the rest of ``jepa_audit`` calls):
 * :func:`matches` (full match), :func:`is_empty_language`, :func:`is_universal`,
   :func:`compile_regex` (the minimised :class:`Dfa`), :func:`parse` (the AST).
 * :func:`equiv_pairs_cli` — the behaviour of ``jepa-audit regex equiv``.
+* :func:`time_scoring`, :func:`model_like_pairs`, :func:`perturb_regex` — for ``jepa-audit bench``.
 
 Dialect decisions are in :mod:`.parse` and ``docs/regex.md``.
 """
@@ -22,6 +23,9 @@ from .equiv import (
     is_empty_language,
     is_universal,
     matches,
+    model_like_pairs,
+    perturb_regex,
+    time_scoring,
 )
 from .parse import RegexParseError, parse
 
@@ -37,5 +41,8 @@ __all__ = [
     "is_empty_language",
     "is_universal",
     "matches",
+    "model_like_pairs",
     "parse",
+    "perturb_regex",
+    "time_scoring",
 ]

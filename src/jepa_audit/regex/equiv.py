@@ -28,6 +28,8 @@ is a few hundred lines, so both are our own (:mod:`.parse`, :mod:`.automaton`).
 from __future__ import annotations
 
 import json
+import random
+import re
 import sys
 import threading
 import time
@@ -48,6 +50,9 @@ __all__ = [
     "is_empty_language",
     "is_universal",
     "matches",
+    "model_like_pairs",
+    "perturb_regex",
+    "time_scoring",
 ]
 
 _DEFAULT_MAX_STATES = 20000
@@ -96,7 +101,9 @@ class DfaScorer:
         self._cache: OrderedDict[str, Dfa | RegexParseError | int] = OrderedDict()
 
     # -- compiling ---------------------------------------------------------------------------
-    def compile(self, regex: str, *, max_states: int | None = None, time_budget_s: float | None = None) -> Dfa:
+    def compile(
+        self, regex: str, *, max_states: int | None = None, time_budget_s: float | None = None
+    ) -> Dfa:
         """The minimised DFA of ``regex``. Raises RegexParseError or BudgetExceeded."""
         ms = self.max_states if max_states is None else max_states
         budget = self.time_budget_s if time_budget_s is None else time_budget_s
@@ -146,16 +153,16 @@ class DfaScorer:
         """:meth:`score` for each (gold, prediction) pair, in order."""
         return [self.score(g, p) for g, p in pairs]
 
-    def _compare(
-        self, a: str, b: str, names: tuple[str, str], max_states: int, budget: float
-    ) -> EquivResult:
+    def _compare(self, a: str, b: str, names: tuple[str, str], max_states: int, budget: float) -> EquivResult:
         deadline = time.monotonic() + budget
         try:
             for name, regex in zip(names, (a, b), strict=True):
                 try:
                     parse(regex)
                 except RegexParseError as e:
-                    return EquivResult(None, None, f"parse error in {name} at position {e.position}: {e.message}")
+                    return EquivResult(
+                        None, None, f"parse error in {name} at position {e.position}: {e.message}"
+                    )
             if a == b:
                 return EquivResult(True, None, None)
             da = self._compiled(a, max_states, deadline, budget)
@@ -222,6 +229,68 @@ def is_universal(
 
 
 # ---------------------------------------------------------------------------------------------
+# Benchmark helpers (for `jepa-audit bench`): model-like predictions and a timed scoring run
+# ---------------------------------------------------------------------------------------------
+
+
+def perturb_regex(gold: str, rng: random.Random) -> str:
+    """A model-like wrong-or-right answer for ``gold``: one small edit of the kinds seen in NL-RX
+    model outputs (a dropped character, a swapped class or word, an off-by-one count, ``\\b``
+    dropped, ``|`` for ``&``, a complement added or removed, a stray ``.*``, ``*`` for ``+``)."""
+    k = rng.randrange(8)
+    if k == 0 and len(gold) > 1:
+        i = rng.randrange(len(gold))
+        return gold[:i] + gold[i + 1 :]
+    if k == 1:
+        return gold.replace("[a-z]", "[A-Za-z]", 1).replace("dog", "truck", 1)
+    if k == 2:
+        return re.sub(r"\{(\d+),\}", lambda m: f"{{{int(m.group(1)) + 1},}}", gold, count=1)
+    if k == 3:
+        return gold.replace("\\b", "")
+    if k == 4:
+        return gold.replace("|", "&", 1)
+    if k == 5:
+        return f"~({gold})" if not gold.startswith("~") else gold[1:]
+    if k == 6:
+        i = rng.randrange(len(gold) + 1)
+        return gold[:i] + ".*" + gold[i:]
+    return gold.replace("*", "+", 1)
+
+
+def model_like_pairs(golds: list[str], seed: int = 0, p_same: float = 0.5) -> list[tuple[str, str]]:
+    """(gold, prediction) pairs: the gold itself with probability ``p_same``, else a perturbation."""
+    rng = random.Random(seed)
+    return [(g, g if rng.random() < p_same else perturb_regex(g, rng)) for g in golds]
+
+
+def time_scoring(pairs: list[tuple[str, str]], scorer: DfaScorer | None = None) -> dict:
+    """Score ``pairs`` one by one and report: ``n``, ``wall_s``, ``cpu_s``, ``pairs_per_s`` (wall),
+    ``p50_ms``/``p99_ms``/``max_ms`` per-pair wall latency, and the counts of True/False/None."""
+    scorer = scorer or DfaScorer()
+    lat: list[float] = []
+    counts = {"equivalent": 0, "different": 0, "none": 0}
+    w0, c0 = time.perf_counter(), time.process_time()
+    for g, p in pairs:
+        t = time.perf_counter()
+        r = scorer.score(g, p)
+        lat.append(time.perf_counter() - t)
+        counts["equivalent" if r.equivalent else "different" if r.equivalent is False else "none"] += 1
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    lat.sort()
+    n = len(pairs)
+    return {
+        "n": n,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "pairs_per_s": n / wall if wall > 0 else float("inf"),
+        "p50_ms": 1000 * lat[n // 2] if n else 0.0,
+        "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))] if n else 0.0,
+        "max_ms": 1000 * lat[-1] if n else 0.0,
+        **counts,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # CLI: jepa-audit regex equiv A B [--json] | --pairs FILE [--json]
 # ---------------------------------------------------------------------------------------------
 
@@ -278,7 +347,9 @@ def equiv_pairs_cli(a: str | None, b: str | None, pairs: Path | None, as_json: b
         print(f"error: cannot read pairs file {path}: {e.strerror or e}", file=sys.stderr)
         return 2
     except UnicodeDecodeError as e:
-        print(f"error: cannot read pairs file {path}: not UTF-8 (bad byte at offset {e.start})", file=sys.stderr)
+        print(
+            f"error: cannot read pairs file {path}: not UTF-8 (bad byte at offset {e.start})", file=sys.stderr
+        )
         return 2
     lines = text.split("\n")
     if lines and lines[-1] == "":

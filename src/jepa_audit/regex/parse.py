@@ -346,11 +346,9 @@ class _Parser:
                 e = Repeat(e, 1, None)
             else:
                 lo = self.integer()
-                hi: int | None
+                hi: int | None = lo  # "{n}"
                 if self.match(","):
-                    hi = self.integer() if self.peek("0123456789") else None
-                else:
-                    hi = lo
+                    hi = self.integer() if self.peek("0123456789") else None  # "{n,m}" or "{n,}"
                 if not self.match("}"):
                     raise self.error("expected '}'")
                 e = Repeat(e, lo, hi)
@@ -366,7 +364,7 @@ class _Parser:
         value = int(self.b[start : self.pos])
         if value > _JAVA_INT_MAX:
             # brics: Integer.parseInt throws NumberFormatException, an IllegalArgumentException
-            raise self.error(f"count {self.b[start:self.pos]} is larger than 2147483647", start)
+            raise self.error(f"count {self.b[start : self.pos]} is larger than 2147483647", start)
         return value
 
     def compl(self) -> tuple[Node, int]:

@@ -158,8 +158,14 @@ def mixed_model_logit(
     ident = np.concatenate([np.zeros(n_items, dtype=int), np.ones(n_seeds, dtype=int)])
     exog = np.column_stack([ones, x])
     model = BinomialBayesMixedGLM(
-        y, exog, exog_vc, ident, vcp_p=1.0, fe_p=2.0,
-        fep_names=["Intercept", "method"], vcp_names=["item", "seed"],
+        y,
+        exog,
+        exog_vc,
+        ident,
+        vcp_p=1.0,
+        fe_p=2.0,
+        fep_names=["Intercept", "method"],
+        vcp_names=["item", "seed"],
     )
     if deadline_s is not None:
         stop_at = time.monotonic() + deadline_s
@@ -186,8 +192,15 @@ def mixed_model_logit(
         return _skipped(n_rows, n_items, n_seeds, "did not converge: non-finite estimate")
     z = coef / sd
     return MixedModelResult(
-        n_rows, n_items, n_seeds, coef, sd, float(z), float(2.0 * scipy.stats.norm.sf(abs(z))),
-        float(np.exp(coef)), True,
+        n_rows,
+        n_items,
+        n_seeds,
+        coef,
+        sd,
+        float(z),
+        float(2.0 * scipy.stats.norm.sf(abs(z))),
+        float(np.exp(coef)),
+        True,
         note="variational Bayes posterior; its SD tends to be too small, so p is optimistic",
     )
 

@@ -44,9 +44,7 @@ def mde_sd(n: int, alpha: float, power: float = 0.80) -> float:
         hi *= 2.0
         if hi > 1e6:
             raise ValueError(f"no effect reaches power {power} at n = {n}, alpha = {alpha}")
-    return float(
-        scipy.optimize.brentq(lambda e: power_paired_t(e, n, alpha) - power, 0.0, hi, xtol=1e-10)
-    )
+    return float(scipy.optimize.brentq(lambda e: power_paired_t(e, n, alpha) - power, 0.0, hi, xtol=1e-10))
 
 
 def mde_pp(n: int, alpha: float, sd_pp: float, power: float = 0.80) -> float:

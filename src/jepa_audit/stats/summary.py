@@ -69,7 +69,7 @@ class CellIndex:
     n_rows: int = 0
     n_done: int = 0
 
-    def keys(self) -> list[Key]:
+    def groups(self) -> list[Key]:
         return sorted(self.cells)
 
     def methods(self, key: Key) -> list[str]:
@@ -111,8 +111,12 @@ def index_rows(rows: Sequence[Mapping[str, Any]]) -> CellIndex:
                 }
             )
             continue
-        if not (isinstance(bench, str) and isinstance(method, str) and _is_seed(seed) and isinstance(mode, str)):
-            idx.warnings.append(f"row {i}: benchmark, method, seed or mode missing or of the wrong type; skipped")
+        if not (
+            isinstance(bench, str) and isinstance(method, str) and _is_seed(seed) and isinstance(mode, str)
+        ):
+            idx.warnings.append(
+                f"row {i}: benchmark, method, seed or mode missing or of the wrong type; skipped"
+            )
             continue
         if not isinstance(row.get("metrics"), Mapping):
             idx.warnings.append(f"row {i} ({bench}/{mode}/{method}/seed {seed}): no metrics object; skipped")
@@ -165,9 +169,13 @@ def _comparison(idx: CellIndex, key: Key, method: str, metric: str) -> dict[str,
     where = f"{bench}/{mode}/{method}"
     by_method = idx.cells[key]
     method_scores = _metric_by_seed(by_method[method], metric, where, idx.warnings)
-    base_scores = _metric_by_seed(by_method.get(BASELINE, {}), metric, f"{bench}/{mode}/{BASELINE}", idx.warnings)
+    base_scores = _metric_by_seed(
+        by_method.get(BASELINE, {}), metric, f"{bench}/{mode}/{BASELINE}", idx.warnings
+    )
     seeds, a, b = pair_by_seed(method_scores, base_scores)
-    res = paired_comparison(100.0 * (a - b))
+    # Rounded to 1e-9 pp: differences of metric fractions that are equal in exact arithmetic (ties, zero
+    # variance) are then equal in floating point too, as the rank and sign-flip tests need.
+    res = paired_comparison(np.round(100.0 * (a - b), 9))
     note = res.note
     if BASELINE not in by_method:
         note = f"no {BASELINE} baseline cells on {bench}/{mode}; " + (note or "")
@@ -284,8 +292,13 @@ def _verdict_rows(comparisons: Sequence[Mapping[str, Any]]) -> list[dict[str, An
     for comp in comparisons:
         grouped[(comp["benchmark"], comp["mode"], comp["metric"])].append(comp)
     out = []
-    for (bench, mode, metric), members in sorted(grouped.items(), key=lambda kv: (kv[0][0], kv[0][1], METRICS.index(kv[0][2]))):
-        def passing(flag: str, p_key: str, members: Sequence[Mapping[str, Any]] = members) -> list[dict[str, Any]]:
+    for (bench, mode, metric), members in sorted(
+        grouped.items(), key=lambda kv: (kv[0][0], kv[0][1], METRICS.index(kv[0][2]))
+    ):
+
+        def passing(
+            flag: str, p_key: str, members: Sequence[Mapping[str, Any]] = members
+        ) -> list[dict[str, Any]]:
             hits = [c for c in members if c[flag]]
             hits.sort(key=lambda c: (c[p_key], c["method"]))
             return [{"method": c["method"], "mean_diff": c["mean_diff"], "p": c[p_key]} for c in hits]
@@ -314,14 +327,18 @@ def _typical_n(ns: Sequence[int]) -> int:
 
 
 def _power_rows(
-    comparisons: Sequence[Mapping[str, Any]], verdicts: Sequence[Mapping[str, Any]], alpha: float, power: float
+    comparisons: Sequence[Mapping[str, Any]],
+    verdicts: Sequence[Mapping[str, Any]],
+    alpha: float,
+    power: float,
 ) -> list[dict[str, Any]]:
     out = []
     for v in verdicts:
         members = [
             c
             for c in comparisons
-            if (c["benchmark"], c["mode"], c["metric"]) == (v["benchmark"], v["mode"], v["metric"]) and not c["degenerate"]
+            if (c["benchmark"], c["mode"], c["metric"]) == (v["benchmark"], v["mode"], v["metric"])
+            and not c["degenerate"]
         ]
         m = v["family_m"] or 0
         row: dict[str, Any] = {
@@ -364,7 +381,9 @@ def _power_rows(
             floor_blocks_corrected=floor > alpha / m,
         )
         if len(row["n_values"]) > 1:
-            row["note"] = f"comparisons have different n {row['n_values']}; power uses the most common, n = {n}"
+            row["note"] = (
+                f"comparisons have different n {row['n_values']}; power uses the most common, n = {n}"
+            )
         out.append(row)
     return out
 
@@ -372,9 +391,7 @@ def _power_rows(
 # --------------------------------------------------------------------------- per-item analyses
 
 
-def _item_vector(
-    preds: Sequence[Mapping[str, Any]] | None, field_name: str
-) -> dict[Hashable, bool] | None:
+def _item_vector(preds: Sequence[Mapping[str, Any]] | None, field_name: str) -> dict[Hashable, bool] | None:
     if preds is None:
         return None
     out: dict[Hashable, bool] = {}
@@ -417,7 +434,12 @@ def _items_entry(
             diffs.append(a.astype(float) - b.astype(float))
             ids = np.array([str(i) for i in items])
             long_rows.append(
-                (np.r_[a, b], np.r_[np.ones_like(a), np.zeros_like(b)], np.r_[ids, ids], np.full(2 * ids.size, str(seed)))
+                (
+                    np.r_[a, b],
+                    np.r_[np.ones_like(a), np.zeros_like(b)],
+                    np.r_[ids, ids],
+                    np.full(2 * ids.size, str(seed)),
+                )
             )
     if not per_seed:
         return None
@@ -437,7 +459,9 @@ def _items_entry(
     return entry
 
 
-def _cached_loader(loader: PredictionsLoader, warnings: list[str]) -> Callable[[Mapping[str, Any]], list[dict[str, Any]] | None]:
+def _cached_loader(
+    loader: PredictionsLoader, warnings: list[str]
+) -> Callable[[Mapping[str, Any]], list[dict[str, Any]] | None]:
     cache: dict[str, list[dict[str, Any]] | None] = {}
 
     def load(row: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -447,7 +471,9 @@ def _cached_loader(loader: PredictionsLoader, warnings: list[str]) -> Callable[[
         if rel not in cache:
             cache[rel] = loader(rel)
             if cache[rel] is None:
-                warnings.append(f"predictions file {rel!r} is missing or unreadable; its cell has no item analysis")
+                warnings.append(
+                    f"predictions file {rel!r} is missing or unreadable; its cell has no item analysis"
+                )
         return cache[rel]
 
     return load
@@ -475,11 +501,14 @@ def coupling_points(idx: CellIndex, key: Key) -> dict[str, Any]:
             row, ref = by_method[method][seed], base.get(seed)
             if ref is None:
                 continue
-            em, em_ref = _number(row["metrics"].get("exact_match")), _number(ref["metrics"].get("exact_match"))
+            em, em_ref = (
+                _number(row["metrics"].get("exact_match")),
+                _number(ref["metrics"].get("exact_match")),
+            )
             if em is None or em_ref is None:
                 continue
             cells.append((method, seed))
-            delta_em.append(100.0 * (em - em_ref))
+            delta_em.append(round(100.0 * (em - em_ref), 9))
             geo, geo_ref = row.get("geometry"), ref.get("geometry")
             geo = geo if isinstance(geo, Mapping) else {}
             geo_ref = geo_ref if isinstance(geo_ref, Mapping) else {}
@@ -490,7 +519,9 @@ def coupling_points(idx: CellIndex, key: Key) -> dict[str, Any]:
             geo_rows.append(deltas)
             gc = row.get("grad_cosine")
             gc = gc if isinstance(gc, Mapping) else {}
-            grad_rows.append({"mean": _number(gc.get("mean")), "frac_positive": _number(gc.get("frac_positive"))})
+            grad_rows.append(
+                {"mean": _number(gc.get("mean")), "frac_positive": _number(gc.get("frac_positive"))}
+            )
     names = sorted({n for r in geo_rows for n in r})
 
     def column(rows: Sequence[Mapping[str, float | None]], name: str) -> np.ndarray:
@@ -506,18 +537,27 @@ def coupling_points(idx: CellIndex, key: Key) -> dict[str, Any]:
 
 def _coupling_rows(idx: CellIndex) -> list[dict[str, Any]]:
     out = []
-    for key in idx.keys():
+    for key in idx.groups():
         pts = coupling_points(idx, key)
         for kind, columns in (("geometry", pts["geometry"]), ("grad_cosine", pts["grad_cosine"])):
             for name, x in columns.items():
                 res = spearman(x, pts["delta_em"])
-                out.append({"benchmark": key[0], "mode": key[1], "kind": kind, "key": name, "versus": "delta_exact_match_pp", **res.as_dict()})
+                out.append(
+                    {
+                        "benchmark": key[0],
+                        "mode": key[1],
+                        "kind": kind,
+                        "key": name,
+                        "versus": "delta_exact_match_pp",
+                        **res.as_dict(),
+                    }
+                )
     return out
 
 
 def _grad_cosine_rows(idx: CellIndex) -> list[dict[str, Any]]:
     out = []
-    for key in idx.keys():
+    for key in idx.groups():
         for method in idx.methods(key):
             means, fracs = [], []
             for seed in _sorted_seeds(idx.cells[key][method]):
@@ -599,11 +639,11 @@ def build_summary(
 
     comparisons = [
         _comparison(idx, key, method, metric)
-        for key in idx.keys()
+        for key in idx.groups()
         for metric in METRICS
         for method in idx.methods(key)
     ]
-    for key in idx.keys():
+    for key in idx.groups():
         if BASELINE not in idx.cells[key]:
             idx.warnings.append(f"{key[0]}/{key[1]} has no {BASELINE} cells: nothing to pair against")
     families = _apply_families(comparisons, family, alpha)
@@ -614,14 +654,26 @@ def build_summary(
     if predictions_loader is not None:
         load = _cached_loader(predictions_loader, idx.warnings)
         root = np.random.SeedSequence(seed)
-        mixed_opts = {"max_rows": mixed_model_max_rows, "maxiter": mixed_model_maxiter, "deadline_s": mixed_model_deadline_s}
+        mixed_opts = {
+            "max_rows": mixed_model_max_rows,
+            "maxiter": mixed_model_maxiter,
+            "deadline_s": mixed_model_deadline_s,
+        }
         for k, comp in enumerate(comparisons):
             if comp["n"] < 1 or BASELINE not in idx.cells[(comp["benchmark"], comp["mode"])]:
                 continue
             rng = np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(k,)))
             entry = _items_entry(
-                idx, (comp["benchmark"], comp["mode"]), comp["method"], comp["metric"], comp["seeds"],
-                load, rng, bootstrap_reps, comp["metric"] in mixed_model_metrics, mixed_opts,
+                idx,
+                (comp["benchmark"], comp["mode"]),
+                comp["method"],
+                comp["metric"],
+                comp["seeds"],
+                load,
+                rng,
+                bootstrap_reps,
+                comp["metric"] in mixed_model_metrics,
+                mixed_opts,
             )
             if entry is not None:
                 items.append(entry)
@@ -645,9 +697,9 @@ def build_summary(
             "rows": idx.n_rows,
             "done": idx.n_done,
             "failed": len(idx.failed),
-            "benchmarks": sorted({k[0] for k in idx.keys()}),
-            "modes": sorted({k[1] for k in idx.keys()}),
-            "methods": sorted({m for k in idx.keys() for m in idx.methods(k)}),
+            "benchmarks": sorted({k[0] for k in idx.groups()}),
+            "modes": sorted({k[1] for k in idx.groups()}),
+            "methods": sorted({m for k in idx.groups() for m in idx.methods(k)}),
             "seeds": idx.seeds(),
         },
         "settings": {

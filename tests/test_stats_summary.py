@@ -1,0 +1,334 @@
+"""build_summary: the summary.json contract of DESIGN.md, checked against scipy and statsmodels."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+from statsmodels.stats.multitest import multipletests
+
+from jepa_audit.stats.summary import build_summary
+
+CONTRACT_KEYS = {
+    "benchmark", "method", "metric", "n", "mean_diff", "sd_diff", "ci95_low", "ci95_high", "t", "p_t",
+    "p_wilcoxon", "p_signflip", "hedges_gz", "p_bonferroni", "p_holm", "p_bh", "reject_single",
+    "reject_bonferroni", "reject_holm", "reject_bh",
+}  # fmt: skip
+
+CE_EM = {1: 0.50, 2: 0.52, 3: 0.48, 4: 0.55, 5: 0.51}
+# method -> {seed: difference from ce in percentage points}; exact match
+DIFFS_SYNTH = {
+    "up": {1: 2.0, 2: 4.0, 3: 1.0, 4: 3.0, 5: 5.0},
+    "ties": {1: 1.0, 2: 1.0, 3: -1.0, 4: 2.0, 5: 0.0},  # tied |d| and a zero difference
+    "short": {1: 3.0, 2: -2.0, 4: 6.0, 6: 9.0},  # seed 6 has no ce: pairs on 1, 2, 4
+    "same": {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0},  # zero variance: degenerate
+    "flat": {1: 2.0, 2: 2.0, 3: 2.0},  # constant non-zero difference: degenerate
+    "one": {1: 5.0},  # n = 1: degenerate
+    "noisy": {1: -4.0, 2: 3.0, 3: -1.0, 4: 2.0, 5: -3.0},
+}
+DIFFS_TURK = {
+    "up": {1: 3.0, 2: 1.0, 3: 2.0, 4: 2.5, 5: 4.0},
+    "ties": {1: -1.0, 2: -2.0, 3: -1.0, 4: 0.5, 5: -0.5},
+    "noisy": {1: 6.0, 2: -3.0, 3: 0.0, 4: 1.0, 5: 2.0},
+}
+FAMILY_OF = {"up": "trajectory", "ties": "distributional", "short": "predictive", "same": "fisher",
+             "flat": "fisher", "one": "decoder-visible", "noisy": "trajectory"}  # fmt: skip
+
+
+def _row(bench, method, seed, em, dfa, mode="lora", **extra):
+    row = {
+        "benchmark": bench, "method": method, "seed": seed, "mode": mode,
+        "family": "reference" if method == "ce" else FAMILY_OF[method],
+        "metrics": {"exact_match": em, "dfa_accuracy": dfa, "n_test": 200},
+        "geometry": {"curvature_answer_L2": 30.0 + seed + (em * 10), "rank_L4": None},
+        "grad_cosine": None if method == "ce" else {"mean": 0.01 * seed, "frac_positive": 0.5},
+        "config_hash": f"{bench}-{method}-{seed}-{mode}", "wall_s": 1.0, "status": "done",
+    }  # fmt: skip
+    row.update(extra)
+    return row
+
+
+def make_rows() -> list[dict]:
+    rows = []
+    for bench, diffs, ce_seeds in (
+        ("synth", DIFFS_SYNTH, [1, 2, 3, 4, 5]),
+        ("turk", DIFFS_TURK, [1, 2, 3, 4, 5]),
+    ):
+        for s in ce_seeds:
+            dfa = None if (bench == "synth" and s == 3) else CE_EM[s] + 0.1
+            rows.append(_row(bench, "ce", s, CE_EM[s], dfa))
+        for method, by_seed in diffs.items():
+            for s, d in by_seed.items():
+                base = CE_EM.get(s, 0.40)
+                rows.append(_row(bench, method, s, base + d / 100.0, base + 0.1 + d / 200.0))
+    # a second mode: never paired with lora cells
+    for s in (1, 2, 3):
+        rows.append(_row("synth", "ce", s, 0.30, 0.35, mode="full"))
+        rows.append(_row("synth", "up", s, 0.30 + 0.01 * s, 0.35, mode="full"))
+    rows.append({"benchmark": "synth", "method": "up", "seed": 7, "mode": "lora", "status": "failed",
+                 "error": "CUDA out of memory"})  # fmt: skip
+    return rows
+
+
+def _find(summary, bench, method, metric="exact_match", mode="lora"):
+    hits = [
+        c for c in summary["comparisons"]
+        if (c["benchmark"], c["method"], c["metric"], c["mode"]) == (bench, method, metric, mode)
+    ]  # fmt: skip
+    assert len(hits) == 1
+    return hits[0]
+
+
+@pytest.fixture(scope="module")
+def per_benchmark():
+    return build_summary(make_rows(), alpha=0.10, family="per-benchmark", mixed_model_metrics=())
+
+
+@pytest.fixture(scope="module")
+def all_family():
+    return build_summary(make_rows(), alpha=0.10, family="all", mixed_model_metrics=())
+
+
+def test_contract_keys_and_json_safety(per_benchmark) -> None:
+    s = per_benchmark
+    assert s["alpha"] == 0.10 and s["family"] == "per-benchmark"
+    for c in s["comparisons"]:
+        assert set(c) >= CONTRACT_KEYS
+        assert "mode" in c and "note" in c
+    text = json.dumps(s, allow_nan=False)  # raises on NaN or infinity
+    assert "NaN" not in text and "Infinity" not in text
+    # one comparison per (benchmark, mode, method != ce, metric)
+    expected = 2 * (len(DIFFS_SYNTH) + len(DIFFS_TURK) + 1)
+    assert len(s["comparisons"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("bench", "method"), [("synth", "up"), ("synth", "ties"), ("synth", "noisy"), ("turk", "ties")]
+)
+def test_seed_level_statistics_match_scipy(per_benchmark, bench, method) -> None:
+    diffs = (DIFFS_SYNTH if bench == "synth" else DIFFS_TURK)[method]
+    seeds = sorted(s for s in diffs if s in CE_EM)
+    d = np.array([diffs[s] for s in seeds])
+    base = np.array([100 * CE_EM[s] for s in seeds])
+    c = _find(per_benchmark, bench, method)
+    ref = scipy.stats.ttest_rel(base + d, base)
+    assert c["n"] == len(seeds) and c["seeds"] == seeds
+    assert c["mean_diff"] == pytest.approx(d.mean())
+    assert c["sd_diff"] == pytest.approx(d.std(ddof=1))
+    assert c["t"] == pytest.approx(ref.statistic)
+    assert c["p_t"] == pytest.approx(ref.pvalue)
+    ci = ref.confidence_interval(0.95)
+    assert (c["ci95_low"], c["ci95_high"]) == pytest.approx((ci.low, ci.high))
+    assert c["p_wilcoxon"] == pytest.approx(scipy.stats.wilcoxon(d).pvalue)
+    perm = scipy.stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf)
+    assert c["p_signflip"] == pytest.approx(perm.pvalue)
+    assert c["hedges_gz"] == pytest.approx(d.mean() / d.std(ddof=1) * (1 - 3 / (4 * (len(d) - 1) - 1)))
+    assert c["note"] is None
+
+
+def test_hand_checked_values(per_benchmark) -> None:
+    up = _find(per_benchmark, "synth", "up")
+    assert up["mean_diff"] == pytest.approx(3.0)
+    assert up["p_signflip"] == 0.0625 and up["p_wilcoxon"] == 0.0625  # the n = 5 floor
+    ties = _find(per_benchmark, "synth", "ties")
+    # sign-flip over {1, 1, -1, 2, 0}: |±1 ±1 ±1 ±2| >= 3 in 8 of 16 patterns, times 2 for the zero
+    assert ties["p_signflip"] == pytest.approx(16 / 32)
+
+
+def test_unequal_seed_sets_pair_on_shared_seeds(per_benchmark) -> None:
+    c = _find(per_benchmark, "synth", "short")
+    assert c["seeds"] == [1, 2, 4] and c["n"] == 3
+    assert c["seeds_method_only"] == [6] and c["seeds_baseline_only"] == [3, 5]
+    ref = scipy.stats.ttest_rel([53.0, 50.0, 61.0], [50.0, 52.0, 55.0])
+    assert c["p_t"] == pytest.approx(ref.pvalue)
+
+
+def test_missing_metric_values_drop_only_that_seed(per_benchmark) -> None:
+    # ce has dfa_accuracy = null on synth seed 3: dfa pairs on 4 seeds, exact match on 5
+    assert _find(per_benchmark, "synth", "up", "dfa_accuracy")["seeds"] == [1, 2, 4, 5]
+    assert _find(per_benchmark, "synth", "up", "exact_match")["n"] == 5
+
+
+@pytest.mark.parametrize(
+    ("method", "fragment"), [("same", "zero variance"), ("flat", "zero variance"), ("one", "n = 1 < 2")]
+)
+def test_degenerate_comparisons_are_null_and_left_out(per_benchmark, method, fragment) -> None:
+    c = _find(per_benchmark, "synth", method)
+    for key in ("t", "p_t", "p_wilcoxon", "p_signflip", "hedges_gz", "ci95_low", "ci95_high",
+                "p_bonferroni", "p_holm", "p_bh"):  # fmt: skip
+        assert c[key] is None, key
+    assert not any(c[k] for k in ("reject_single", "reject_bonferroni", "reject_holm", "reject_bh"))
+    assert fragment in c["note"]
+    fam = next(f for f in per_benchmark["families"] if f["id"] == c["family_id"])
+    assert method in [e["method"] for e in fam["excluded"]]
+
+
+def _check_family(summary, members, alpha=0.10):
+    tested = [c for c in members if c["p_t"] is not None]
+    p = np.array([c["p_t"] for c in tested])
+    for name, sm in (("bonferroni", "bonferroni"), ("holm", "holm"), ("bh", "fdr_bh")):
+        reject, adj, _, _ = multipletests(p, alpha=alpha, method=sm)
+        np.testing.assert_allclose([c[f"p_{name}"] for c in tested], adj, rtol=1e-12)
+        assert [c[f"reject_{name}"] for c in tested] == reject.tolist()
+    assert [c["reject_single"] for c in tested] == (p <= alpha).tolist()
+    assert all(c["family_m"] == len(tested) for c in members)
+    return len(tested)
+
+
+def test_per_benchmark_families(per_benchmark) -> None:
+    s = per_benchmark
+    for bench in ("synth", "turk"):
+        for metric in ("exact_match", "dfa_accuracy"):
+            members = [c for c in s["comparisons"]
+                       if c["benchmark"] == bench and c["metric"] == metric and c["mode"] == "lora"]  # fmt: skip
+            m = _check_family(s, members)
+            assert m == (4 if bench == "synth" else 3)
+    fam = next(f for f in s["families"] if f["id"] == "synth / lora / exact_match")
+    assert fam["m"] == 4 and fam["m_declared"] == 7
+    assert fam["bonferroni_threshold"] == pytest.approx(0.025)
+    assert "m = 4" in s["family_definition"] and "per-benchmark" in s["family_definition"]
+
+
+def test_all_family_spans_benchmarks_within_mode(all_family) -> None:
+    s = all_family
+    members = [c for c in s["comparisons"] if c["metric"] == "exact_match" and c["mode"] == "lora"]
+    assert {c["benchmark"] for c in members} == {"synth", "turk"}
+    assert _check_family(s, members) == 7
+    full = _find(s, "synth", "up", mode="full")
+    assert full["family_m"] == 1 and full["family_id"] != members[0]["family_id"]
+    assert "across all benchmarks" in s["family_definition"]
+    # the choice of family changes the adjusted p-values, not the raw ones
+    assert _find(s, "turk", "up")["p_t"] == _find(s, "turk", "up")["p_t"]
+
+
+def test_family_choice_changes_corrections_only(per_benchmark, all_family) -> None:
+    a, b = _find(per_benchmark, "turk", "up"), _find(all_family, "turk", "up")
+    assert a["p_t"] == b["p_t"] and a["mean_diff"] == b["mean_diff"]
+    assert b["p_bonferroni"] == pytest.approx(min(1.0, 7 * a["p_t"]))
+    assert a["p_bonferroni"] == pytest.approx(min(1.0, 3 * a["p_t"]))
+
+
+def test_modes_are_compared_separately(per_benchmark) -> None:
+    c = _find(per_benchmark, "synth", "up", mode="full")
+    assert c["n"] == 3
+    assert c["mean_diff"] == pytest.approx(2.0)  # +1, +2, +3 pp against the full-FT ce
+
+
+def test_failed_cells_are_listed_and_excluded(per_benchmark) -> None:
+    assert per_benchmark["failed"] == [
+        {"benchmark": "synth", "method": "up", "seed": 7, "mode": "lora", "status": "failed",
+         "error": "CUDA out of memory"}
+    ]  # fmt: skip
+    assert 7 not in _find(per_benchmark, "synth", "up")["seeds"]
+    assert per_benchmark["counts"]["failed"] == 1
+
+
+def test_verdicts_and_power(per_benchmark) -> None:
+    v = next(
+        v
+        for v in per_benchmark["verdicts"]
+        if (v["benchmark"], v["mode"], v["metric"]) == ("synth", "lora", "exact_match")
+    )
+    single = [h["method"] for h in v["single"]]
+    assert "up" in single and "same" not in single
+    assert v["n_degenerate"] == 3 and v["family_m"] == 4
+    p = next(r for r in per_benchmark["power"] if r["family_id"] == v["family_id"])
+    assert p["n"] == 5 and p["m"] == 4
+    assert p["mde_sd_single"] == pytest.approx(1.36, abs=0.005)
+    assert p["floor_nonparametric"] == 0.0625
+    assert p["floor_blocks_corrected"] is True and p["floor_blocks_single"] is False
+    tested = [c["sd_diff"] for c in per_benchmark["comparisons"]
+              if c["family_id"] == v["family_id"] and c["sd_diff"] and c["p_t"] is not None]  # fmt: skip
+    assert p["sd_diff_median"] == pytest.approx(float(np.median(tested)))
+    assert p["mde_pp_corrected"] == pytest.approx(p["mde_sd_corrected"] * p["sd_diff_median"])
+    assert "n_values" in p and 3 in p["n_values"]  # 'short' has n = 3
+
+
+def test_coupling_matches_scipy_spearman(per_benchmark) -> None:
+    rows = make_rows()
+    ce = {r["seed"]: r for r in rows if r["benchmark"] == "turk" and r["method"] == "ce"}
+    x, y, g = [], [], []
+    for method in sorted(DIFFS_TURK):
+        for r in sorted(
+            (r for r in rows if r["benchmark"] == "turk" and r["method"] == method), key=lambda r: r["seed"]
+        ):
+            base = ce[r["seed"]]
+            y.append(DIFFS_TURK[method][r["seed"]])
+            x.append(r["geometry"]["curvature_answer_L2"] - base["geometry"]["curvature_answer_L2"])
+            g.append(r["grad_cosine"]["mean"])
+    geo = next(c for c in per_benchmark["coupling"]
+               if (c["benchmark"], c["kind"], c["key"]) == ("turk", "geometry", "curvature_answer_L2"))  # fmt: skip
+    ref = scipy.stats.spearmanr(x, y)
+    assert (
+        geo["n"] == 15
+        and geo["rho"] == pytest.approx(ref.statistic)
+        and geo["p"] == pytest.approx(ref.pvalue)
+    )
+    gc = next(c for c in per_benchmark["coupling"]
+              if (c["benchmark"], c["kind"], c["key"]) == ("turk", "grad_cosine", "mean"))  # fmt: skip
+    assert gc["rho"] == pytest.approx(scipy.stats.spearmanr(g, y).statistic)
+    empty = next(c for c in per_benchmark["coupling"] if c["key"] == "rank_L4")
+    assert empty["rho"] is None and empty["note"]
+
+
+def test_grad_cosine_per_auxiliary(per_benchmark) -> None:
+    r = next(
+        r
+        for r in per_benchmark["grad_cosine"]
+        if (r["benchmark"], r["mode"], r["method"]) == ("synth", "lora", "up")
+    )
+    assert r["mean"] == pytest.approx(0.03) and r["frac_positive"] == 0.5 and r["n_seeds"] == 5
+
+
+def test_items_from_predictions_loader() -> None:
+    rows = [_row("b", "ce", s, 0.5, 0.5, predictions_file=f"p/ce{s}.jsonl") for s in (1, 2, 3)]
+    rows += [_row("b", "up", s, 0.75, 0.5, predictions_file=f"p/up{s}.jsonl") for s in (1, 2, 3)]
+    rows[-1]["metrics"]["exact_match"] = 0.5  # seed 3: no difference
+    ce_correct = [True, True, False, False]
+    up_correct = {1: [True, True, True, False], 2: [True, True, True, False], 3: [True, False, True, False]}
+    files = {f"p/ce{s}.jsonl": [{"item": i, "gold": "a", "pred": "a", "exact": c, "dfa": c, "parse_error": None}
+                                for i, c in enumerate(ce_correct)] for s in (1, 2, 3)}  # fmt: skip
+    for s, cs in up_correct.items():
+        files[f"p/up{s}.jsonl"] = [{"item": i, "gold": "a", "pred": "b", "exact": c, "dfa": c if i else None,
+                                    "parse_error": None} for i, c in enumerate(cs)]  # fmt: skip
+    s = build_summary(rows, predictions_loader=files.get, bootstrap_reps=200, mixed_model_metrics=())
+    em = next(e for e in s["items"] if e["metric"] == "exact_match")
+    assert [(m["seed"], m["n_method_only"], m["n_baseline_only"]) for m in em["mcnemar"]] == [
+        (1, 1, 0),
+        (2, 1, 0),
+        (3, 1, 1),
+    ]
+    assert em["bootstrap"]["point"] == pytest.approx(_find(s, "b", "up")["mean_diff"])
+    dfa = next(e for e in s["items"] if e["metric"] == "dfa_accuracy")
+    assert dfa["mcnemar"][0]["n_items"] == 3  # item 0 has dfa = null on the method side
+    assert em["mixed_model"] is None
+    again = build_summary(rows, predictions_loader=files.get, bootstrap_reps=200, mixed_model_metrics=())
+    assert again == s  # deterministic
+
+
+def test_duplicates_malformed_rows_and_no_baseline() -> None:
+    rows = make_rows()
+    rows.append(dict(rows[0]))  # duplicate ce cell
+    rows.append({"benchmark": "synth", "status": "done"})
+    rows.append(_row("lonely", "up", 1, 0.5, 0.5))
+    s = build_summary(rows, mixed_model_metrics=())
+    assert any("more than once" in w for w in s["warnings"])
+    assert any("wrong type" in w for w in s["warnings"])
+    lonely = _find(s, "lonely", "up")
+    assert lonely["n"] == 0 and "no ce baseline" in lonely["note"] and lonely["p_t"] is None
+    json.dumps(s, allow_nan=False)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="family"):
+        build_summary([], family="per-method")
+    with pytest.raises(ValueError, match="alpha"):
+        build_summary([], alpha=1.5)
+    empty = build_summary([])
+    assert empty["comparisons"] == [] and empty["families"] == []
+    assert not any(
+        isinstance(v, float) and math.isnan(v) for v in empty["counts"].values() if isinstance(v, float)
+    )
