@@ -48,13 +48,15 @@ def test_different_seed_gives_different_list():
 
 def test_generates_3000_pairs_in_under_a_second():
     best = float("inf")
-    for seed in (101, 102):  # best of two: the budget is for the generator, not for a busy machine
+    # CPU time of this process, best of two: the budget is for the generator, not for a machine that
+    # other jobs keep busy (wall time doubles under load; CPU time hardly moves).
+    for seed in (101, 102):
         gen._pairs_cached.cache_clear()
-        t = time.perf_counter()
+        t = time.process_time()
         pairs = generate_pairs(3000, seed)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
     assert len(pairs) == 3000 and len({p.regex for p in pairs}) == 3000
-    assert best < 1.0, f"3000 pairs took {best:.2f} s"
+    assert best < 1.0, f"3000 pairs took {best:.2f} s of CPU"
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_hf_llama_dir
 
+from conftest import make_hf_llama_dir
 from jepa_audit.config import ModelCfg, load_config
 from jepa_audit.data.examples import Example
 from jepa_audit.data.views import encode_example

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from jepa_audit.regex import BudgetExceeded, RegexParseError, compile_regex, equivalent
+from jepa_audit.regex import BudgetExceeded, RegexParseError, compile_regex, equivalent, perturb_regex
 from jepa_audit.regex.parse import to_code_units
 
 JAR = Path("/usr/share/java/automaton.jar")
@@ -189,33 +188,12 @@ def test_dialect_cases_agree_with_brics(brics) -> None:
     assert _check(brics, DIALECT_PAIRS) == 25
 
 
-def _perturb(gold: str, rng: random.Random) -> str:
-    k = rng.randrange(8)
-    if k == 0 and len(gold) > 1:
-        i = rng.randrange(len(gold))
-        return gold[:i] + gold[i + 1 :]
-    if k == 1:
-        return gold.replace("[a-z]", "[A-Za-z]", 1).replace("dog", "truck", 1)
-    if k == 2:
-        return re.sub(r"\{(\d+),\}", lambda m: f"{{{int(m.group(1)) + 1},}}", gold, count=1)
-    if k == 3:
-        return gold.replace("\\b", "")
-    if k == 4:
-        return gold.replace("|", "&", 1)
-    if k == 5:
-        return f"~({gold})" if not gold.startswith("~") else gold[1:]
-    if k == 6:
-        i = rng.randrange(len(gold) + 1)
-        return gold[:i] + ".*" + gold[i:]
-    return gold.replace("*", "+", 1)
-
-
 @pytest.mark.skipif(not NLRX_TEST.exists(), reason=f"NL-RX test split not found at {NLRX_TEST}")
 def test_nl_rx_pairs_agree_with_brics(brics) -> None:
     rng = random.Random(4)
     golds = [json.loads(line)["messages"][2]["content"] for line in NLRX_TEST.open(encoding="utf-8")]
     sample = rng.sample(golds, 300)
-    pairs = [(g, _perturb(g, rng)) for g in sample] + [(g, rng.choice(golds)) for g in sample[:100]]
+    pairs = [(g, perturb_regex(g, rng)) for g in sample] + [(g, rng.choice(golds)) for g in sample[:100]]
     assert _check(brics, pairs) > 300
 
 

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ def test_report_states_family_floor_power_and_bootstrap_caveat(built) -> None:
     out, _ = built
     for text in (
         (out / "report.md").read_text(encoding="utf-8"),
-        (out / "report.html").read_text(encoding="utf-8"),
+        unescape((out / "report.html").read_text(encoding="utf-8")),
     ):
         assert "Family 'per-benchmark'" in text
         assert "m = 2" in text

@@ -163,3 +163,10 @@ def test_degenerate_comparisons_have_null_statistics_and_a_note(d, n, mean, sd, 
         assert getattr(r, name) is None, name
     assert fragment in r.note
     assert not any(isinstance(v, float) and math.isnan(v) for v in r.as_dict().values())
+
+
+def test_large_n_skips_only_the_exact_sign_flip() -> None:
+    d = np.random.default_rng(0).normal(1.0, 1.0, size=30)
+    r = paired_comparison(d)
+    assert r.p_signflip is None and "sign-flip" in r.note and not r.degenerate
+    assert r.p_t == pytest.approx(scipy.stats.ttest_1samp(d, 0.0).pvalue)

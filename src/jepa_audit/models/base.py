@@ -68,7 +68,7 @@ def verify_base(path: Path) -> None:
     try:
         meta = json.loads(done.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"cached base {path} is incomplete or corrupt ({done}: {e}); delete {path} to rebuild it")
+        raise ModelError(f"cached base {path} is incomplete or corrupt ({done}: {e}); delete {path} to rebuild it") from None
     weights = path / "model.safetensors"
     if not weights.is_file() or _sha256(weights) != meta.get("weights_sha256"):
         raise ModelError(

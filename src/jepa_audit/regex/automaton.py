@@ -770,9 +770,11 @@ class Dfa:
 
     @property
     def n_states(self) -> int:
+        """The number of states (a dead state, if any, included)."""
         return len(self.delta)
 
     def partition(self) -> Partition:
+        """The alphabet as a :class:`Partition` (a fresh, uninterned one)."""
         return Partition(self.bounds, self.ids)
 
     def step(self, state: int, c: int) -> int:
@@ -842,9 +844,11 @@ class Dfa:
         return Dfa(bounds, ids, tuple(rows), accept)
 
     def intersect(self, other: Dfa) -> Dfa:
+        """The DFA of the strings both accept (not minimised)."""
         return self.product(other, "and")
 
     def union(self, other: Dfa) -> Dfa:
+        """The DFA of the strings either accepts (not minimised)."""
         return self.product(other, "or")
 
     def minimise(self, deadline: float = float("inf")) -> Dfa:

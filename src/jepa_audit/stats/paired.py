@@ -194,4 +194,5 @@ def paired_comparison(d: np.ndarray) -> PairedResult:
         p_wilcoxon=wilcoxon_p(d),
         p_signflip=signflip_p(d),
         hedges_gz=hedges_gz(d),
+        note=f"exact sign-flip not computed: n = {n} > {SIGNFLIP_MAX_N}" if n > SIGNFLIP_MAX_N else None,
     )
