@@ -273,12 +273,13 @@ def test_state_budget_gives_undecided() -> None:
 
 def test_time_budget_gives_undecided_quickly() -> None:
     hard = "(~(.*a.{12}))&(~(.*b.{12}))&(.*c.{11})"
-    t0 = time.monotonic()
+    c0, t0 = time.process_time(), time.monotonic()
     r = equivalent(hard, hard + "|x", time_budget_s=0.02, max_states=10**7)
-    elapsed = time.monotonic() - t0
+    cpu, elapsed = time.process_time() - c0, time.monotonic() - t0
     assert r.equivalent is None
     assert r.error == "undecided: time budget of 0.02 s exceeded"
-    assert elapsed < 1.0
+    assert cpu < 0.5  # the budget is wall clock, so CPU used can only be less (plus a little)
+    assert elapsed < 10.0  # a hang guard that survives a loaded machine
 
 
 def test_scorer_caches_state_budget_failures_but_retries_with_more() -> None:
@@ -389,15 +390,15 @@ def test_scores_the_nl_rx_test_set_fast() -> None:
     bounds here are loose so that a loaded CI machine does not fail them."""
     golds = [json.loads(line)["messages"][2]["content"] for line in NLRX_TEST.open(encoding="utf-8")]
     pairs = model_like_pairs(golds, seed=1, p_same=0.3)
-    s = DfaScorer()
+    s = DfaScorer(time_budget_s=5.0)  # correctness first: no pair may be left undecided
     results = s.score_many(pairs)
     assert all(r.error is None or r.error.startswith("parse error in prediction") for r in results)
     assert sum(r.equivalent is True for r in results) > 800
     assert sum(r.equivalent is False for r in results) > 500
-    stats = time_scoring(pairs, DfaScorer())
-    assert stats["n"] == 2000 and stats["none"] == sum(r.equivalent is None for r in results)
+    stats = time_scoring(pairs, DfaScorer())  # the default budgets, cold caches
+    assert stats["n"] == 2000 == stats["equivalent"] + stats["different"] + stats["none"]
     assert stats["cpu_s"] < 10.0
-    assert stats["max_ms"] < 4000 * s.time_budget_s  # wall clock: slack for a loaded machine
+    assert stats["max_ms"] < 4000 * DfaScorer().time_budget_s  # wall clock: slack for a loaded machine
     # the gold automata are memoised: a second cell with the same golds is much cheaper
     t0 = time.process_time()
     assert s.score_many(pairs) == results

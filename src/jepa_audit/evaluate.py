@@ -45,15 +45,16 @@ def score_predictions(
     items, n_exact, n_dfa, n_err, n_undecided = [], 0, 0, 0, 0
     for ex, pred in zip(examples, preds, strict=True):
         exact = pred.strip() == ex.regex.strip()
-        if exact:
-            dfa, err = True, None
-        else:
+        dfa, err, undecided = True, None, False
+        if not exact:
+            # leading/trailing whitespace is stripped as for exact match (a decoded leading space is an
+            # artefact of the tokenizer); inner spaces stay literal characters, as brics reads them
             r = scorer.score(ex.regex, pred.strip())
-            dfa, err = r.equivalent, r.error
+            dfa, err, undecided = r.equivalent, r.error, r.undecided
         n_exact += exact
         n_dfa += dfa is True
-        n_err += err is not None
-        n_undecided += dfa is None and err is None
+        n_err += err is not None and not undecided
+        n_undecided += undecided
         items.append(
             {"item": ex.idx, "nl": ex.nl, "gold": ex.regex, "pred": pred, "exact": exact, "dfa": dfa,
              "parse_error": err}
