@@ -100,8 +100,8 @@ def polygon(B: int, T: int, n_sides: int, d: int = D) -> torch.Tensor:
 def test_straight_trajectory_has_zero_shape_loss(name):
     b = synthetic_batch()
     T = b.input_ids.shape[1]
-    logits = torch.randn(3, T, 11, generator=torch.Generator().manual_seed(9))  # any metric (F5)
-    assert run(name, ctx_for(straight(3, T), b, logits=logits)) == pytest.approx(0.0, abs=2e-3)
+    W = 0.05 * torch.randn(11, D, generator=torch.Generator().manual_seed(9))  # p not one-hot (F5's metric)
+    assert run(name, ctx_for(straight(3, T), b, W=W)) == pytest.approx(0.0, abs=2e-3)
 
 
 @pytest.mark.parametrize("name", ["T6", "F1"])
@@ -224,21 +224,37 @@ def test_fisher_quadratic_is_twice_the_kl_for_small_steps():
     assert 0.5 * float(fisher_quadratic(W, p, delta)) == pytest.approx(kl, rel=1e-2)
 
 
+def test_logit_space_route_equals_head_matmul_route():
+    """Fisher rows read W h from the forward's fp32 logits; under a low-precision head they recompute it."""
+    from jepa_audit.objectives.fisher import answer_window, window_logits
+
+    b = synthetic_batch()
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, b.input_ids.shape[1], D, generator=g)
+    W = torch.randn(11, D, generator=g)
+    idx, valid = answer_window(b.answer_mask)
+    assert bool(valid.all()) and idx.shape == (3, 6)
+    free = window_logits(h, h @ W.T, W, idx)
+    recomputed = window_logits(h, (h @ W.T).bfloat16(), W, idx)
+    torch.testing.assert_close(free, recomputed, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(free[:, 0], h[:, 7] @ W.T)  # the window starts at the first answer token
+
+
 def isotropic_head(V: int, d: int) -> torch.Tensor:
-    """W (V, d) with orthonormal columns orthogonal to 1: under uniform p, F = I/V."""
+    """W (V, d) with orthonormal columns orthogonal to 1: under uniform p, F = I/V (for a tiny multiple
+    of it, logits ≈ 0, so p ≈ uniform and F ∝ I up to O(scale))."""
     m = torch.randn(V, d + 1, generator=torch.Generator().manual_seed(7))
     m[:, 0] = 1.0
     q, _ = torch.linalg.qr(m)
     return q[:, 1:].contiguous()
 
 
-@pytest.mark.parametrize(("fisher", "euclid"), [("F5", "T2"), ("F1", "T6")])
-def test_fisher_rows_reduce_to_euclidean_when_metric_is_isotropic(fisher, euclid):
+@pytest.mark.parametrize(("fisher", "euclid", "params"), [("F5", "T2", {}), ("F1", "T6", {"eps": 1e-30})])
+def test_fisher_rows_reduce_to_euclidean_when_metric_is_isotropic(fisher, euclid, params):
     b = synthetic_batch()
     h = torch.randn(3, b.input_ids.shape[1], D, generator=torch.Generator().manual_seed(8))
-    W = isotropic_head(11, D)
-    ctx = ctx_for(h, b, W=W, logits=torch.zeros(3, b.input_ids.shape[1], 11))
-    assert run(fisher, ctx) == pytest.approx(run(euclid, ctx), rel=1e-4)
+    ctx = ctx_for(h, b, W=1e-4 * isotropic_head(11, D))  # logits = W h ≈ 0: the contract lm_head(h) = logits
+    assert run(fisher, ctx, **params) == pytest.approx(run(euclid, ctx), rel=1e-3)  # F ~ 1e-8: no absolute ε
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -63,6 +63,22 @@ def prepare(cfg: Config, progress: ProgressFn | None = None) -> Prepared:
     return Prepared(model, tok, splits, train_rows, val_rows, test_rows)
 
 
+def preflight(cfg: Config) -> None:
+    """Check the inputs a whole grid shares (data, model directory, method ids) before any cell runs.
+
+    Raises DataError, ModelError or KeyError with one message naming the input.
+    """
+    from jepa_audit.models.load import check_model_dir
+    from jepa_audit.objectives import get_objective_class
+
+    for method in cfg.audit.methods:
+        get_objective_class(method)
+    for benchmark in cfg.audit.benchmarks:
+        load_benchmark(cfg.data, benchmark)
+    if cfg.model.kind == "hf":
+        check_model_dir(Path(cfg.model.path or ""))
+
+
 def geometry_batch(cfg: Config, rows: list[Encoded], pad_id: int):
     """The fixed held-out batch: ``geometry.n_sequences`` validation rows chosen by ``geometry.seed``."""
     g = torch.Generator().manual_seed(cfg.geometry.seed)

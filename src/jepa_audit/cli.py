@@ -29,7 +29,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override,
 
 
 def _fail(msg: str) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -65,10 +65,12 @@ def audit(
 ) -> None:
     """Run the grid (benchmark × method × seed × mode), then write summary.json and the report. Resumable."""
     from jepa_audit.audit import run_audit
+    from jepa_audit.cell import preflight
 
     cfg = _config(preset, config, set_, default="quick")
     out_dir = out or Path("runs") / cfg.preset
     try:
+        preflight(cfg)  # bad data, model dir or method id: one clear error before any cell starts
         code = run_audit(cfg, out_dir, executor=executor, workers=workers, force=force, dry_run=dry_run)
     except _user_errors() as e:
         _fail(str(e).strip("'\""))

@@ -1,12 +1,17 @@
 """Fisher-metric (Jacobi) auxiliaries (auxiliaries.md §1.6, §2, §3 F-rows).
 
 The Fisher metric of the LM head at a post-norm state h is F(h) = Wᵀ(diag p − p pᵀ)W, p = softmax(W h),
-W the (V, d) head.  F is never materialised (d×d, and W is V×d): with s = Wδ,
-    δᵀ F δ = Var_{y∼p}[s_y],     aᵀ F b = Cov_{y∼p}[(Wa)_y, (Wb)_y],
-one head-sized matmul per vector.  p is read from the CE logits (``ctx.logits`` = W h[L]) and detached:
-F is the metric *at* the current point, not something the model may flatten to lower the loss.
-All F-rows work at l = L (post-norm), where p(h) is defined; F at earlier layers would need the Jacobian
-of the remaining blocks (a jvp per vector), left out.
+W the (V, d) head.  F is never materialised (d×d, and W is V×d).  Everything runs in *logit space*: with
+s = Wδ,
+    δᵀ F δ = Var_{y∼p}[s_y],     aᵀ F b = Cov_{y∼p}[(Wa)_y, (Wb)_y].
+Since W is linear, the logit-space image of a difference of final states is the same difference of their
+logits: W(h_{t+1} − h_t) = z_{t+1} − z_t.  So the trajectory rows (F1, F2, F5) take the logits of the
+answer positions (the CE forward's own ``ctx.logits`` when they are fp32: no extra matmul at all, and the
+auxiliary's gradient joins CE's at the logits, before the one head backward), or, under a low-precision
+head, one fp32-accumulated head matmul of the answer states (differences of bf16 logits would be noise).
+p is read from the CE logits and detached: F is the metric *at* the current point, not something the model
+may flatten to lower the loss.  All F-rows work at l = L (post-norm), where p(h) is defined; F at earlier
+layers would need the Jacobian of the remaining blocks (a jvp per vector), left out.
 """
 
 from __future__ import annotations
@@ -22,77 +27,111 @@ from jepa_audit.objectives.base import AuxContext, AuxOut, Objective, ObjectiveS
 
 
 def head(W: Tensor, x: Tensor) -> Tensor:
-    """s = x Wᵀ, (N, d) → (N, V) fp32.  Under a low-precision head the matmul runs in W's dtype (fp32
+    """s = x Wᵀ, (…, d) → (…, V) fp32.  Under a low-precision head the matmul runs in W's dtype (fp32
     accumulation on tensor cores) instead of materialising a V×d fp32 copy of W every step."""
     if W.dtype == torch.float32:
         return x.float() @ W.T
     return (x.to(W.dtype) @ W.T).float()
 
 
-def centred_head(W: Tensor, p: Tensor, x: Tensor) -> Tensor:
-    """c = Wx − E_{y∼p}[(Wx)_y] per row: (N, d) → (N, V) fp32.  p (N, V) may be shared by stacked x."""
-    s = head(W, x)
-    if p.shape[0] != s.shape[0]:  # x stacks several vector sets that share the same p
-        p = p.repeat(s.shape[0] // p.shape[0], 1)
-    return s - (p * s).sum(-1, keepdim=True)
+def logit_cov(p: Tensor, sa: Tensor, sb: Tensor) -> Tensor:
+    """Cov_{y∼p}[sa_y, sb_y] per row, (…, V) each → (…,); centred two-pass form (no E[s²] − E[s]²
+    cancellation).  With sa = Wa, sb = Wb this is aᵀF b."""
+    ca = sa - (p * sa).sum(-1, keepdim=True)
+    cb = sb - (p * sb).sum(-1, keepdim=True)
+    return (p * ca * cb).sum(-1)
 
 
 def fisher_quadratic(W: Tensor, p: Tensor, delta: Tensor) -> Tensor:
-    """δᵀ F(h) δ = Var_{y∼p}[(Wδ)_y] for each row: W (V, d), p (N, V), δ (N, d) → (N,).  Centred two-pass
-    form (no E[s²] − E[s]² cancellation)."""
-    c = centred_head(W, p, delta)
-    return (p * c * c).sum(-1)
+    """δᵀ F(h) δ = Var_{y∼p}[(Wδ)_y] for each row: W (V, d), p (N, V), δ (N, d) → (N,)."""
+    s = head(W, delta)
+    return logit_cov(p, s, s)
 
 
 def fisher_bilinear(W: Tensor, p: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """aᵀ F(h) b = Cov_{y∼p}[(Wa)_y, (Wb)_y]: (N, d), (N, d) → (N,); one stacked head matmul."""
-    c = centred_head(W, p, torch.cat([a, b], 0))
-    return (p * c[: a.shape[0]] * c[a.shape[0] :]).sum(-1)
+    s = head(W, torch.cat([a, b], 0))
+    return logit_cov(p, s[: a.shape[0]], s[a.shape[0] :])
 
 
-class FisherMetric:
-    """The head's Fisher metric at the states behind ``logits`` (B, T, V), as the callbacks of _common."""
+class LogitMetric:
+    """The Fisher metric for vectors already in logit space (s = Wδ), with p (B, T', V) per position: the
+    ``sqnorm`` / ``pair_inner`` callbacks of :mod:`_common`."""
 
-    def __init__(self, W: Tensor, logits: Tensor):
-        self.W, self.logits = W, logits
+    def __init__(self, p: Tensor):
+        self.p = p
 
-    def p_at(self, rows: Tensor, cols: Tensor) -> Tensor:
-        return F.softmax(self.logits[rows, cols].detach().float(), -1)
+    def sqnorm(self, s: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        return logit_cov(self.p[rows, cols], s, s)
 
-    def sqnorm(self, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-        return fisher_quadratic(self.W, self.p_at(rows, cols), x)
-
-    def pair_inner(self, a: Tensor, b: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(aᵀFb, aᵀFa, bᵀFb) per row from one stacked head matmul."""
-        p = self.p_at(rows, cols)
-        c = centred_head(self.W, p, torch.cat([a, b], 0))
-        ca, cb = c[: a.shape[0]], c[a.shape[0] :]
-        return (p * ca * cb).sum(-1), (p * ca * ca).sum(-1), (p * cb * cb).sum(-1)
+    def pair_inner(self, sa: Tensor, sb: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        p = self.p[rows, cols]
+        return logit_cov(p, sa, sb), logit_cov(p, sa, sa), logit_cov(p, sb, sb)
 
 
-def noisy_twin(ctx: AuxContext, generator: torch.Generator, sigma_rel: float) -> tuple[Tensor, ...]:
-    """Hidden states of an embedding-noise copy x′ of the CE rows (one extra forward, with gradient).
+def answer_window(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Positions (B, A) covering each row's answer span from its first answer token (A = the longest span),
+    and their validity (B, A).  Consecutive positions stay consecutive, so trajectory masks carry over."""
+    T = mask.shape[1]
+    first, last = C.first_last(mask)
+    A = int((last - first).max()) + 1
+    pos = first[:, None] + torch.arange(A, device=mask.device)[None, :]
+    idx = pos.clamp(max=T - 1)
+    return idx, mask.gather(1, idx) & (pos < T)
+
+
+def window_logits(h: Tensor, logits: Tensor, W: Tensor, idx: Tensor) -> Tensor:
+    """Logit-space states W h at the window positions, (B, A, V) fp32: the forward's own logits when they
+    are fp32 (exact, and free), else one head matmul of the window's states (fp32 accumulation)."""
+    if logits.dtype == torch.float32:
+        return logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
+    return head(W, h.gather(1, idx[..., None].expand(-1, -1, h.shape[-1])))
+
+
+def window_p(logits: Tensor, idx: Tensor) -> Tensor:
+    """Detached softmax of the logits at the window positions, (B, A, V) fp32."""
+    z = logits.detach().gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
+    return F.softmax(z.float(), -1)
+
+
+def noisy_twin(ctx: AuxContext, generator: torch.Generator, sigma_rel: float, rows: int):
+    """Forward output (hidden states and logits) of an embedding-noise copy x′ of the first ``rows`` CE rows
+    (one extra forward, with gradient).
 
     Noise σ = sigma_rel · RMS(h[0]) over real tokens, drawn from ``generator``; dropout inside the twin runs
     under :func:`_common.isolated_rng`.
     """
-    emb = ctx.hidden[0]
-    real = ctx.batch.attention_mask.bool()
-    rms = emb.detach().float()[real].pow(2).mean().sqrt()
+    emb = ctx.hidden[0][:rows]
+    att = ctx.batch.attention_mask[:rows]
+    rms = emb.detach().float()[att.bool()].pow(2).mean().sqrt()
     noise = torch.randn(emb.shape, generator=generator).to(emb.device)
     x = (emb.float() + sigma_rel * rms * noise).to(emb.dtype)
     with C.isolated_rng(generator, emb.device):
-        out = ctx.model(inputs_embeds=x, attention_mask=ctx.batch.attention_mask, output_hidden_states=True)
-    return tuple(out.hidden_states)
+        return ctx.model(inputs_embeds=x, attention_mask=att, output_hidden_states=True)
+
+
+def twin_rows(batch_size: int, fraction: float) -> int:
+    """How many rows get a twin: ⌈fraction · B⌉, at least 2 (the first rows; data order is already random)."""
+    return min(batch_size, max(2, int(-(-fraction * batch_size // 1))))
+
+
+class _LogitTrajectory(Objective):
+    """Answer-span trajectories of the final state, in logit space, with the Fisher metric at each point."""
+
+    def logit_states(self, ctx: AuxContext) -> tuple[Tensor, Tensor, Tensor, LogitMetric]:
+        """(idx (B, A) window positions, valid (B, A), S = W h at the window (B, A, V), metric)."""
+        idx, valid = answer_window(ctx.batch.answer_mask)
+        S = window_logits(ctx.hidden[-1], ctx.logits, ctx.lm_head_weight, idx)
+        return idx, valid, S, LogitMetric(window_p(ctx.logits, idx))
 
 
 @register_objective
-class FisherAcceleration(Objective):
+class FisherAcceleration(_LogitTrajectory):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F1",
         family="fisher",
         description="Fisher acceleration: mean_t a_tᵀF(h_t)a_t / (mean_t v_tᵀF(h_t)v_t + ε) over 𝒜 at l = L "
-        "(T6 in the head's Fisher metric)",
+        "(T6 in the head's Fisher metric; computed in logit space)",
         core=True,
         default_weight=0.1,
         params={"eps": 1e-6},
@@ -100,35 +139,33 @@ class FisherAcceleration(Objective):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        metric = FisherMetric(ctx.lm_head_weight, ctx.logits)
-        loss = C.second_difference_ratio(
-            ctx.hidden[-1], ctx.batch.answer_mask, "velocity", sqnorm=metric.sqnorm, eps=self.p["eps"]
-        )
+        _, valid, S, metric = self.logit_states(ctx)
+        loss = C.second_difference_ratio(S, valid, "velocity", sqnorm=metric.sqnorm, eps=self.p["eps"])
         return AuxOut(loss=loss)
 
 
 @register_objective
-class TwinJacobi(Objective):
+class TwinJacobi(_LogitTrajectory):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F2",
         family="fisher",
         description="twin-trajectory Jacobi residual: J_t = h[L,t](x′) − h[L,t](x) on the shared answer, x′ an "
         "embedding-noise copy (σ = 0.01·RMS(h[0])); mean_t r_tᵀF r_t / (mean_t J_tᵀF J_t + ε), "
-        "r_t = J_{t+1} − 2J_t + J_{t−1}",
+        "r_t = J_{t+1} − 2J_t + J_{t−1}; twins for the first ⌈twin_fraction·B⌉ rows",
         core=True,
         extra_forward=1,
         default_weight=0.1,
-        params={"sigma_rel": 0.01, "eps": 1e-6},
+        params={"sigma_rel": 0.01, "eps": 1e-6, "twin_fraction": 0.5},
         source="[P]; the TURK-paraphrase twin is not in Batch, so the noise twin is used",
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        twin = noisy_twin(ctx, self.generator, float(self.p["sigma_rel"]))
-        J = twin[-1].float() - ctx.hidden[-1].float()
-        metric = FisherMetric(ctx.lm_head_weight, ctx.logits)
-        loss = C.second_difference_ratio(
-            J, ctx.batch.answer_mask, "value", sqnorm=metric.sqnorm, eps=self.p["eps"]
-        )
+        k = twin_rows(len(ctx.batch), float(self.p["twin_fraction"]))
+        twin = noisy_twin(ctx, self.generator, float(self.p["sigma_rel"]), k)
+        idx, valid, S, metric = self.logit_states(ctx)
+        idx, valid, S, metric = idx[:k], valid[:k], S[:k], LogitMetric(metric.p[:k])
+        S_twin = window_logits(twin.hidden_states[-1], twin.logits, ctx.lm_head_weight, idx)
+        loss = C.second_difference_ratio(S_twin - S, valid, "value", sqnorm=metric.sqnorm, eps=self.p["eps"])
         return AuxOut(loss=loss)
 
 
@@ -138,11 +175,12 @@ class DepthJacobi(Objective):
         id="F3",
         family="fisher",
         description="depth Jacobi: J_l = h[l,t](x′) − h[l,t](x) at answer tokens over layers first..L−1, "
-        "mean ‖J_{l+1} − 2J_l + J_{l−1}‖² / (mean ‖J_l‖² + ε) (Euclidean), x′ the embedding-noise twin",
+        "mean ‖J_{l+1} − 2J_l + J_{l−1}‖² / (mean ‖J_l‖² + ε) (Euclidean), x′ the embedding-noise twin of the "
+        "first ⌈twin_fraction·B⌉ rows",
         core=False,
         extra_forward=1,
         default_weight=0.1,
-        params={"first": "quarter", "sigma_rel": 0.01, "eps": 1e-6},
+        params={"first": "quarter", "sigma_rel": 0.01, "eps": 1e-6, "twin_fraction": 0.5},
         source="[P]",
     )
 
@@ -151,13 +189,17 @@ class DepthJacobi(Objective):
         self.first = C.resolve_layer(self.p["first"], n_layers) % (n_layers + 1)
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        mask = ctx.batch.answer_mask
-        twin = noisy_twin(ctx, self.generator, float(self.p["sigma_rel"]))
+        k = twin_rows(len(ctx.batch), float(self.p["twin_fraction"]))
+        mask = ctx.batch.answer_mask[:k]
+        twin = noisy_twin(ctx, self.generator, float(self.p["sigma_rel"]), k).hidden_states
         clean = C.depth_states(ctx.hidden, self.first, self.n_layers)
         noisy = C.depth_states(twin, self.first, self.n_layers)
         # (N answer tokens, L' layers, d): each token is one depth trajectory
         J = torch.stack(
-            [C.answer_states(a, mask) - C.answer_states(c, mask) for a, c in zip(noisy, clean, strict=True)],
+            [
+                C.answer_states(a, mask) - C.answer_states(c[:k], mask)
+                for a, c in zip(noisy, clean, strict=True)
+            ],
             1,
         )
         every = torch.ones(J.shape[:2], dtype=torch.bool, device=J.device)
@@ -186,12 +228,12 @@ class FisherJepa(Objective):
 
 
 @register_objective
-class FisherAngle(Objective):
+class FisherAngle(_LogitTrajectory):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F5",
         family="fisher",
         description="Fisher-angle curvature: T2 with cos_F(v_t, v_{t+1}) = v_tᵀF v_{t+1} / (‖v_t‖_F ‖v_{t+1}‖_F), "
-        "F at the shared vertex, l = L",
+        "F at the shared vertex, l = L (computed in logit space)",
         core=False,
         default_weight=0.1,
         params={},
@@ -199,8 +241,5 @@ class FisherAngle(Objective):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        metric = FisherMetric(ctx.lm_head_weight, ctx.logits)
-        loss = C.curvature(
-            ctx.hidden[-1], ctx.batch.answer_mask, "one_minus_cos", pair_inner=metric.pair_inner
-        )
-        return AuxOut(loss=loss)
+        _, valid, S, metric = self.logit_states(ctx)
+        return AuxOut(loss=C.curvature(S, valid, "one_minus_cos", pair_inner=metric.pair_inner))

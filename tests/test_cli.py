@@ -1,0 +1,56 @@
+"""The thin CLI: contracts of `aux list --json` and `regex equiv`, and one clear error for bad input."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from jepa_audit.cli import app
+
+runner = CliRunner()
+
+
+def test_aux_list_json_contract():
+    r = runner.invoke(app, ["aux", "list", "--json"])
+    assert r.exit_code == 0
+    rows = json.loads(r.stdout)
+    ids = {x["id"] for x in rows}
+    assert {"ce", "llm-jepa", "T3-Local", "V3"} <= ids
+    for x in rows:
+        assert {"id", "family", "description", "core", "extra_forward", "params"} <= set(x)
+    assert sum(x["core"] for x in rows) == 22
+
+
+def test_regex_equiv_json_and_pairs(tmp_path):
+    r = runner.invoke(app, ["regex", "equiv", "(dog)|(cat)", "(cat)|(dog)", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["equivalent"] is True
+    f = tmp_path / "pairs.tsv"
+    f.write_text("a*\ta+\n(a\tb\n", encoding="utf-8")
+    r = runner.invoke(app, ["regex", "equiv", "--pairs", str(f), "--json"])
+    assert r.exit_code == 0
+    out = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    assert out[0]["line"] == 0 and out[0]["equivalent"] is False and out[0]["witness"] == ""
+    assert out[1]["equivalent"] is None and out[1]["error"]
+    r = runner.invoke(app, ["regex", "equiv", "--pairs", str(tmp_path / "missing.tsv")])
+    assert r.exit_code != 0
+
+
+def test_bad_config_is_one_clear_error(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("trian:\n  steps: 3\n")
+    r = runner.invoke(app, ["audit", "--config", str(f), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    assert "unknown key 'trian'" in r.output and str(f) in r.output
+    assert "Traceback" not in r.output
+
+
+def test_missing_data_path_is_one_clear_error(tmp_path):
+    r = runner.invoke(app, ["audit", "--preset", "smoke", "--out", str(tmp_path / "o"), "--set", "data.source=nl-rx",
+                            "--set", f"data.path={tmp_path / 'nowhere'}"])
+    assert r.exit_code == 2 and "nowhere" in r.output and "Traceback" not in r.output
+
+
+def test_data_fetch_refuses_and_points_to_local_path():
+    r = runner.invoke(app, ["data", "fetch"])
+    assert r.exit_code == 2 and "data.path" in r.output
