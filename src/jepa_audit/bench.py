@@ -159,6 +159,9 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     out["dfa_pairs_per_s"] = len(pairs) / (time.perf_counter() - t0)
     out["dfa_pairs_source"] = "NL-RX test gold vs predictions" if len(pairs) > len(preds) else "smoke predictions"
 
+    if device == "cuda":
+        say("bench: Llama-3.2-1B-shaped LoRA step on the GPU (random weights)")
+        out.update(paper_step_benchmark("cuda"))
     if write_docs:
         write_performance_doc(out)
     return out
@@ -269,3 +272,64 @@ def measure_step_time(cfg: Config, steps: int = 6) -> float:
     t = time.perf_counter()
     train(model, rows, pad_id=int(tok.pad_token_id), cfg=tcfg, seed=0)
     return (time.perf_counter() - t) / steps
+
+
+# Llama-3.2-1B's architecture (public config): the shape the `paper` preset fine-tunes.
+LLAMA_32_1B = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+               "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 2048,
+               "tie_word_embeddings": True, "rope_theta": 500000.0}
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peak, per GPU
+
+
+def paper_step_benchmark(device: str = "cuda", shape: dict[str, Any] | None = None, batch: int = 16,
+                         seq: int = 128, steps: int = 10, mode: str = "lora") -> dict[str, Any]:
+    """Step time, tokens/s and MFU of the paper's fine-tuning step on random weights of ``shape``.
+
+    No weights are needed (random init from the architecture alone).  Model FLOPs per token: 6·N for full
+    fine-tuning; 4·N under LoRA (no weight gradients of the frozen base), N = non-embedding parameters,
+    plus the attention term (PaLM's MFU definition: 12·L·d·T for full fine-tuning, 8·L·d·T under LoRA).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from jepa_audit.config import AdapterCfg
+    from jepa_audit.models.load import build_model
+    from jepa_audit.train import answer_ce
+
+    shape = {**LLAMA_32_1B, **(shape or {})}
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**shape, attn_implementation="sdpa"))
+    model = model.to(dev, dtype=torch.bfloat16 if mode == "lora" and dev.type == "cuda" else torch.float32)
+    model = build_model(model, AdapterCfg(mode=mode), seed=0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=dev.type == "cuda")
+    ids = torch.randint(0, shape["vocab_size"], (batch, seq), device=dev)
+    labels = ids.clone()
+    amp = dev.type == "cuda"
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(input_ids=ids, output_hidden_states=True)
+        answer_ce(out.logits, labels).backward()
+        opt.step()
+
+    step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    step_s = (time.perf_counter() - t) / steps
+    d, L = shape["hidden_size"], shape["num_hidden_layers"]
+    n_embed = shape["vocab_size"] * d
+    n = sum(p.numel() for p in model.parameters()) - n_embed  # non-embedding (the head is tied)
+    per_token = (6 if mode == "full" else 4) * (n + n_embed) + (12 if mode == "full" else 8) * L * d * seq
+    tokens_per_s = batch * seq / step_s
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return {"paper_step_s": step_s, "paper_tokens_per_s": tokens_per_s,
+            "paper_mfu": None if peak is None else per_token * tokens_per_s / peak,
+            "paper_shape": f"d={d} L={L} V={shape['vocab_size']} batch={batch}×{seq} {mode}", "paper_device": name}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from jepa_audit.config import Config
+from jepa_audit.config import Config, stable_hash
 from jepa_audit.data import Splits, load_benchmark
 from jepa_audit.data.views import Encoded, collate, encode_all
 from jepa_audit.models.load import ModelError, build_model, load_pretrained
@@ -37,21 +37,40 @@ class Prepared:
     test_rows: list[Encoded]
 
 
+# Per-process memo of what every cell of a grid shares: a worker runs many cells, and rebuilding the
+# corpus, re-hashing the base and re-tokenising the splits cost more than a short fine-tuning run.
+# Keys are content hashes of the config parts that determine the value; values are never mutated.
+_BASE_PATHS: dict[str, Path] = {}
+_ENCODED: dict[str, tuple[Splits, list[Encoded], list[Encoded], list[Encoded]]] = {}
+
+
 def base_model_path(cfg: Config, progress: ProgressFn | None = None) -> Path:
     """The local directory of the model to fine-tune (building the tiny base if needed)."""
     if cfg.model.kind == "hf":
         return Path(cfg.model.path or "")
     from jepa_audit.models.base import ensure_tiny_base
 
-    return ensure_tiny_base(cfg, progress=progress)
+    key = stable_hash([cfg.model.model_dump(), cfg.base.model_dump(), cfg.data.model_dump(), cfg.cache_dir])
+    if key not in _BASE_PATHS or not _BASE_PATHS[key].is_dir():
+        _BASE_PATHS[key] = ensure_tiny_base(cfg, progress=progress)
+    return _BASE_PATHS[key]
+
+
+def _encoded_splits(cfg: Config, model_dir: Path, tok: PreTrainedTokenizerBase):
+    key = stable_hash([str(model_dir.resolve()), cfg.data.model_dump(), cfg.benchmark])
+    if key not in _ENCODED:
+        splits = load_benchmark(cfg.data, cfg.benchmark)
+        enc = [encode_all(tok, cfg.data.system_prompt, s) for s in (splits.train, splits.val, splits.test)]
+        _ENCODED.clear()  # keep one benchmark's rows: bounded memory, and cells of a grid come in order
+        _ENCODED[key] = (splits, *enc)
+    return _ENCODED[key]
 
 
 def prepare(cfg: Config, progress: ProgressFn | None = None) -> Prepared:
     torch.set_num_threads(cfg.train.threads)
-    splits = load_benchmark(cfg.data, cfg.benchmark)
-    model, tok = load_pretrained(base_model_path(cfg, progress), cfg.model)
-    system = cfg.data.system_prompt
-    train_rows, val_rows, test_rows = (encode_all(tok, system, s) for s in (splits.train, splits.val, splits.test))
+    model_dir = base_model_path(cfg, progress)
+    model, tok = load_pretrained(model_dir, cfg.model)
+    splits, train_rows, val_rows, test_rows = _encoded_splits(cfg, model_dir, tok)
     limit = getattr(model.config, "max_position_embeddings", None)
     longest = max(len(r.full) for r in (*train_rows, *test_rows))
     if limit is not None and longest + cfg.eval.max_new_tokens > limit:
@@ -60,6 +79,8 @@ def prepare(cfg: Config, progress: ProgressFn | None = None) -> Prepared:
             f"{limit} positions; raise model.max_positions or lower eval.max_new_tokens"
         )
     model = build_model(model, cfg.adapter, cfg.seed)
+    if cfg.model.compile:
+        model = torch.compile(model)  # GPU only pays; the wrapper keeps parameters and forward signature
     return Prepared(model, tok, splits, train_rows, val_rows, test_rows)
 
 
@@ -126,6 +147,7 @@ def run_cell(
     res = train(
         prep.model, prep.train_rows, pad_id=pad, cfg=cfg.train, seed=cfg.seed, objective=objective, weight=weight,
         probe=cfg.probe, progress=report("train"), curve_fn=curve_fn, curve_every=cfg.geometry.curve_every,
+        autocast=cfg.model.autocast,
     )
     t_eval = time.perf_counter()
     n_test = len(prep.test_rows)

@@ -46,6 +46,9 @@ class ModelCfg(Strict):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
     compile: bool = Field(False, description="torch.compile the model (GPU only pays)")
+    autocast: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="mixed precision for forward/loss on GPU (weights stay in model.dtype)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelCfg:

@@ -84,6 +84,7 @@ def train(
     progress: Callable[[dict[str, Any]], None] | None = None,
     curve_fn: Callable[[tuple[Tensor, ...], Batch], dict[str, float]] | None = None,
     curve_every: int = 0,
+    autocast: str = "none",
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``rows``; return losses, gradient cosines and counters."""
     t0 = time.perf_counter()
@@ -97,7 +98,7 @@ def train(
     if use_aux:
         objective.to(device)
     opt = torch.optim.AdamW(
-        [{"params": params}, {"params": obj_params}], lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False
+        [{"params": params}, {"params": obj_params}], lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
     )
     mode = objective.spec.grad_mode if use_aux else "add"
     probe = probe or ProbeCfg()
@@ -107,6 +108,7 @@ def train(
     cos_trace: list[tuple[int, float]] = []
     per_layer_sum: dict[str, list[float]] = {}
     recent: list[float] = []
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
     model.train()
 
     for step in range(cfg.steps):
@@ -121,7 +123,8 @@ def train(
         # ---- micro-batches -------------------------------------------------------------------------------
         for _ in range(cfg.grad_accum):
             batch = next(data).to(device)
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
             ce = answer_ce(out.logits, batch.labels)
             if not torch.isfinite(ce):
                 raise TrainError(f"non-finite CE loss at step {step}")

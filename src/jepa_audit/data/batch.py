@@ -29,7 +29,11 @@ class Batch:
     item_ids: Tensor  # (B,) long, row indices in the source split
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        """Move every tensor; to a GPU through pinned memory, without blocking the host."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return Batch(**{f.name: getattr(self, f.name).pin_memory().to(device, non_blocking=True) for f in fields(self)})
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
