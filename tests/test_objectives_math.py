@@ -331,6 +331,17 @@ def test_d1_base_median_gamma_is_fixed_at_the_first_batch():
     assert float(obj(ctx_for(10 * h, b)).loss) == 0.0  # every std now above the frozen γ
 
 
+@pytest.mark.parametrize("name", ["D2", "D5", "D6", "D7", "T3-Global", "F5"])
+def test_objective_maths_stay_fp32_under_the_callers_autocast(name):
+    """Gram matrices, einsums and projections would drop to bf16 under autocast; objectives turn it off."""
+    b = synthetic_batch(B=4)
+    h = torch.randn(4, b.input_ids.shape[1], D, generator=torch.Generator().manual_seed(0))
+    ctx = ctx_for(h, b, W=0.1 * torch.randn(11, D, generator=torch.Generator().manual_seed(1)))
+    plain = run(name, ctx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert run(name, ctx) == plain
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Predictive / decoder-visible pieces
 # ----------------------------------------------------------------------------------------------------------

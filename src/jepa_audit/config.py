@@ -64,7 +64,7 @@ class ModelCfg(Strict):
 class BaseCfg(Strict):
     """Pre-training of the tiny base, once per (corpus, config), cached content-addressed."""
 
-    steps: int = Field(800, ge=0, description="optimizer steps on the pre-training pool")
+    steps: int = Field(650, ge=0, description="optimizer steps on the pre-training pool")
     pool_size: int = Field(3000, gt=0, description="generated (description, regex) pairs, disjoint from fine-tuning")
     pool_seed: int = Field(1_000_003, description="generator seed of the pool (never a fine-tuning seed)")
     lr: float = Field(3e-3, gt=0)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import torch
@@ -32,6 +33,58 @@ LayerSpec = int | str
 PairInner = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 # (x (N,d), rows (N,), cols (N,)) -> ‖x‖² (N,) under a metric at h[rows, cols]
 SqNorm = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Precision: objective maths in fp32 even under the caller's autocast; model rows under the caller's autocast
+# ----------------------------------------------------------------------------------------------------------
+
+_AUTOCAST_DEVICES = ("cuda", "cpu")
+_CALLER_AUTOCAST: ContextVar[tuple[tuple[str, bool, torch.dtype], ...] | None] = ContextVar(
+    "jepa_audit_caller_autocast", default=None
+)
+
+
+@contextmanager
+def fp32_scope() -> Iterator[None]:
+    """Turn autocast off for an objective's own maths (Gram matrices, einsums, projections would otherwise
+    run in bf16), remembering the caller's autocast state for :func:`caller_precision`.  Nested scopes (an
+    inner objective, V3 → V1) keep the outermost caller's state."""
+    if _CALLER_AUTOCAST.get() is not None:
+        yield
+        return
+    state = tuple(
+        (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)) for dev in _AUTOCAST_DEVICES
+    )
+    token = _CALLER_AUTOCAST.set(state)
+    try:
+        with ExitStack() as stack:
+            for dev, enabled, _ in state:
+                if enabled:
+                    stack.enter_context(torch.autocast(dev, enabled=False))
+            yield
+    finally:
+        _CALLER_AUTOCAST.reset(token)
+
+
+@contextmanager
+def caller_precision() -> Iterator[None]:
+    """Inside :func:`fp32_scope`: re-enter the caller's autocast for a forward through the model (extra rows
+    run exactly as the CE row does)."""
+    with ExitStack() as stack:
+        for dev, enabled, dtype in _CALLER_AUTOCAST.get() or ():
+            if enabled:
+                stack.enter_context(torch.autocast(dev, dtype=dtype))
+        yield
+
+
+class AuxObjective(Objective):
+    """Base of every registered objective here: ``objective(ctx)`` runs ``forward`` inside
+    :func:`fp32_scope` (geometry and loss maths in fp32 whatever the loop's autocast)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with fp32_scope():
+            return super().__call__(*args, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -93,7 +146,7 @@ def regex_states(ctx: AuxContext, generator: torch.Generator) -> tuple[Tensor, .
     The forward is cached on ``ctx`` (the same slot ``AuxContext.regex_hidden`` uses), so ``ctx.e_r`` reads it.
     """
     if "regex_hidden" not in ctx.__dict__:
-        with isolated_rng(generator, model_device(ctx.model)):
+        with isolated_rng(generator, model_device(ctx.model)), caller_precision():
             _ = ctx.regex_hidden  # cached_property: computes and stores in ctx.__dict__
     return ctx.regex_hidden
 
@@ -132,7 +185,7 @@ def nl_predictor_view(
     pred = pred_embeds.to(emb.dtype)[offset.clamp(0, k - 1)]  # (B, L, d)
     emb = torch.where(is_pred[..., None], pred, emb)
     mask = (offset < k).long()  # NL prefix and predictors are real; everything after is padding
-    with isolated_rng(generator, ids.device):
+    with isolated_rng(generator, ids.device), caller_precision():
         out = ctx.model(inputs_embeds=emb, attention_mask=mask, output_hidden_states=True)
     h = out.hidden_states[layer]
     last = b.nl_last + k
@@ -151,7 +204,7 @@ def final_norm(model: nn.Module) -> nn.Module:
     return base.get_decoder().norm
 
 
-class LayerObjective(Objective):
+class LayerObjective(AuxObjective):
     """Resolves ``params["layer"]`` once, at build time, against the model's depth."""
 
     def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):

@@ -19,7 +19,6 @@ from jepa_audit.objectives import _common as C
 from jepa_audit.objectives.base import (
     AuxContext,
     AuxOut,
-    Objective,
     ObjectiveSpec,
     get_objective_class,
     register_objective,
@@ -28,7 +27,7 @@ from jepa_audit.objectives.fisher import head
 
 
 @register_objective
-class DecodeFirstToken(Objective):
+class DecodeFirstToken(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V1",
         family="decoder-visible",
@@ -50,7 +49,7 @@ class DecodeFirstToken(Objective):
 
 
 @register_objective
-class BagOfRegex(Objective):
+class BagOfRegex(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V2",
         family="decoder-visible",
@@ -70,7 +69,7 @@ class BagOfRegex(Objective):
         return AuxOut(loss=C.mean_over(per, has))
 
 
-class _GradControlled(Objective):
+class _GradControlled(C.AuxObjective):
     """Loss of the ``inner`` objective (built here, sharing this objective's generator); what differs is
     the spec's ``grad_mode``, which the loop applies when it combines g_aux with g_CE."""
 
@@ -133,7 +132,7 @@ class GradVac(_GradControlled):
 
 
 @register_objective
-class TunedLensCoupling(Objective):
+class TunedLensCoupling(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V6",
         family="decoder-visible",

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jepa_audit.objectives import _common as C
-from jepa_audit.objectives.base import AuxContext, AuxOut, Objective, ObjectiveSpec, register_objective
+from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
 
 
 def head(W: Tensor, x: Tensor) -> Tensor:
@@ -106,7 +106,7 @@ def noisy_twin(ctx: AuxContext, generator: torch.Generator, sigma_rel: float, ro
     rms = emb.detach().float()[att.bool()].pow(2).mean().sqrt()
     noise = torch.randn(emb.shape, generator=generator).to(emb.device)
     x = (emb.float() + sigma_rel * rms * noise).to(emb.dtype)
-    with C.isolated_rng(generator, emb.device):
+    with C.isolated_rng(generator, emb.device), C.caller_precision():
         return ctx.model(inputs_embeds=x, attention_mask=att, output_hidden_states=True)
 
 
@@ -115,7 +115,7 @@ def twin_rows(batch_size: int, fraction: float) -> int:
     return min(batch_size, max(2, int(-(-fraction * batch_size // 1))))
 
 
-class _LogitTrajectory(Objective):
+class _LogitTrajectory(C.AuxObjective):
     """Answer-span trajectories of the final state, in logit space, with the Fisher metric at each point."""
 
     def logit_states(self, ctx: AuxContext) -> tuple[Tensor, Tensor, Tensor, LogitMetric]:
@@ -170,7 +170,7 @@ class TwinJacobi(_LogitTrajectory):
 
 
 @register_objective
-class DepthJacobi(Objective):
+class DepthJacobi(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F3",
         family="fisher",
@@ -207,7 +207,7 @@ class DepthJacobi(Objective):
 
 
 @register_objective
-class FisherJepa(Objective):
+class FisherJepa(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F4",
         family="fisher",

@@ -121,7 +121,7 @@ class EmaTarget(C.LayerObjective):
         params = dict(model.named_parameters())
         swapped = {n: s.to(params[n].dtype) for n, s in self.shadow.items()}
         b = ctx.batch
-        with torch.no_grad(), C.isolated_rng(self.generator, C.model_device(model)):
+        with torch.no_grad(), C.isolated_rng(self.generator, C.model_device(model)), C.caller_precision():
             out = torch.func.functional_call(
                 model,
                 swapped,

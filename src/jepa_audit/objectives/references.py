@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from jepa_audit.objectives import _common as C
-from jepa_audit.objectives.base import AuxContext, AuxOut, Objective, ObjectiveSpec, register_objective
+from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
 
 
 @register_objective
-class CrossEntropyOnly(Objective):
+class CrossEntropyOnly(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="ce",
         family="reference",

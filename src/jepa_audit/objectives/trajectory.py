@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from jepa_audit.objectives import _common as C
-from jepa_audit.objectives.base import AuxContext, AuxOut, Objective, ObjectiveSpec, register_objective
+from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
 
 
 class _Curvature(C.LayerObjective):
@@ -167,7 +167,7 @@ class EuclideanAcceleration(C.LayerObjective):
 
 
 @register_objective
-class DepthStraightening(Objective):
+class DepthStraightening(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T7",
         family="trajectory",
