@@ -202,6 +202,18 @@ def test_predictor_tokens_row_matches_separate_unpadded_forwards():
     assert obj.pred.grad is not None and float(obj.pred.grad.abs().sum()) > 0
 
 
+def test_extra_rows_follow_the_callers_autocast():
+    """The regex row runs as the CE row does (here bf16 autocast); only the objective's maths are fp32."""
+    model, batch = make_tiny_llama(), make_toy_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, ctx = forward(model, batch)
+        build("P1")(ctx)
+        ref = model(input_ids=batch.regex_ids, attention_mask=batch.regex_mask, output_hidden_states=True)
+    assert torch.equal(ctx.regex_hidden[-1], ref.hidden_states[-1])
+    fp32 = model(input_ids=batch.regex_ids, attention_mask=batch.regex_mask, output_hidden_states=True)
+    assert not torch.equal(ctx.regex_hidden[-1], fp32.hidden_states[-1])
+
+
 def lora_llama(dropout: float = 0.0):
     from peft import LoraConfig, get_peft_model
 

@@ -111,6 +111,8 @@ class EmaTarget(C.LayerObjective):
             return
         tau = self.tau(step, total_steps)
         for n, p in self._trainable(model).items():
+            if self.shadow[n].device != p.device:  # e.g. restored from a CPU checkpoint
+                self.shadow[n] = self.shadow[n].to(p.device)
             self.shadow[n].mul_(tau).add_(p.detach().float(), alpha=1.0 - tau)
 
     def target_embedding(self, ctx: AuxContext) -> Tensor:
@@ -119,7 +121,7 @@ class EmaTarget(C.LayerObjective):
         if not self.shadow:
             self._init_shadow(model)
         params = dict(model.named_parameters())
-        swapped = {n: s.to(params[n].dtype) for n, s in self.shadow.items()}
+        swapped = {n: s.to(device=params[n].device, dtype=params[n].dtype) for n, s in self.shadow.items()}
         b = ctx.batch
         with torch.no_grad(), C.isolated_rng(self.generator, C.model_device(model)), C.caller_precision():
             out = torch.func.functional_call(
