@@ -298,6 +298,15 @@ def test_barlow_zero_for_identical_decorrelated_views_and_positive_for_correlate
     assert float(C.barlow_twins(z, z)) == pytest.approx(5e-3 * 2, rel=1e-2)  # C = [[1,1],[1,1]]
 
 
+def test_batch_statistics_of_one_sample_give_zero_not_nan():
+    z = torch.randn(1, 5, requires_grad=True)
+    for loss in (
+        C.vicreg_variance(z, 1.0), C.vicreg_covariance(z), C.barlow_twins(z, z), C.uniformity(z),
+        C.effective_rank_entropy(z), C.sigreg(C.standardise(z), C.unit_directions(5, 8, torch.Generator())),
+    ):  # fmt: skip
+        assert bool(torch.isfinite(loss)) and loss.requires_grad
+
+
 def test_uniformity_known_configurations():
     e = torch.eye(4)
     assert float(C.uniformity(torch.stack([e[0], -e[0]]))) == pytest.approx(-8.0, abs=1e-5)

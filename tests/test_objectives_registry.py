@@ -8,6 +8,7 @@ training through ``gradients.combine`` stay finite.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,6 +79,12 @@ def test_spec_rows_are_json_with_the_contract_keys():
         assert {"id", "family", "description", "core", "extra_forward", "params"} <= set(r)
         assert r["description"] and r["source"].startswith("[")
         assert r["default_weight"] >= 0.0
+
+
+def test_docs_table_lists_every_objective():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "objectives.md").read_text(encoding="utf-8")
+    for r in spec_rows():
+        assert f"| {r['id']} | {r['family']} |" in doc, f"{r['id']} missing from docs/objectives.md"
 
 
 def test_registry_is_frozen_and_suggests_near_names():

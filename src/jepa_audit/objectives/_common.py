@@ -449,11 +449,19 @@ def answer_states(h: Tensor, mask: Tensor) -> Tensor:
     return h[mask].float()
 
 
+def too_few(z: Tensor, n_min: int = 2) -> Tensor | None:
+    """A zero loss (still attached to the graph) when z has fewer than ``n_min`` rows: batch statistics of a
+    single sample are undefined (NaN), e.g. a last partial batch of one sequence for the two-view rows."""
+    return z.sum() * 0.0 if z.shape[0] < n_min else None
+
+
 def standardise(z: Tensor, eps: float = 1e-5) -> Tensor:
     """Per-dimension standardisation with *detached* batch mean and std (unbiased), (N, d) → (N, d).
 
     Detached statistics keep the target scale fixed within a step (auxiliaries.md §7: SIGReg/VICReg assume
-    unit scale, Llama post-norm states carry the RMSNorm gain)."""
+    unit scale, Llama post-norm states carry the RMSNorm gain).  Fewer than 2 rows: returned centred only."""
+    if z.shape[0] < 2:
+        return z - z.detach()
     mu = z.mean(0, keepdim=True).detach()
     sd = z.std(0, keepdim=True).detach()
     return (z - mu) / (sd + eps)
@@ -461,12 +469,16 @@ def standardise(z: Tensor, eps: float = 1e-5) -> Tensor:
 
 def vicreg_variance(z: Tensor, gamma: float | Tensor, eps: float = 1e-4) -> Tensor:
     """VICReg variance: mean_j relu(γ − sqrt(Var_N(z_j) + eps)).  0 when every std ≥ γ."""
+    if (zero := too_few(z)) is not None:
+        return zero
     std = torch.sqrt(z.var(0) + eps)
     return F.relu(gamma - std).mean()
 
 
 def vicreg_covariance(z: Tensor) -> Tensor:
     """VICReg covariance: (1/d) Σ_{i≠j} C_ij², C = z̄ᵀz̄ / (N − 1).  0 for decorrelated columns."""
+    if (zero := too_few(z)) is not None:
+        return zero
     n, d = z.shape
     zc = z - z.mean(0)
     c = zc.T @ zc / max(n - 1, 1)
@@ -480,6 +492,8 @@ def vicreg_invariance(za: Tensor, zb: Tensor) -> Tensor:
 
 def barlow_twins(za: Tensor, zb: Tensor, off_weight: float = 5e-3, eps: float = 1e-5) -> Tensor:
     """Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij², C the cross-correlation of batch-standardised za, zb (N, k)."""
+    if (zero := too_few(za)) is not None:
+        return zero + zb.sum() * 0.0
     n = za.shape[0]
     a = (za - za.mean(0)) / (za.std(0, correction=0) + eps)
     b = (zb - zb.mean(0)) / (zb.std(0, correction=0) + eps)
@@ -526,6 +540,8 @@ def unit_directions(d: int, m: int, generator: torch.Generator) -> Tensor:
 
 def uniformity(z: Tensor, t: float = 2.0) -> Tensor:
     """Wang & Isola: log mean_{i<j} exp(−t ‖ẑ_i − ẑ_j‖²), ẑ = z/‖z‖ (logsumexp for stability)."""
+    if (zero := too_few(z)) is not None:
+        return zero
     zn = F.normalize(z, dim=-1)
     sq = (2.0 - 2.0 * zn @ zn.T).clamp_min(0.0)  # ‖ẑ_i − ẑ_j‖² on the unit sphere
     iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1, device=z.device)
@@ -543,6 +559,8 @@ def cross_sequence_cosine(z: Tensor, seq: Tensor) -> Tensor:
 
 def effective_rank_entropy(z: Tensor, eps: float = 1e-7) -> Tensor:
     """Σ_k p_k log p_k with p_k = σ_k / Σσ + eps (σ the singular values of centred z) = −log RankMe(z)."""
+    if (zero := too_few(z)) is not None:
+        return zero
     s = torch.linalg.svdvals(z - z.mean(0))
     p = s / s.sum() + eps
     return (p * p.log()).sum()
