@@ -54,3 +54,15 @@ def test_missing_data_path_is_one_clear_error(tmp_path):
 def test_data_fetch_refuses_and_points_to_local_path():
     r = runner.invoke(app, ["data", "fetch"])
     assert r.exit_code == 2 and "data.path" in r.output
+
+
+def test_aux_calibrate_uses_validation_and_picks_from_the_grid(tmp_path):
+    sets = ["data.n_train=120", "data.n_test=10", "data.val_size=16", "base.steps=2", "base.pool_size=200",
+            "model.vocab_size=300", "train.steps=2", "train.batch_size=8", f"cache_dir={tmp_path}"]
+    args = ["aux", "calibrate", "T2"] + [x for s in sets for x in ("--set", s)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    grid = [float(k) for k in out["results"]]
+    assert 0.0 in grid and out["chosen_weight"] in grid and out["chosen_weight"] > 0
+    assert all({"val_ce", "val_em"} <= set(v) for v in out["results"].values())

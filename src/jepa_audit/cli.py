@@ -118,6 +118,27 @@ def aux_list(as_json: Annotated[bool, typer.Option("--json", help="machine-reada
     Console().print(t)
 
 
+@aux_app.command("calibrate")
+def aux_calibrate(
+    method: Annotated[str, typer.Argument(help="objective id, e.g. T3-Local")],
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    criterion: Annotated[str, typer.Option(help="ce: largest λ within 1 % of CE's validation loss; em: best val EM")] = "ce",
+) -> None:
+    """Choose λ for one objective on the validation slice (never test); prints the table and the pick as JSON."""
+    from jepa_audit.tune import calibrate_weight
+
+    if criterion not in ("ce", "em"):
+        _fail(f"--criterion must be ce or em, got {criterion!r}")
+    cfg = _config(preset, config, set_, default="quick")
+    try:
+        out = calibrate_weight(cfg, method, criterion, log=lambda m: err.print(m, highlight=False))
+    except _user_errors() as e:
+        _fail(str(e).strip("'\""))
+    typer.echo(json.dumps(out, indent=1))
+
+
 @regex_app.command("equiv")
 def regex_equiv(
     a: Annotated[str | None, typer.Argument(help="first regex")] = None,
