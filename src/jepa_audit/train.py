@@ -29,7 +29,7 @@ from jepa_audit.data.batch import Batch
 from jepa_audit.data.views import Encoded, collate
 from jepa_audit.models.load import lm_head_weight
 from jepa_audit.objectives import AuxContext, Objective
-from jepa_audit.objectives.gradients import combine, grad_cosine, layer_group
+from jepa_audit.objectives.gradients import combine, grad_cosine, init_grad_state, layer_group
 
 
 class TrainError(RuntimeError):
@@ -103,7 +103,7 @@ def train(
     mode = objective.spec.grad_mode if use_aux else "add"
     probe = probe or ProbeCfg()
     data = batches(rows, cfg.batch_size, pad_id, seed)
-    combine_state: dict[str, Any] = {}
+    combine_state: dict[str, Any] = init_grad_state(objective.p if use_aux else {})
     result = TrainResult(steps=cfg.steps)
     cos_trace: list[tuple[int, float]] = []
     per_layer_sum: dict[str, list[float]] = {}
@@ -123,16 +123,19 @@ def train(
         # ---- micro-batches -------------------------------------------------------------------------------
         for _ in range(cfg.grad_accum):
             batch = next(data).to(device)
+            # extra rows an objective runs (regex view, noise twin, EMA target) share the CE row's precision;
+            # the objectives keep their own maths in fp32
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
-            ce = answer_ce(out.logits, batch.labels)
+                ce = answer_ce(out.logits, batch.labels)
+                aux: Tensor | None = None
+                if use_aux:
+                    ctx = AuxContext(batch, tuple(out.hidden_states), out.logits, model, lm_head_weight(model),
+                                     step=step, total_steps=cfg.steps)
+                    aux = objective(ctx).loss.float()
             if not torch.isfinite(ce):
                 raise TrainError(f"non-finite CE loss at step {step}")
-            aux: Tensor | None = None
-            if use_aux:
-                ctx = AuxContext(batch, tuple(out.hidden_states), out.logits, model, lm_head_weight(model),
-                                 step=step, total_steps=cfg.steps)
-                aux = objective(ctx).loss.float()
+            if aux is not None:
                 if not torch.isfinite(aux):
                     result.aux_skipped += 1
                     aux = None
