@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from _objective_helpers import RANDOM, SEED, build, forward
 from conftest import make_tiny_llama, make_toy_batch
-from jepa_audit.objectives import AuxContext, build_objective, get_objective_class, registry, spec_rows
 from jepa_audit.objectives import _common as C
+from jepa_audit.objectives import get_objective_class, registry, spec_rows
 from jepa_audit.objectives.base import FAMILIES, register_objective
 from jepa_audit.objectives.gradients import (
     combine,
@@ -26,33 +26,11 @@ from jepa_audit.objectives.gradients import (
     split_grads,
 )
 
-D, N_LAYERS, SEED = 32, 3, 82
 IDS = list(registry())
 CORE_22 = {
     "T1", "T2", "T3-Global", "T3-Local", "T4", "T6", "D1", "D2", "D4", "D5", "D6", "D7",
     "P1", "P2", "P3", "P4", "P7", "F1", "F2", "F4", "V1", "V3",
 }  # fmt: skip
-RANDOM = ["T3-Global", "T3-Local", "D5", "F2", "F3"]  # objectives that draw every step
-
-
-def forward(model, batch) -> tuple[torch.Tensor, AuxContext]:
-    """The CE forward the loop runs: (CE on answer tokens, the context objectives read)."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
-    logits = out.logits
-    ce = F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-        batch.labels[:, 1:].reshape(-1),
-        ignore_index=-100,
-    )
-    ctx = AuxContext(
-        batch=batch, hidden=tuple(out.hidden_states), logits=logits, model=model,
-        lm_head_weight=model.get_output_embeddings().weight,
-    )  # fmt: skip
-    return ce, ctx
-
-
-def build(name: str, seed: int = SEED, **params):
-    return build_objective(name, params, d_model=D, n_layers=N_LAYERS, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------------------

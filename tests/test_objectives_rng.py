@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from _objective_helpers import RANDOM, SEED, build, forward
 from conftest import make_tiny_llama, make_toy_batch
-from jepa_audit.objectives import AuxContext, build_objective, registry
+from jepa_audit.objectives import registry
 from jepa_audit.objectives.gradients import combine, init_grad_state, split_grads
 
-D, N_LAYERS, SEED = 32, 3, 82
 IDS = list(registry())
-RANDOM = ["T3-Global", "T3-Local", "D5", "F2", "F3"]
 
 
 def lora_llama(seed: int = 1):
@@ -27,25 +25,6 @@ def lora_llama(seed: int = 1):
     model = get_peft_model(make_tiny_llama(), cfg)
     model.train()
     return model
-
-
-def forward(model, batch):
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
-    logits = out.logits
-    ce = F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-        batch.labels[:, 1:].reshape(-1),
-        ignore_index=-100,
-    )
-    ctx = AuxContext(
-        batch=batch, hidden=tuple(out.hidden_states), logits=logits, model=model,
-        lm_head_weight=model.get_output_embeddings().weight,
-    )  # fmt: skip
-    return ce, ctx
-
-
-def build(name: str, seed: int = SEED, **params):
-    return build_objective(name, params, d_model=D, n_layers=N_LAYERS, seed=seed)
 
 
 @pytest.mark.parametrize("name", IDS)

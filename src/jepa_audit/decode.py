@@ -351,6 +351,44 @@ def _can_drop(cache: Any) -> bool:
     return callable(getattr(cache, "batch_select_indices", None))
 
 
+def _trivial_result(
+    prompts: Sequence[Sequence[int]],
+    batch_size: int,
+    max_new_tokens: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[list[int]] | None:
+    """Validate the arguments; the answer when no model call is needed (no prompts, or nothing to generate)."""
+    _validate(prompts, batch_size, max_new_tokens)
+    if not prompts:
+        return []
+    if max_new_tokens == 0:
+        if progress is not None:
+            progress(len(prompts))
+        return [[] for _ in prompts]
+    return None
+
+
+def _map_micro_batches(
+    model: nn.Module,
+    prompts: list[list[int]],
+    batch_size: int,
+    decode_rows: Callable[[list[list[int]]], list[list[int]]],
+    progress: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """``decode_rows`` over length-sorted micro-batches (model in eval mode, no autograd), results put back in
+    the order of ``prompts``; ``progress`` gets the cumulative number of prompts done after each one."""
+    results: list[list[int] | None] = [None] * len(prompts)
+    done = 0
+    with _EvalMode(model), torch.inference_mode():
+        for idx in _micro_batches(prompts, batch_size):
+            for i, o in zip(idx, decode_rows([prompts[i] for i in idx]), strict=True):
+                results[i] = o
+            done += len(idx)
+            if progress is not None:
+                progress(done)
+    return results  # type: ignore[return-value]  # every slot was filled above
+
+
 def greedy_decode(
     model: nn.Module,
     prompts: list[list[int]],
@@ -377,31 +415,19 @@ def greedy_decode(
     Returns:
         N lists of generated ids, in the order of ``prompts``.
     """
-    _validate(prompts, batch_size, max_new_tokens)
-    if not prompts:
-        return []
-    if max_new_tokens == 0:
-        if progress is not None:
-            progress(len(prompts))
-        return [[] for _ in prompts]
+    trivial = _trivial_result(prompts, batch_size, max_new_tokens, progress)
+    if trivial is not None:
+        return trivial
     dev = torch.device(device) if device is not None else _model_device(model)
     spec = _ForwardSpec(model)
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=dev)  # [S] (may be empty)
 
-    results: list[list[int] | None] = [None] * len(prompts)
-    done = 0
-    with _EvalMode(model), torch.inference_mode():
-        for idx in _micro_batches(prompts, batch_size):
-            outs = _decode_micro_batch(
-                model, spec, [prompts[i] for i in idx], pad_id=pad_id, stop=stop,
-                max_new_tokens=max_new_tokens, device=dev,
-            )
-            for i, o in zip(idx, outs, strict=True):
-                results[i] = o
-            done += len(idx)
-            if progress is not None:
-                progress(done)
-    return results  # type: ignore[return-value]  # every slot was filled above
+    def decode_rows(rows: list[list[int]]) -> list[list[int]]:
+        return _decode_micro_batch(
+            model, spec, rows, pad_id=pad_id, stop=stop, max_new_tokens=max_new_tokens, device=dev
+        )
+
+    return _map_micro_batches(model, prompts, batch_size, decode_rows, progress)
 
 
 def hf_generate_reference(
@@ -418,11 +444,9 @@ def hf_generate_reference(
     Uses the same length-sorted micro-batches and left padding, then cuts each row at its first stop id
     (``generate`` fills rows that stopped early with ``pad_id``; those are dropped by the cut).
     """
-    _validate(prompts, batch_size, max_new_tokens)
-    if not prompts:
-        return []
-    if max_new_tokens == 0:
-        return [[] for _ in prompts]
+    trivial = _trivial_result(prompts, batch_size, max_new_tokens)
+    if trivial is not None:
+        return trivial
     dev = _model_device(model)
     stops = sorted(set(stop_ids))
     # Every setting that could steer the greedy path is passed explicitly: generate() fills unset (None)
@@ -436,15 +460,13 @@ def hf_generate_reference(
         "sequence_bias": None,
     }
     stop_set = set(stops)
-    results: list[list[int] | None] = [None] * len(prompts)
-    with _EvalMode(model), torch.inference_mode():
-        for idx in _micro_batches(prompts, batch_size):
-            ids, mask = _left_pad([prompts[i] for i in idx], pad_id, dev)
-            seqs = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
-            new = seqs[:, ids.shape[1] :].tolist()
-            for i, o in zip(idx, _cut_at_stop(new, stop_set), strict=True):
-                results[i] = o
-    return results  # type: ignore[return-value]
+
+    def generate_rows(rows: list[list[int]]) -> list[list[int]]:
+        ids, mask = _left_pad(rows, pad_id, dev)
+        seqs = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
+        return _cut_at_stop(seqs[:, ids.shape[1] :].tolist(), stop_set)
+
+    return _map_micro_batches(model, prompts, batch_size, generate_rows)
 
 
 def _n_generated(outputs: Sequence[Sequence[int]], max_new_tokens: int) -> int:

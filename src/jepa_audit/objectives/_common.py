@@ -211,6 +211,10 @@ class LayerObjective(AuxObjective):
         super().__init__(params, d_model, n_layers, generator)
         self.layer = resolve_layer(self.p["layer"], n_layers)
 
+    def answer_z(self, ctx: AuxContext) -> Tensor:
+        """Z: the answer-token states at this objective's layer, pooled over the batch, (N, d)."""
+        return answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask)
+
 
 def depth_states(hidden: tuple[Tensor, ...], first: int, n_layers: int) -> tuple[Tensor, ...]:
     """Residual-stream states h[first..L−1] (pre-final-norm, so one scale); the post-norm state joins only

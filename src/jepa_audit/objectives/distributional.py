@@ -36,7 +36,7 @@ class VicregVariance(C.LayerObjective):
         self.register_buffer("gamma_ref", torch.tensor(float("nan")))
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        z = C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask)
+        z = self.answer_z(ctx)
         g = self.p["gamma"]
         if g == "base_median":
             if torch.isnan(self.gamma_ref):
@@ -73,7 +73,7 @@ class VicregCovariance(C.LayerObjective):
             self.proj = None
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        z = C.standardise(C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask))
+        z = C.standardise(self.answer_z(ctx))
         if self.proj is not None:
             z = z @ self.proj.to(z.device)
         return AuxOut(loss=C.vicreg_covariance(z))
@@ -150,7 +150,7 @@ class SIGReg(C.LayerObjective):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        z = C.standardise(C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask))
+        z = C.standardise(self.answer_z(ctx))
         a = C.unit_directions(z.shape[1], int(self.p["slices"]), self.generator).to(z.device)
         return AuxOut(loss=C.sigreg(z, a, float(self.p["t_max"]), int(self.p["knots"])))
 
@@ -168,7 +168,7 @@ class Uniformity(C.LayerObjective):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        z = C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask)
+        z = self.answer_z(ctx)
         return AuxOut(loss=C.uniformity(z, float(self.p["t"])))
 
 
@@ -186,7 +186,7 @@ class Anisotropy(C.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         mask = ctx.batch.answer_mask
-        z = C.answer_states(ctx.hidden[self.layer], mask)
+        z = self.answer_z(ctx)
         seq = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]
         return AuxOut(loss=C.cross_sequence_cosine(z, seq))
 
@@ -204,6 +204,6 @@ class EffectiveRank(C.LayerObjective):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        z = C.answer_states(ctx.hidden[self.layer], ctx.batch.answer_mask)
+        z = self.answer_z(ctx)
         loss = C.effective_rank_entropy(z)
         return AuxOut(loss=loss, logs={"rankme": math.exp(-float(loss.detach()))})

@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .parse import (
     MAX_CODE_UNIT,
@@ -51,6 +51,7 @@ from .parse import (
     NumInterval,
     Repeat,
     Union,
+    _ranges_union,
     from_code_units,
     to_code_units,
 )
@@ -187,16 +188,12 @@ class Term:
 _KIND_NAMES = ("EMPTY", "EPS", "SET", "CAT", "STAR", "REP", "OR", "AND", "NOT")
 
 
-def _ranges_or(a: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    rs = sorted(a)
-    out: list[list[int]] = []
-    for lo, hi in rs:
-        if out and lo <= out[-1][1] + 1:
-            if hi > out[-1][1]:
-                out[-1][1] = hi
-        else:
-            out.append([lo, hi])
-    return tuple((x, y) for x, y in out)
+def _has_complement_pair(kids: dict[int, Term]) -> bool:
+    """Whether some kid is ``~r`` with ``r`` also a kid (r | ~r is everything, r & ~r nothing)."""
+    for k in kids.values():
+        if k.kind == NOT and k.a.uid in kids:  # type: ignore[union-attr]
+            return True
+    return False
 
 
 def _ranges_and(
@@ -384,64 +381,28 @@ class TermTable:
 
     def mk_or(self, terms: Iterable[Term]) -> Term:
         """Union of ``terms``, in normal form."""
-        kids: dict[int, Term] = {}
-        sets: list[Term] = []
-        for t in terms:
-            if t.kind == OR:
-                for k in t.kids:
-                    if k.kind == SET:
-                        sets.append(k)
-                    else:
-                        kids[k.uid] = k
-            elif t is self.EMPTY:
-                continue
-            elif t is self.TOP:
-                return self.TOP
-            elif t.kind == SET:
-                sets.append(t)
-            else:
-                kids[t.uid] = t
+        gathered = self._gather(terms, OR, unit=self.EMPTY, zero=self.TOP)
+        if gathered is None:
+            return self.TOP
+        kids, sets = gathered
         if sets:
-            s = sets[0] if len(sets) == 1 else self.mk_set(_ranges_or(r for x in sets for r in x.ranges))
+            s = sets[0] if len(sets) == 1 else self.mk_set(_ranges_union([r for x in sets for r in x.ranges]))
             kids[s.uid] = s
         if len(kids) > 1:
             if self.EPS.uid in kids and any(k.nullable for k in kids.values() if k is not self.EPS):
                 del kids[self.EPS.uid]  # ε | r == r when r accepts ε
-            for k in kids.values():
-                if k.kind == NOT and k.a.uid in kids:  # type: ignore[union-attr]
-                    return self.TOP  # r | ~r
+            if _has_complement_pair(kids):
+                return self.TOP  # r | ~r
         if not kids:
             return self.EMPTY
-        if len(kids) == 1:
-            return next(iter(kids.values()))
-        uids = sorted(kids)
-        key = (OR, *uids)
-        t = self._terms.get(key)
-        if t is None:
-            ordered = tuple([kids[u] for u in uids])
-            t = self._new(OR, any(k.nullable for k in ordered), key)
-            t.kids = ordered
-        return t
+        return self._nary(OR, kids, any)
 
     def mk_and(self, terms: Iterable[Term]) -> Term:
         """Intersection of ``terms``, in normal form."""
-        kids: dict[int, Term] = {}
-        sets: list[Term] = []
-        for t in terms:
-            if t.kind == AND:
-                for k in t.kids:
-                    if k.kind == SET:
-                        sets.append(k)
-                    else:
-                        kids[k.uid] = k
-            elif t is self.EMPTY:
-                return self.EMPTY
-            elif t is self.TOP:
-                continue
-            elif t.kind == SET:
-                sets.append(t)
-            else:
-                kids[t.uid] = t
+        gathered = self._gather(terms, AND, unit=self.TOP, zero=self.EMPTY)
+        if gathered is None:
+            return self.EMPTY
+        kids, sets = gathered
         if sets:
             ranges = sets[0].ranges
             for x in sets[1:]:
@@ -453,20 +414,48 @@ class TermTable:
         if self.EPS.uid in kids:
             # ε & r is ε when r accepts ε, else nothing
             return self.EPS if all(k.nullable for k in kids.values()) else self.EMPTY
-        if len(kids) > 1:
-            for k in kids.values():
-                if k.kind == NOT and k.a.uid in kids:  # type: ignore[union-attr]
-                    return self.EMPTY  # r & ~r
+        if len(kids) > 1 and _has_complement_pair(kids):
+            return self.EMPTY  # r & ~r
         if not kids:
             return self.TOP
+        return self._nary(AND, kids, all)
+
+    def _gather(
+        self, terms: Iterable[Term], kind: int, *, unit: Term, zero: Term
+    ) -> tuple[dict[int, Term], list[Term]] | None:
+        """The operands of an n-ary ``kind`` (OR/AND) term: nested ``kind`` terms spliced in, ``unit`` dropped,
+        character sets kept apart (the caller merges them into one), the rest keyed by uid. None as soon as
+        ``zero``, which absorbs the whole term, turns up."""
+        kids: dict[int, Term] = {}
+        sets: list[Term] = []
+        for t in terms:
+            if t.kind == kind:
+                for k in t.kids:
+                    if k.kind == SET:
+                        sets.append(k)
+                    else:
+                        kids[k.uid] = k
+            elif t is unit:
+                continue
+            elif t is zero:
+                return None
+            elif t.kind == SET:
+                sets.append(t)
+            else:
+                kids[t.uid] = t
+        return kids, sets
+
+    def _nary(self, kind: int, kids: dict[int, Term], nullable: Callable[[Iterable[bool]], bool]) -> Term:
+        """The one kid itself, else the interned ``kind`` term over ``kids`` in uid order (``nullable`` is
+        ``any`` for OR, ``all`` for AND)."""
         if len(kids) == 1:
             return next(iter(kids.values()))
         uids = sorted(kids)
-        key = (AND, *uids)
+        key = (kind, *uids)
         t = self._terms.get(key)
         if t is None:
             ordered = tuple([kids[u] for u in uids])
-            t = self._new(AND, all(k.nullable for k in ordered), key)
+            t = self._new(kind, nullable(k.nullable for k in ordered), key)
             t.kids = ordered
         return t
 
