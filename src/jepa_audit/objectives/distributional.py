@@ -142,16 +142,20 @@ class SIGReg(C.LayerObjective):
         id="D5",
         family="distributional",
         description="SIGReg: mean over M random unit slices of the Epps–Pulley statistic of standardised "
-        "answer-token states against N(0,1) (17 knots on [0, 3]); slices redrawn every step",
+        "answer-token states against N(0,1) (17 knots on [0, 3]); slices redrawn every step; "
+        "slices='auto' = min(256, d): the reference's 256 where d ≥ 256, one per dimension below",
         core=True,
         default_weight=0.02,
-        params={"layer": "last", "slices": 256, "knots": 17, "t_max": 3.0},
+        params={"layer": "last", "slices": "auto", "knots": 17, "t_max": 3.0},
         source="[V] LeJEPA (re-implemented from the maths; code is CC BY-NC), λ = 0.02 from MINIMAL.md",
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         z = C.standardise(self.answer_z(ctx))
-        a = C.unit_directions(z.shape[1], int(self.p["slices"]), self.generator).to(z.device)
+        # 'auto': at tiny d, 4× more slices than dimensions quadruple the cost (N·M·17 cos/sin) for little
+        # information; at real scale (d ≥ 256) this is the reference's M = 256
+        m = min(256, z.shape[1]) if self.p["slices"] == "auto" else int(self.p["slices"])
+        a = C.unit_directions(z.shape[1], m, self.generator).to(z.device)
         return AuxOut(loss=C.sigreg(z, a, float(self.p["t_max"]), int(self.p["knots"])))
 
 
