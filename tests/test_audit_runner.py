@@ -209,7 +209,7 @@ def test_presets_validate(name):
     if name in ("cpu", "paper", "paper-full-ft"):
         assert cfg.audit.seeds == [82, 23, 37, 84, 4] and cfg.data.source == "nl-rx"
     if name.startswith("paper"):
-        assert cfg.model.kind == "hf" and cfg.model.dtype == "bfloat16"
+        assert cfg.model.kind == "hf" and cfg.model.autocast == "bf16"  # bf16 compute on the GPU
     if name == "paper-full-ft":
         assert cfg.audit.modes == ["full"] and cfg.train.lr == 1e-5
 

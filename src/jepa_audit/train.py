@@ -135,10 +135,9 @@ def train(
                     aux = objective(ctx).loss.float()
             if not torch.isfinite(ce):
                 raise TrainError(f"non-finite CE loss at step {step}")
-            if aux is not None:
-                if not torch.isfinite(aux):
-                    result.aux_skipped += 1
-                    aux = None
+            if aux is not None and not torch.isfinite(aux):
+                result.aux_skipped += 1
+                aux = None
             if aux is None:
                 (ce / cfg.grad_accum).backward()
             elif not separate:

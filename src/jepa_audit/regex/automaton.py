@@ -190,10 +190,7 @@ _KIND_NAMES = ("EMPTY", "EPS", "SET", "CAT", "STAR", "REP", "OR", "AND", "NOT")
 
 def _has_complement_pair(kids: dict[int, Term]) -> bool:
     """Whether some kid is ``~r`` with ``r`` also a kid (r | ~r is everything, r & ~r nothing)."""
-    for k in kids.values():
-        if k.kind == NOT and k.a.uid in kids:  # type: ignore[union-attr]
-            return True
-    return False
+    return any(k.kind == NOT and k.a.uid in kids for k in kids.values())  # type: ignore[union-attr]
 
 
 def _ranges_and(
