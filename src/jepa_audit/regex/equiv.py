@@ -45,6 +45,8 @@ from typing import Literal as TLiteral
 from .automaton import BudgetExceeded, Dfa, TermTable, find_difference
 from .parse import RegexParseError, parse, to_code_units
 
+MAX_REGEX_CHARS = 1000  # longer inputs are answered `undecided` at once (see _compare)
+
 __all__ = [
     "DfaScorer",
     "EquivResult",
@@ -179,6 +181,12 @@ class DfaScorer:
                     )
             if a == b:
                 return EquivResult(True, None, None)
+            longest = max(len(a), len(b))
+            if longest > MAX_REGEX_CHARS:
+                # building terms of a regex this long is not interruptible by the clock (it can overrun
+                # the budget by seconds); NL-RX regexes are under 100 characters
+                return EquivResult(None, None, f"undecided: a regex of {longest} characters is longer than the "
+                                   f"{MAX_REGEX_CHARS} this scorer decides within its budget")
             da = self._compiled(a, max_states, deadline, budget)
             db = self._compiled(b, max_states, deadline, budget)
             diff = find_difference(da, db, max_states, deadline, budget)
@@ -198,6 +206,7 @@ class DfaScorer:
 
 # A shared scorer for the module-level functions; the lock makes them safe to call from threads.
 _LOCK = threading.RLock()
+
 _DEFAULT = DfaScorer()
 
 
