@@ -89,8 +89,8 @@ def test_every_regex_parses_with_the_project_parser(corpus):
     regex = pytest.importorskip(
         "jepa_audit.regex", reason="jepa_audit.regex (the dialect parser) is not installed"
     )
-    for p in corpus:
-        regex.parse(p.regex)  # raises RegexParseError on anything brics would reject
+    parsed = [regex.parse(p.regex) for p in corpus]  # raises RegexParseError on anything brics would reject
+    assert len(parsed) == len(corpus) and all(t is not None for t in parsed)
 
 
 def test_synth_description_determines_the_regex():

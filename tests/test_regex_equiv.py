@@ -38,12 +38,12 @@ NLRX_TEST = SHARED_DATA / "llm-jepa-nlrx" / "synth_test.jsonl"
 NLRX_TARG = SHARED_DATA / "nl-rx" / "NL-RX-Synth" / "targ.txt"
 
 
-def same(a: str, b: str) -> None:
+def assert_same(a: str, b: str) -> None:
     r = equivalent(a, b)
     assert r == EquivResult(True, None, None), (a, b, r)
 
 
-def differ(a: str, b: str, witness: str | None = None) -> EquivResult:
+def assert_differ(a: str, b: str, witness: str | None = None) -> EquivResult:
     r = equivalent(a, b)
     assert r.equivalent is False and r.error is None, (a, b, r)
     assert r.witness is not None
@@ -59,74 +59,74 @@ def differ(a: str, b: str, witness: str | None = None) -> EquivResult:
 
 
 def test_union_order_does_not_matter() -> None:
-    same("(dog)|(cat)", "(cat)|(dog)")
-    same("((dog)|(truck)){5,}", "((truck)|(dog)){5,}")
+    assert_same("(dog)|(cat)", "(cat)|(dog)")
+    assert_same("((dog)|(truck)){5,}", "((truck)|(dog)){5,}")
 
 
 def test_intersection_order_does_not_matter() -> None:
-    same("(.*dog.*)&(.*[0-9].*)", "(.*[0-9].*)&(.*dog.*)")
-    same("([A-Za-z])&([a-z])", "[a-z]")
-    same("(dog)&(truck)", "#")
+    assert_same("(.*dog.*)&(.*[0-9].*)", "(.*[0-9].*)&(.*dog.*)")
+    assert_same("([A-Za-z])&([a-z])", "[a-z]")
+    assert_same("(dog)&(truck)", "#")
 
 
 def test_concatenation() -> None:
-    same("(dog)(truck)", "dogtruck")
-    same(".*(.*)", ".*")
-    differ("(dog)(truck)", "(truck)(dog)", "dogtruck")
+    assert_same("(dog)(truck)", "dogtruck")
+    assert_same(".*(.*)", ".*")
+    assert_differ("(dog)(truck)", "(truck)(dog)", "dogtruck")
 
 
 def test_repetition_operators() -> None:
-    same("a+", "aa*")
-    same("a?", "()|a")
-    same("a{3}", "aaa")
-    same("a{2,}", "aaa*")
-    same("a{1,3}", "a|aa|aaa")
-    same("a{0}", "()")
-    same("(a*)*", "a*")
-    differ("a{2,}", "a+", "a")
-    differ("a*", "a+", "")
-    differ("(dog){2,}", "(dog){3,}", "dogdog")
+    assert_same("a+", "aa*")
+    assert_same("a?", "()|a")
+    assert_same("a{3}", "aaa")
+    assert_same("a{2,}", "aaa*")
+    assert_same("a{1,3}", "a|aa|aaa")
+    assert_same("a{0}", "()")
+    assert_same("(a*)*", "a*")
+    assert_differ("a{2,}", "a+", "a")
+    assert_differ("a*", "a+", "")
+    assert_differ("(dog){2,}", "(dog){3,}", "dogdog")
 
 
 def test_complement() -> None:
-    r = differ("~(.*dog.*)", ".*", "dog")
+    r = assert_differ("~(.*dog.*)", ".*", "dog")
     assert r.witness_side == "b"
-    same("~(~(a))", "a")
-    same("~(a)", "()|[^a]|..+")
-    same("(~(a))&(a)", "#")
-    same("(~(a))|(a)", "@")
+    assert_same("~(~(a))", "a")
+    assert_same("~(a)", "()|[^a]|..+")
+    assert_same("(~(a))&(a)", "#")
+    assert_same("(~(a))|(a)", "@")
 
 
 def test_precedence_matters_semantically() -> None:
-    same("~a*", "(~a)*")
-    differ("~a*", "~(a*)", "")  # (~a)* is every string; ~(a*) rejects ""
-    same("~dog", "(~d)og")
-    same("ab|cd&ef", "(ab)|((cd)&(ef))")
-    same("a&b|c", "((a)&(b))|(c)")
-    differ("ab*", "(ab)*", "")
+    assert_same("~a*", "(~a)*")
+    assert_differ("~a*", "~(a*)", "")  # (~a)* is every string; ~(a*) rejects ""
+    assert_same("~dog", "(~d)og")
+    assert_same("ab|cd&ef", "(ab)|((cd)&(ef))")
+    assert_same("a&b|c", "((a)&(b))|(c)")
+    assert_differ("ab*", "(ab)*", "")
 
 
 def test_brics_readings() -> None:
-    same("\\b", "b")
-    same("\\b(dog)\\b", "bdogb")
-    differ("\\b(dog)\\b", "dog", "dog")
-    same("[9-0]", "#")
-    same("a{3,2}", "#")
-    same("()", '""')
-    same("a||b", "a|(\\|b)")
-    same("a&&b", "#")  # 'a' and the string "&b" share nothing
-    same("([A-Z)|([0-9])", "[A-Z)|(\\[0-9]")
-    same("{3}", "\\{3\\}")
-    same(".", "[^a]|a")
+    assert_same("\\b", "b")
+    assert_same("\\b(dog)\\b", "bdogb")
+    assert_differ("\\b(dog)\\b", "dog", "dog")
+    assert_same("[9-0]", "#")
+    assert_same("a{3,2}", "#")
+    assert_same("()", '""')
+    assert_same("a||b", "a|(\\|b)")
+    assert_same("a&&b", "#")  # 'a' and the string "&b" share nothing
+    assert_same("([A-Z)|([0-9])", "[A-Z)|(\\[0-9]")
+    assert_same("{3}", "\\{3\\}")
+    assert_same(".", "[^a]|a")
 
 
 def test_numeric_interval_as_brics_reads_it() -> None:
-    same("<5-10>", "0*([5-9]|10)")
-    same("<0-10>", "0*[0-9]|0*10")
-    same("<05-10>", "0[5-9]|10")
-    same("<1-1000>", "0*([1-9][0-9]{0,2}|1000)")
-    same("<3-3>", "3")  # both bounds one digit wide: exactly one digit
-    same("<3-12>", "0*([3-9]|1[0-2])")
+    assert_same("<5-10>", "0*([5-9]|10)")
+    assert_same("<0-10>", "0*[0-9]|0*10")
+    assert_same("<05-10>", "0[5-9]|10")
+    assert_same("<1-1000>", "0*([1-9][0-9]{0,2}|1000)")
+    assert_same("<3-3>", "3")  # both bounds one digit wide: exactly one digit
+    assert_same("<3-12>", "0*([3-9]|1[0-2])")
 
 
 # -- alphabet soundness ----------------------------------------------------------------------------------
@@ -135,19 +135,19 @@ def test_numeric_interval_as_brics_reads_it() -> None:
 def test_other_character_class_makes_complement_sound() -> None:
     # Over the alphabet {a, b} of the characters written, these are equal; over Unicode they
     # differ on any other character.
-    r = differ("~(a*)", "(a|b)*b(a|b)*")
+    r = assert_differ("~(a*)", "(a|b)*b(a|b)*")
     assert len(r.witness) == 1 and r.witness not in "ab"
     assert r.witness_side == "a"
-    same("~([a-z])&.", "[^a-z]")
-    differ(".", "[a-z]|[A-Z]|[0-9]")
+    assert_same("~([a-z])&.", "[^a-z]")
+    assert_differ(".", "[a-z]|[A-Z]|[0-9]")
 
 
 def test_characters_outside_the_bmp_are_two_code_units() -> None:
     assert matches("..", "😀")
     assert not matches(".", "😀")
     assert matches("😀", "😀")
-    same("[😀]", "[\ud83d\ude00]")
-    r = differ("😀", "..")
+    assert_same("[😀]", "[\ud83d\ude00]")
+    r = assert_differ("😀", "..")
     assert len(r.witness) in (1, 2)
 
 
@@ -161,7 +161,7 @@ def test_characters_outside_the_bmp_are_two_code_units() -> None:
 def test_empty_language(regex: str) -> None:
     assert is_empty_language(regex)
     assert not is_universal(regex)
-    same(regex, "#")
+    assert_same(regex, "#")
 
 
 @pytest.mark.parametrize(
@@ -170,7 +170,7 @@ def test_empty_language(regex: str) -> None:
 def test_universal_language(regex: str) -> None:
     assert is_universal(regex)
     assert not is_empty_language(regex)
-    same(regex, ".*")
+    assert_same(regex, ".*")
 
 
 def test_empty_and_universal_raise_on_bad_regex() -> None:
@@ -195,22 +195,22 @@ def test_nl_rx_gold_empty_and_universal_counts() -> None:
 
 
 def test_witness_is_shortest() -> None:
-    differ("(.*a){3}", "(.*a){4}", "aaa")
-    differ(".*dog.*", ".*(dog|truck).*", "truck")
-    differ("[0-9]{3,}", "[0-9]{4,}", "000")
-    r = differ("a{5}", "a{5}|b{7}")
+    assert_differ("(.*a){3}", "(.*a){4}", "aaa")
+    assert_differ(".*dog.*", ".*(dog|truck).*", "truck")
+    assert_differ("[0-9]{3,}", "[0-9]{4,}", "000")
+    r = assert_differ("a{5}", "a{5}|b{7}")
     assert r.witness == "bbbbbbb" and r.witness_side == "b"
 
 
 def test_witness_prefers_readable_characters() -> None:
-    r = differ("~(a)", "#")
+    r = assert_differ("~(a)", "#")
     assert r.witness == ""  # ε is shortest
-    r = differ("[^a]", "#")
+    r = assert_differ("[^a]", "#")
     assert r.witness == "b"
 
 
 def test_witness_can_be_empty_string() -> None:
-    r = differ("a*", "a+", "")
+    r = assert_differ("a*", "a+", "")
     assert r.witness_side == "a"
 
 
