@@ -104,7 +104,7 @@ def _machine() -> str:
     return f"{platform.node()} ({cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s))"
 
 
-def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False, repeats: int = 9,
+def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False, repeats: int = 15,
               preset: str = BENCH_PRESET) -> dict[str, Any]:
     """Run every measurement and return the JSON-able result (see module docstring for keys)."""
     from jepa_audit.cell import prepare, run_cell
