@@ -71,10 +71,17 @@ class AuxContext:
 
     @cached_property
     def regex_hidden(self) -> tuple[Tensor, ...]:
-        """Hidden states of the regex-only view row, (B, Tr, d) per layer: one extra forward, run once."""
-        out = self.model(
-            input_ids=self.batch.regex_ids, attention_mask=self.batch.regex_mask, output_hidden_states=True
-        )
+        """Hidden states of the regex-only view row, (B, Tr, d) per layer: one extra forward, run once.
+
+        Run under ``fork_rng``: dropout in this extra row must not advance the global RNG, or the CE run's
+        dropout stream would differ from the baseline's (objectives add their own generator on top via
+        ``objectives._common.regex_states``).
+        """
+        dev = self.batch.regex_ids.device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            out = self.model(
+                input_ids=self.batch.regex_ids, attention_mask=self.batch.regex_mask, output_hidden_states=True
+            )
         return tuple(out.hidden_states)
 
     def e_u(self, layer: int = -1) -> Tensor:
