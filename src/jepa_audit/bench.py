@@ -71,20 +71,19 @@ def _three_row_step(model: nn.Module, rows: list[Encoded], pad: int) -> Callable
 
     from jepa_audit.train import answer_ce
 
-    full = collate(rows, pad)
     nl_rows = [Encoded(r.full[: r.nl_last + 2], r.nl_last + 2, r.nl_start, r.nl_last, r.regex_view, r.regex_last,
                        r.idx) for r in rows]
-    nl = collate(nl_rows, pad)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    ar = torch.arange(len(rows))
 
     def step() -> None:
+        full, nl = collate(rows, pad), collate(nl_rows, pad)  # collated each step, as in the other arms
         model.train()
         opt.zero_grad(set_to_none=True)
         out = model(input_ids=full.input_ids, attention_mask=full.attention_mask)
         ce = answer_ce(out.logits, full.labels)
         hn = model(input_ids=nl.input_ids, attention_mask=nl.attention_mask, output_hidden_states=True).hidden_states[-1]
         hr = model(input_ids=full.regex_ids, attention_mask=full.regex_mask, output_hidden_states=True).hidden_states[-1]
-        ar = torch.arange(len(rows))
         e_u, e_r = hn[ar, nl.nl_last], hr[ar, full.regex_last]
         loss = ce + 1.0 * (1 - F.cosine_similarity(e_u.float(), e_r.float(), dim=-1).mean())
         loss.backward()
@@ -92,8 +91,6 @@ def _three_row_step(model: nn.Module, rows: list[Encoded], pad: int) -> Callable
 
     def steps() -> None:  # as many steps per call as the other arms
         for _ in range(STEPS_PER_CALL):
-            full_collate = collate(rows, pad)  # the other arms collate each step too
-            del full_collate
             step()
 
     return steps

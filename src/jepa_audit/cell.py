@@ -102,9 +102,15 @@ def preflight(cfg: Config) -> None:
 
 def geometry_batch(cfg: Config, rows: list[Encoded], pad_id: int):
     """The fixed held-out batch: ``geometry.n_sequences`` validation rows chosen by ``geometry.seed``."""
-    g = torch.Generator().manual_seed(cfg.geometry.seed)
-    idx = torch.randperm(len(rows), generator=g)[: cfg.geometry.n_sequences].sort().values.tolist()
+    from jepa_audit.geometry import heldout_rows
+
+    idx = heldout_rows(len(rows), cfg.geometry.n_sequences, cfg.geometry.seed)
     return collate([rows[i] for i in idx], pad_id)
+
+
+def _eval_progress(progress: ProgressFn | None, total: int) -> Callable[[int], None] | None:
+    """Adapt the decoder's ``progress(n_done)`` to the cell's progress dicts."""
+    return None if progress is None else (lambda k: progress({"phase": "eval", "step": k, "total": total}))
 
 
 def run_cell(
@@ -150,10 +156,9 @@ def run_cell(
         autocast=cfg.model.autocast,
     )
     t_eval = time.perf_counter()
-    n_test = len(prep.test_rows)
     ev = evaluate(
         prep.model, prep.tok, prep.test_rows, prep.splits.test, cfg.eval,
-        progress=None if progress is None else (lambda k: progress({"phase": "eval", "step": k, "total": n_test})),
+        progress=_eval_progress(progress, len(prep.test_rows)),
     )
     t_geo = time.perf_counter()
     geometry: dict[str, Any] = {}
@@ -213,8 +218,4 @@ def evaluate_dir(cfg: Config, model_dir: Path, progress: ProgressFn | None = Non
     splits = load_benchmark(cfg.data, cfg.benchmark)
     model, tok = load_pretrained(model_dir, cfg.model)
     rows = encode_all(tok, cfg.data.system_prompt, splits.test)
-    n = len(rows)
-    return evaluate(
-        model, tok, rows, splits.test, cfg.eval,
-        progress=None if progress is None else (lambda k: progress({"phase": "eval", "step": k, "total": n})),
-    )
+    return evaluate(model, tok, rows, splits.test, cfg.eval, progress=_eval_progress(progress, len(rows)))
