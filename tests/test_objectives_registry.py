@@ -17,7 +17,7 @@ from _objective_helpers import RANDOM, SEED, build, forward
 from conftest import make_tiny_llama, make_toy_batch
 from jepa_audit.objectives import _common as C
 from jepa_audit.objectives import get_objective_class, registry, spec_rows
-from jepa_audit.objectives.base import FAMILIES, register_objective
+from jepa_audit.objectives.base import FAMILIES, regex_view_hidden, register_objective
 from jepa_audit.objectives.gradients import (
     combine,
     grad_cosine_stats,
@@ -193,10 +193,10 @@ def test_extra_rows_follow_the_callers_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, ctx = forward(model, batch)
         build("P1")(ctx)
-        ref = model(input_ids=batch.regex_ids, attention_mask=batch.regex_mask, output_hidden_states=True)
-    assert torch.equal(ctx.regex_hidden[-1], ref.hidden_states[-1])
-    fp32 = model(input_ids=batch.regex_ids, attention_mask=batch.regex_mask, output_hidden_states=True)
-    assert not torch.equal(ctx.regex_hidden[-1], fp32.hidden_states[-1])
+        ref = regex_view_hidden(model, batch)
+    assert torch.equal(ctx.regex_hidden[-1], ref[-1])
+    fp32 = regex_view_hidden(model, batch)
+    assert not torch.equal(ctx.regex_hidden[-1], fp32[-1])
 
 
 def lora_llama(dropout: float = 0.0):

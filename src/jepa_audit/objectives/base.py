@@ -71,7 +71,7 @@ class AuxContext:
 
     @cached_property
     def regex_hidden(self) -> tuple[Tensor, ...]:
-        """Hidden states of the regex-only view row, (B, Tr, d) per layer: one extra forward, run once.
+        """Hidden states of the regex-only view rows, (B, Tr, d) per layer: one extra forward, run once.
 
         Run under ``fork_rng``: dropout in this extra row must not advance the global RNG, or the CE run's
         dropout stream would differ from the baseline's (objectives add their own generator on top via
@@ -79,10 +79,7 @@ class AuxContext:
         """
         dev = self.batch.regex_ids.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            out = self.model(
-                input_ids=self.batch.regex_ids, attention_mask=self.batch.regex_mask, output_hidden_states=True
-            )
-        return tuple(out.hidden_states)
+            return regex_view_hidden(self.model, self.batch)
 
     def e_u(self, layer: int = -1) -> Tensor:
         """NL-view embedding (B, d): the full row's state at the last NL content token (a causal prefix)."""
@@ -93,6 +90,21 @@ class AuxContext:
         """Regex-view embedding (B, d): the regex-only row's state at its last content token."""
         h = self.regex_hidden[layer]
         return h[torch.arange(h.shape[0], device=h.device), self.batch.regex_last]
+
+
+def regex_view_hidden(forward: Callable[..., Any], batch: Batch) -> tuple[Tensor, ...]:
+    """The regex views' hidden states, (B, Tr, d) per layer (L+1 tensors), from one forward of the *packed*
+    view rows (``batch.regex_packed_*``, data/packing.py): block-diagonal attention through restarting
+    position ids, so each view sees only itself, without computing the views' padding.
+
+    ``forward`` is the model or a stand-in with its keyword signature (P3 passes a ``functional_call`` with
+    EMA weights).  Pad positions (beyond ``regex_mask``) repeat the view's last real state.
+    """
+    out = forward(
+        input_ids=batch.regex_packed_ids, position_ids=batch.regex_packed_pos, use_cache=False,
+        output_hidden_states=True,
+    )  # fmt: skip
+    return tuple(h.flatten(0, 1)[batch.regex_unpack] for h in out.hidden_states)
 
 
 class Objective(nn.Module):

@@ -14,7 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from jepa_audit.objectives import _common as C
-from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
+from jepa_audit.objectives.base import (
+    AuxContext,
+    AuxOut,
+    ObjectiveSpec,
+    regex_view_hidden,
+    register_objective,
+)
 
 
 class _ViewCosine(C.LayerObjective):
@@ -124,17 +130,8 @@ class EmaTarget(C.LayerObjective):
         swapped = {n: s.to(device=params[n].device, dtype=params[n].dtype) for n, s in self.shadow.items()}
         b = ctx.batch
         with torch.no_grad(), C.isolated_rng(self.generator, C.model_device(model)), C.caller_precision():
-            out = torch.func.functional_call(
-                model,
-                swapped,
-                args=(),
-                kwargs={
-                    "input_ids": b.regex_ids,
-                    "attention_mask": b.regex_mask,
-                    "output_hidden_states": True,
-                },
-            )
-        return C.gather_rows(out.hidden_states[self.layer], b.regex_last).float()
+            hidden = regex_view_hidden(lambda **kw: torch.func.functional_call(model, swapped, (), kw), b)
+        return C.gather_rows(hidden[self.layer], b.regex_last).float()
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         u = self.q(C.e_u(ctx, self.layer))

@@ -1,0 +1,124 @@
+"""Packed regex views: the packing is lossless, and a packed forward gives each view its own padded states."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_tiny_llama, make_toy_batch
+from jepa_audit.config import AdapterCfg
+from jepa_audit.data.packing import pack_rows
+from jepa_audit.models.load import build_model
+from jepa_audit.objectives.base import regex_view_hidden
+
+
+def ragged(lens: list[int], vocab: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    T = max(lens)
+    ids = torch.zeros(len(lens), T, dtype=torch.long)
+    mask = torch.zeros(len(lens), T, dtype=torch.long)
+    for b, n in enumerate(lens):
+        ids[b, :n] = torch.randint(1, vocab, (n,), generator=g)
+        mask[b, :n] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("lens,capacity", [([3, 5, 2, 7, 1, 4], 8), ([4], 4), ([2, 2, 2, 2], 100), ([5, 5, 5], 5)])
+def test_pack_rows_is_lossless_and_restarts_positions(lens, capacity):
+    ids, mask = ragged(lens)
+    p = pack_rows(ids, mask, capacity, filler=0)
+    R, C = p.ids.shape
+    assert len(lens) >= R and capacity >= C
+    assert sum(lens) <= R * C  # nothing dropped
+    flat_ids, flat_pos = p.ids.flatten(), p.pos.flatten()
+    for b, n in enumerate(lens):
+        assert flat_ids[p.unpack[b, :n]].tolist() == ids[b, :n].tolist()
+        assert flat_pos[p.unpack[b, :n]].tolist() == list(range(n))  # each view starts at position 0
+        assert (p.unpack[b, n:] == p.unpack[b, n - 1]).all()  # pads repeat the last real token
+    # every packed slot is used by at most one view
+    real = torch.cat([p.unpack[b, :n] for b, n in enumerate(lens)])
+    assert real.unique().numel() == real.numel() == sum(lens)
+
+
+def test_pack_rows_is_first_fit_and_deterministic():
+    ids, mask = ragged([5, 4, 3, 1])
+    p = pack_rows(ids, mask, capacity=8)
+    # 5 → row 0; 4 does not fit (9 > 8) → row 1; 3 → row 0 (8); 1 → row 1 (5)
+    assert p.unpack[:, 0].tolist() == [0, 8 + 0, 5, 8 + 4]
+    q = pack_rows(ids, mask, capacity=8)
+    assert torch.equal(p.ids, q.ids) and torch.equal(p.pos, q.pos) and torch.equal(p.unpack, q.unpack)
+
+
+def test_pack_rows_rejects_bad_input():
+    ids, mask = ragged([3, 6])
+    with pytest.raises(ValueError, match="capacity 4"):
+        pack_rows(ids, mask, capacity=4)
+    mask[0] = 0
+    with pytest.raises(ValueError, match="at least one real token"):
+        pack_rows(ids, mask, capacity=8)
+    with pytest.raises(ValueError, match="one \\(B, T\\) shape"):
+        pack_rows(ids, mask[:, :2], capacity=8)
+
+
+def test_batch_packs_its_regex_views_and_moves_them():
+    b = make_toy_batch(B=6)
+    assert b.regex_packed_ids.shape[0] <= 6 and b.regex_packed_ids.shape[1] <= b.input_ids.shape[1]
+    real = b.regex_mask.bool()
+    assert torch.equal(b.regex_packed_ids.flatten()[b.regex_unpack][real], b.regex_ids[real])
+    moved = b.to("cpu")
+    assert torch.equal(moved.regex_unpack, b.regex_unpack)
+
+
+@pytest.mark.parametrize("mode", ["none", "lora"])
+def test_packed_view_states_equal_padded_rows(mode):
+    """Each view attends only to itself: states on real tokens equal the padded forward, at every layer."""
+    model = make_tiny_llama()
+    if mode == "lora":
+        model = build_model(model, AdapterCfg(mode="lora", rank=4, dropout=0.0), seed=0)
+        model.train()  # training mode, as in the loop (dropout 0: nothing random)
+    b = make_toy_batch(B=7, seed=3)
+    with torch.no_grad():
+        ref = model(input_ids=b.regex_ids, attention_mask=b.regex_mask, output_hidden_states=True).hidden_states
+        packed = regex_view_hidden(model, b)
+    real = b.regex_mask.bool()
+    assert len(packed) == len(ref)
+    for h_ref, h_pk in zip(ref, packed, strict=True):
+        assert h_pk.shape == h_ref.shape
+        torch.testing.assert_close(h_pk[real], h_ref[real], atol=1e-5, rtol=1e-5)
+    assert b.regex_packed_ids.numel() < b.regex_ids.numel()  # fewer token slots than the padded rows
+
+
+def test_packed_view_gradients_equal_padded_rows():
+    """The packed forward is differentiable like the padded one: same gradient of a view loss (in float64, so
+    the comparison sees the maths, not fp32 summation order)."""
+    torch.manual_seed(0)
+    b = make_toy_batch(B=5, seed=1)
+    ar = torch.arange(5)
+
+    def grads(packed: bool) -> list[torch.Tensor]:
+        model = build_model(make_tiny_llama(), AdapterCfg(mode="lora", rank=4, dropout=0.0), seed=0).double()
+        g = torch.Generator().manual_seed(7)
+        with torch.no_grad():  # LoRA B starts at 0, which would leave A's gradient 0 on both sides
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+        if packed:
+            h = regex_view_hidden(model, b)[-1]
+        else:
+            h = model(input_ids=b.regex_ids, attention_mask=b.regex_mask, output_hidden_states=True).hidden_states[-1]
+        h[ar, b.regex_last].pow(2).sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    g_packed, g_padded = grads(True), grads(False)
+    assert all(g.abs().sum() > 0 for g in g_padded)
+    for g_pk, g_ref in zip(g_packed, g_padded, strict=True):
+        torch.testing.assert_close(g_pk, g_ref, atol=1e-12, rtol=1e-9)
+
+
+def test_batch_select_repacks_the_chosen_rows():
+    b = make_toy_batch(B=6, seed=2)
+    rows = torch.tensor([4, 1, 3])
+    s = b.select(rows)
+    assert torch.equal(s.input_ids, b.input_ids[rows]) and torch.equal(s.regex_ids, b.regex_ids[rows])
+    real = s.regex_mask.bool()
+    assert torch.equal(s.regex_packed_ids.flatten()[s.regex_unpack][real], s.regex_ids[real])
