@@ -28,3 +28,37 @@ def test_performance_doc_table_is_replaced_between_markers(tmp_path):
     text = doc.read_text()
     assert "old" not in text and "intro" in text and "after" in text
     assert "| T1 | 1.02× |" in text and "1.30× HF generate" in text
+
+
+def test_phase_profile_reads_the_training_loops_labels(tmp_path):
+    """The loop's record_function labels reach the profile: every phase of a real step is seen, per method."""
+    from jepa_audit.bench import PHASES, _step_fn, phase_profile
+    from jepa_audit.cell import prepare
+    from jepa_audit.config import load_config
+
+    cfg = load_config("smoke", None, [f"cache_dir={tmp_path}", "base.steps=2", "base.pool_size=200",
+                                      "data.n_train=64", "data.n_test=8", "data.val_size=8", "adapter.mode=lora"])
+    prep = prepare(cfg)
+    rows, pad = prep.train_rows[:4], int(prep.tok.pad_token_id)
+    fns = {m: _step_fn(prep.model, rows, pad, cfg, None if m == "ce" else m) for m in ("ce", "V3", "llm-jepa")}
+    prof = phase_profile(fns, calls=1)
+    assert set(prof) == {"ce", "V3", "llm-jepa"}
+    for row in prof.values():
+        assert set(row) == {*PHASES, "other", "total"}
+        assert all(math.isfinite(v) and v >= 0 for v in row.values())
+        assert all(row[ph] > 0 for ph in PHASES)  # each label was entered inside the profiled steps
+
+
+def test_performance_doc_shows_cost_classes_and_the_profile(tmp_path):
+    doc = tmp_path / "performance.md"
+    r = {"device": "cpu: test", "ce_step_s": 0.05, "aux_step_ratio": {"T1": 1.02, "V3": 1.3, "P1": 1.2},
+         "packed_two_view_ratio": 1.3, "llm_jepa_three_row_ratio": 2.0, "probe_overhead": 0.02,
+         "geometry_overhead": 0.01, "decode_tokens_per_s": 9000.0, "decode_speedup_vs_hf_generate": 1.3,
+         "dfa_pairs_per_s": 2500.0, "cell_wall_s": 20.0,
+         "step_profile_ms": {"ce": {"forward": 10.0, "backward": 20.0, "optimizer": 3.0, "other": 1.0, "total": 34.0}}}
+    write_performance_doc(r, doc)
+    text = doc.read_text()
+    assert "| 1.02× (T1) |" in text  # single-pass class
+    assert "| 1.30× (V3) |" in text  # gradient surgery, its own class
+    assert "| 1.20× (P1) |" in text  # extra rows
+    assert "| ce | 10.0 | 20.0 | 3.0 | 1.0 | 34.0 |" in text

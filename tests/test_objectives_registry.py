@@ -57,6 +57,9 @@ def test_spec_rows_are_json_with_the_contract_keys():
         assert {"id", "family", "description", "core", "extra_forward", "params"} <= set(r)
         assert r["description"] and r["source"].startswith("[")
         assert r["default_weight"] >= 0.0
+    # the reference table's "+1 backward": exactly the gradient-surgery objectives
+    assert {r["id"] for r in rows if r["extra_backward"]} == {"V3", "V4", "V5"}
+    assert all(r["extra_backward"] == (r["grad_mode"] != "add") for r in rows)
 
 
 def test_docs_table_lists_every_objective():

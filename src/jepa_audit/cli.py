@@ -102,7 +102,7 @@ def report(
 
 @aux_app.command("list")
 def aux_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """List every registered objective: id, family, core flag, extra forward rows, defaults."""
+    """List every registered objective: id, family, core flag, extra forward rows and backward passes, defaults."""
     from jepa_audit.objectives import spec_rows
 
     rows = spec_rows()
@@ -111,9 +111,9 @@ def aux_list(as_json: Annotated[bool, typer.Option("--json", help="machine-reada
         return
     from rich.table import Table
 
-    t = Table("id", "family", "core", "+fwd", "λ", "grad", "description")
+    t = Table("id", "family", "core", "+fwd", "+bwd", "λ", "grad", "description")
     for r in rows:
-        t.add_row(r["id"], r["family"], "★" if r["core"] else "", str(r["extra_forward"]),
+        t.add_row(r["id"], r["family"], "★" if r["core"] else "", str(r["extra_forward"]), str(r["extra_backward"]),
                   f"{r['default_weight']:g}", r["grad_mode"], r["description"][:70])
     Console().print(t)
 

@@ -1,7 +1,8 @@
 """The one training loop: ``loss = CE + λ·aux``, read top to bottom (nanoGPT style).
 
 Phases per step: set LR → micro-batches (forward with hidden states → CE on answer tokens → auxiliary →
-backward) → clip → optimizer step → objective hook → log.  The loop never checks objective ids; it reads
+backward) → clip → optimizer step → objective hook → log; the forward, backward and optimizer phases carry
+``record_function`` labels that ``jepa-audit bench`` profiles.  The loop never checks objective ids; it reads
 the objective's spec: ``grad_mode`` says how the auxiliary gradient joins CE's.  On probe steps (step 0,
 then every ``probe.every`` steps) and for grad-mode objectives, CE and auxiliary
 gradients are taken separately with two ``autograd.grad`` calls on one graph; the update is then
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from jepa_audit.config import ProbeCfg, TrainCfg
 from jepa_audit.data.batch import Batch
@@ -125,7 +127,10 @@ def train(
             batch = next(data).to(device)
             # extra rows an objective runs (regex view, noise twin, EMA target) share the CE row's precision;
             # the objectives keep their own maths in fp32
-            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            with (
+                record_function("train.forward"),
+                torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None),
+            ):
                 out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
                 ce = answer_ce(out.logits, batch.labels)
                 aux: Tensor | None = None
@@ -138,37 +143,39 @@ def train(
             if aux is not None and not torch.isfinite(aux):
                 result.aux_skipped += 1
                 aux = None
-            if aux is None:
-                (ce / cfg.grad_accum).backward()
-            elif not separate:
-                ((ce + weight * aux) / cfg.grad_accum).backward()
-            else:
-                g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
-                g_all = torch.autograd.grad(aux, params + obj_params, allow_unused=True)
-                g_aux, g_obj = list(g_all[: len(params)]), list(g_all[len(params) :])
-                if probe_now:
-                    cos, per_layer = grad_cosine(g_aux, list(g_ce), groups)
-                    cos_trace.append((step, cos))
-                    for k, v in per_layer.items():
-                        per_layer_sum.setdefault(k, []).append(v)
-                update = combine(list(g_ce), g_aux, weight, mode, combine_state)
-                for p, u in zip(params, update, strict=True):
-                    if u is not None:
-                        p.grad = u / cfg.grad_accum if p.grad is None else p.grad + u / cfg.grad_accum
-                for p, u in zip(obj_params, g_obj, strict=True):
-                    if u is not None:
-                        u = weight * u / cfg.grad_accum
-                        p.grad = u if p.grad is None else p.grad + u
+            with record_function("train.backward"):  # phase labels for `bench`'s profile (~µs when not profiling)
+                if aux is None:
+                    (ce / cfg.grad_accum).backward()
+                elif not separate:
+                    ((ce + weight * aux) / cfg.grad_accum).backward()
+                else:
+                    g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
+                    g_all = torch.autograd.grad(aux, params + obj_params, allow_unused=True)
+                    g_aux, g_obj = list(g_all[: len(params)]), list(g_all[len(params) :])
+                    if probe_now:
+                        cos, per_layer = grad_cosine(g_aux, list(g_ce), groups)
+                        cos_trace.append((step, cos))
+                        for k, v in per_layer.items():
+                            per_layer_sum.setdefault(k, []).append(v)
+                    update = combine(list(g_ce), g_aux, weight, mode, combine_state)
+                    for p, u in zip(params, update, strict=True):
+                        if u is not None:
+                            p.grad = u / cfg.grad_accum if p.grad is None else p.grad + u / cfg.grad_accum
+                    for p, u in zip(obj_params, g_obj, strict=True):
+                        if u is not None:
+                            u = weight * u / cfg.grad_accum
+                            p.grad = u if p.grad is None else p.grad + u
             ce_sum += float(ce.detach())
             aux_sum += float(aux.detach()) if aux is not None else 0.0
             loss_sum += float(ce.detach()) + (weight * float(aux.detach()) if aux is not None else 0.0)
 
         # ---- clip, step, hooks ---------------------------------------------------------------------------
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params + obj_params, cfg.grad_clip)
-        opt.step()
-        if use_aux:
-            objective.after_step(model, step, cfg.steps)
+        with record_function("train.optimizer"):
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params + obj_params, cfg.grad_clip)
+            opt.step()
+            if use_aux:
+                objective.after_step(model, step, cfg.steps)
         if result.aux_skipped > max(5, cfg.steps // 2):
             raise TrainError(
                 f"auxiliary {objective.spec.id} was non-finite on {result.aux_skipped} of {step + 1} steps"

@@ -8,7 +8,7 @@ An auxiliary is one class in one family module, registered with one decorator::
                              default_weight=0.1, params={"layer": -1, "gamma": 1.0})
         def forward(self, ctx: AuxContext) -> AuxOut: ...
 
-The training loop never checks ids: it reads the spec (``grad_mode``, ``extra_forward``) and calls
+The training loop never checks ids: it reads the spec (``grad_mode``, hence ``extra_backward``) and calls
 ``forward``.  Objectives may hold trainable parameters (predictors); the loop adds them to the optimizer.
 All randomness inside an objective comes from ``self.generator`` (its own ``torch.Generator``), so adding
 an auxiliary leaves the CE run's data order, init and dropout untouched.
@@ -45,6 +45,12 @@ class ObjectiveSpec:
     extra_forward: int = 0  # extra forward rows per example (0 = reads the CE forward only)
     grad_mode: GradMode = "add"  # how g_aux joins g_CE: plain sum, cone projection, cosine gate, GradVac
     source: str = ""  # where the formula comes from ([V] paper/code or [P] our proposal)
+
+    @property
+    def extra_backward(self) -> int:
+        """Extra backward passes per step: gradient surgery (cone, gate, GradVac) needs g_CE and g_aux
+        separately, i.e. two ``autograd.grad`` calls instead of one ``backward`` (auxiliaries.md: "+1 backward")."""
+        return 0 if self.grad_mode == "add" else 1
 
 
 @dataclass
@@ -183,6 +189,7 @@ def spec_rows() -> list[dict[str, Any]]:
             "description": s.description,
             "core": s.core,
             "extra_forward": s.extra_forward,
+            "extra_backward": s.extra_backward,
             "params": s.params,
             "default_weight": s.default_weight,
             "grad_mode": s.grad_mode,
