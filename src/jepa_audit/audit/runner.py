@@ -26,9 +26,12 @@ from jepa_audit.config import Config, dump_config
 # Used by --dry-run when no measured step time is available: a tiny (d=64, 2-layer) Llama, batch 16,
 # ~60 tokens, one CPU thread, CE only. A guess: run `jepa-audit bench` for a measured value.
 DEFAULT_STEP_TIME_S = 0.05
-# One greedy decoding step of an eval batch (KV cache, one new token) relative to a training step
-# (forward + backward over the whole sequence). Also a guess; it only scales the estimate.
-EVAL_DECODE_FACTOR = 0.3
+# Eval seconds per (micro-batch × max_new_tokens) in units of a training step.  Calibrated on the `cpu`
+# preset (tiny model, 2,000 test rows, 32 micro-batches of 64, 43 ms CE step): median eval 3.8 s over 89
+# cells, i.e. 0.043 (rows stop at end-of-turn, well before max_new_tokens, and a cached one-token step is
+# far cheaper than a training step).  0.3 overestimated that preset's wall time by 60 %.  On a GPU with a
+# real model the ratio differs: `jepa-audit bench --device cuda` measures the step, not this factor.
+EVAL_DECODE_FACTOR = 0.045
 # Test rows per benchmark of the real splits (the embedded corpus uses data.n_test).
 REAL_TEST_ROWS = {"llm-jepa": 2000, "deep-regex": 2500}
 
