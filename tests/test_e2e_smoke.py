@@ -71,7 +71,7 @@ def test_summary_and_report_are_written_and_rebuildable(smoke_run):
     assert {c["metric"] for c in comps} == {"exact_match", "dfa_accuracy"}
     html = (out / "report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html  # plots inline: one self-contained file
-    p = subprocess.run([*CLI, "report", str(out), "--family", "all", "--no-mixed-model"], capture_output=True,
+    p = subprocess.run([*CLI, "report", str(out), "--family", "all", "--no-item-logit"], capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads((out / "summary.json").read_text())["family"] == "all"

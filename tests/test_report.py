@@ -18,7 +18,7 @@ HOSTILE_METHOD = "<img src=x onerror=alert(1)>"
 HOSTILE_PRED = '</code><script>alert("pred")</script>'
 HOSTILE_GEOMETRY = "<svg onload=alert(3)>"
 CHROMIUM = Path("/usr/bin/chromium")
-OPTIONS = {"bootstrap_reps": 200, "mixed_model_max_rows": 200}
+OPTIONS = {"bootstrap_reps": 200}
 
 
 def _write_results(out: Path) -> None:
@@ -79,8 +79,27 @@ def test_writes_the_three_files_and_returns_the_summary(built) -> None:
     assert summary["family"] == "per-benchmark" and summary["alpha"] == 0.10
     assert len(summary["comparisons"]) == 4
     assert summary["failed"][0]["error"] == "<b>boom</b>"
-    mm = [e["mixed_model"] for e in summary["items"] if e["metric"] == "exact_match"]
-    assert len(mm) == 2 and all(m is not None for m in mm)
+    cl = [e["conditional_logit"] for e in summary["items"] if e["metric"] == "exact_match"]
+    assert len(cl) == 2 and all(c is not None and c["n_rows"] == 72 and c["n_seeds"] == 3 for c in cl)
+    assert all(e["conditional_logit"] is None for e in summary["items"] if e["metric"] == "dfa_accuracy")
+    assert summary["settings"]["conditional_logit_metrics"] == ["exact_match"]
+
+
+def test_report_shows_the_conditional_logit_column(built) -> None:
+    out, summary = built
+    md = (out / "report.md").read_text(encoding="utf-8")
+    html = unescape((out / "report.html").read_text(encoding="utf-8"))
+    for text in (md, html):
+        assert "conditional logit (item strata)" in text and "mixed model" not in text.lower()
+        assert "correct ~ method + seed" in text and "stratified by test item" in text
+        assert "not fitted (fitted for exact_match only)" in text  # the dfa_accuracy rows
+    for e in summary["items"]:
+        cl = e["conditional_logit"]
+        if cl is not None and cl["converged"]:
+            cell = f"log-odds {cl['coef']:+.3f} ± {cl['se']:.2g}, OR "
+            assert cell in md and cell in html
+        elif cl is not None:
+            assert f"no estimate: {cl['note']}" in html
 
 
 def test_report_states_family_floor_power_and_bootstrap_caveat(built) -> None:

@@ -1,18 +1,16 @@
-"""Per-item analyses: McNemar, mixed model, hierarchical bootstrap, probability of improvement."""
+"""Per-item analyses: McNemar, conditional logit, hierarchical bootstrap, probability of improvement."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.stats
-from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 from statsmodels.stats.contingency_tables import mcnemar
 
 from jepa_audit.stats.items import (
+    conditional_logit,
     hierarchical_bootstrap,
     mcnemar_exact,
-    mixed_model_logit,
     probability_of_improvement,
 )
 
@@ -75,45 +73,87 @@ def test_hierarchical_bootstrap_degenerate_inputs() -> None:
     assert empty.point is None and empty.note
 
 
-def _simulate(n_seeds: int, n_items: int, effect: float, seed: int = 0):
+def _pairs(method: np.ndarray, base: np.ndarray, seed: np.ndarray | None = None):
+    """Long-format arrays for aligned ``(n,)`` outcome vectors (one row per arm and item)."""
+    n = method.size
+    ids = np.array([f"i{j:04d}" for j in range(n)])
+    seed = np.zeros(n, dtype=int) if seed is None else seed
+    return np.r_[method, base], np.r_[np.ones(n, bool), np.zeros(n, bool)], np.r_[ids, ids], np.r_[seed, seed]
+
+
+def _simulate(n_seeds: int, n_items: int, log_or: float, seed: int = 0):
+    """Item difficulty N(0, 1.5²), a seed effect shared by both arms, and a method effect of ``log_or``."""
     rng = np.random.default_rng(seed)
     difficulty = rng.normal(0.0, 1.5, n_items)
+    seed_shift = np.linspace(-0.6, 0.6, n_seeds)  # seeds differ in their overall (baseline) rate
+    ids = np.array([f"i{j:04d}" for j in range(n_items)])
     y, x, item, s = [], [], [], []
     for k in range(n_seeds):
         for arm in (0, 1):
-            p = 1.0 / (1.0 + np.exp(-(0.2 + difficulty + effect * arm)))
+            p = 1.0 / (1.0 + np.exp(-(0.2 + difficulty + seed_shift[k] + log_or * arm)))
             y.append(rng.random(n_items) < p)
-            x.append(np.full(n_items, arm))
-            item.append(np.array([f"i{j:03d}" for j in range(n_items)]))
+            x.append(np.full(n_items, bool(arm)))
+            item.append(ids)
             s.append(np.full(n_items, f"s{k}"))
     return tuple(np.concatenate(v) for v in (y, x, item, s))
 
 
-def test_mixed_model_matches_direct_statsmodels_fit() -> None:
-    y, x, item, seed = _simulate(3, 40, effect=1.0, seed=2)
-    got = mixed_model_logit(y, x, item, seed, rng=np.random.default_rng(11))
-    assert got.converged and got.note
-    frame = pd.DataFrame({"correct": y.astype(float), "method": x.astype(float), "item": item, "seed": seed})
-    model = BinomialBayesMixedGLM.from_formula(
-        "correct ~ method", {"item": "0 + C(item)", "seed": "0 + C(seed)"}, frame
-    )
-    ref = model.fit_vb(fit_method="L-BFGS-B", rng=np.random.default_rng(11))
-    assert got.coef == pytest.approx(ref.fe_mean[1], abs=1e-3)
-    assert got.sd == pytest.approx(ref.fe_sd[1], rel=1e-2)
-    assert got.coef > 0 and got.p < 0.05
-    assert got.odds_ratio == pytest.approx(np.exp(got.coef))
-    assert (got.n_rows, got.n_items, got.n_seeds) == (240, 40, 3)
+def test_conditional_logit_one_seed_is_the_matched_pairs_closed_form() -> None:
+    b, c = 37, 21  # items only the method gets right, only the baseline
+    method = np.r_[np.ones(b, bool), np.zeros(c, bool), np.ones(50, bool), np.zeros(30, bool)]
+    base = np.r_[np.zeros(b, bool), np.ones(c, bool), np.ones(50, bool), np.zeros(30, bool)]
+    r = conditional_logit(*_pairs(method, base))
+    assert r.converged and r.note is None
+    assert (r.n_rows, r.n_items, r.n_informative_items, r.n_seeds) == (276, 138, b + c, 1)
+    assert r.coef == pytest.approx(np.log(b / c), abs=1e-4)
+    assert r.se == pytest.approx(np.sqrt(1 / b + 1 / c), abs=1e-4)
+    assert r.z == pytest.approx(r.coef / r.se)
+    assert r.p == pytest.approx(2 * scipy.stats.norm.sf(abs(r.z)))
+    assert r.odds_ratio == pytest.approx(b / c, rel=1e-4)
+    assert r.ci95_low == pytest.approx(np.exp(r.coef - 1.959964 * r.se), rel=1e-6)
+    assert r.ci95_high == pytest.approx(np.exp(r.coef + 1.959964 * r.se), rel=1e-6)
+    assert set(r.as_dict()) >= {"coef", "se", "odds_ratio", "ci95_low", "ci95_high", "n_informative_items"}
 
 
-def test_mixed_model_is_bounded_and_guarded() -> None:
-    y, x, item, seed = _simulate(2, 30, effect=0.5)
-    capped = mixed_model_logit(y, x, item, seed, rng=np.random.default_rng(0), max_rows=50)
-    assert capped.coef is None and "exceed the cap" in capped.note and not capped.converged
-    early = mixed_model_logit(y, x, item, seed, rng=np.random.default_rng(0), maxiter=2)
-    assert early.coef is None and "did not converge" in early.note
-    timed = mixed_model_logit(y, x, item, seed, rng=np.random.default_rng(0), deadline_s=0.0)
-    assert timed.coef is None and "did not finish" in timed.note
-    flat = mixed_model_logit(np.ones_like(y), x, item, seed, rng=np.random.default_rng(0))
-    assert flat.coef is None and "same outcome" in flat.note
-    one_arm = mixed_model_logit(y, np.zeros_like(x), item, seed, rng=np.random.default_rng(0))
-    assert one_arm.coef is None and "both" in one_arm.note
+def test_conditional_logit_recovers_a_simulated_log_odds_ratio_with_seed_effects() -> None:
+    true = -0.4
+    y, x, item, seed = _simulate(3, 3_000, true, seed=4)
+    r = conditional_logit(y, x, item, seed)
+    assert r.converged and (r.n_rows, r.n_items, r.n_seeds) == (18_000, 3_000, 3)
+    assert 0 < r.n_informative_items < 3_000
+    assert abs(r.coef - true) < 3 * r.se
+    assert 0.02 < r.se < 0.1  # ~ 3,000 items, a few thousand discordant pairs
+    assert r.ci95_low < np.exp(true) < r.ci95_high
+
+
+def test_conditional_logit_is_deterministic_and_ignores_row_order() -> None:
+    y, x, item, seed = _simulate(2, 300, 0.5, seed=1)
+    r1 = conditional_logit(y, x, item, seed)
+    assert r1 == conditional_logit(y.copy(), x.copy(), item.copy(), seed.copy())
+    order = np.random.default_rng(0).permutation(y.size)
+    shuffled = conditional_logit(y[order], x[order], item[order], seed[order])
+    assert shuffled.coef == pytest.approx(r1.coef, abs=1e-8) and shuffled.se == pytest.approx(r1.se, rel=1e-6)
+    # swapping the arms flips the sign: the estimate is the method-vs-baseline log OR
+    swapped = conditional_logit(y, ~x, item, seed)
+    assert swapped.coef == pytest.approx(-r1.coef, abs=1e-8) and swapped.se == pytest.approx(r1.se, rel=1e-6)
+
+
+def test_conditional_logit_skip_notes() -> None:
+    y, x, item, seed = _simulate(2, 30, 0.5)
+    one_arm = conditional_logit(y, np.zeros_like(x), item, seed)
+    assert one_arm.coef is None and not one_arm.converged and "both the method and the baseline" in one_arm.note
+    # the arms agree on every item in every seed, though each item's outcome flips between the seeds
+    agree = np.arange(10) % 2 == 0
+    rows = [_pairs(outcome, outcome, np.full(10, k)) for k, outcome in enumerate((agree, ~agree))]
+    same = conditional_logit(*(np.concatenate(parts) for parts in zip(*rows, strict=True)))
+    assert same.n_informative_items == 10 and same.n_seeds == 2
+    assert same.coef is None and same.note == "not estimable: no item where the two arms differ"
+    flat = conditional_logit(*_pairs(np.ones(8, bool), np.ones(8, bool)))
+    assert flat.n_informative_items == 0 and flat.note == "not estimable: no item where the two arms differ"
+    empty = conditional_logit(np.array([], bool), np.array([], bool), np.array([]), np.array([]))
+    assert empty.coef is None and empty.n_rows == 0 and empty.note == "skipped: no rows"
+    wins = conditional_logit(*_pairs(np.r_[np.ones(5, bool), np.zeros(5, bool)], np.zeros(10, bool)))
+    assert wins.coef is None and not wins.converged and "separation" in wins.note
+    assert all(v is None for k, v in wins.as_dict().items() if k in ("coef", "se", "z", "p", "odds_ratio"))
+    with pytest.raises(ValueError, match="same length"):
+        conditional_logit(y, x[:-1], item, seed)

@@ -84,12 +84,12 @@ def _find(summary, bench, method, metric="exact_match", mode="lora"):
 
 @pytest.fixture(scope="module")
 def per_benchmark():
-    return build_summary(make_rows(), alpha=0.10, family="per-benchmark", mixed_model_metrics=())
+    return build_summary(make_rows(), alpha=0.10, family="per-benchmark", conditional_logit_metrics=())
 
 
 @pytest.fixture(scope="module")
 def all_family():
-    return build_summary(make_rows(), alpha=0.10, family="all", mixed_model_metrics=())
+    return build_summary(make_rows(), alpha=0.10, family="all", conditional_logit_metrics=())
 
 
 def test_contract_keys_and_json_safety(per_benchmark) -> None:
@@ -294,7 +294,7 @@ def test_items_from_predictions_loader() -> None:
     for s, cs in up_correct.items():
         files[f"p/up{s}.jsonl"] = [{"item": i, "gold": "a", "pred": "b", "exact": c, "dfa": c if i else None,
                                     "parse_error": None} for i, c in enumerate(cs)]  # fmt: skip
-    s = build_summary(rows, predictions_loader=files.get, bootstrap_reps=200, mixed_model_metrics=())
+    s = build_summary(rows, predictions_loader=files.get, bootstrap_reps=200, conditional_logit_metrics=())
     em = next(e for e in s["items"] if e["metric"] == "exact_match")
     assert [(m["seed"], m["n_method_only"], m["n_baseline_only"]) for m in em["mcnemar"]] == [
         (1, 1, 0),
@@ -304,9 +304,34 @@ def test_items_from_predictions_loader() -> None:
     assert em["bootstrap"]["point"] == pytest.approx(_find(s, "b", "up")["mean_diff"])
     dfa = next(e for e in s["items"] if e["metric"] == "dfa_accuracy")
     assert dfa["mcnemar"][0]["n_items"] == 3  # item 0 has dfa = null on the method side
-    assert em["mixed_model"] is None
-    again = build_summary(rows, predictions_loader=files.get, bootstrap_reps=200, mixed_model_metrics=())
+    assert em["conditional_logit"] is None and s["settings"]["conditional_logit_metrics"] == []
+    again = build_summary(rows, predictions_loader=files.get, bootstrap_reps=200, conditional_logit_metrics=())
     assert again == s  # deterministic
+
+
+def test_items_conditional_logit_on_exact_match_only() -> None:
+    # one seed, 12 items: 4 both right, 3 both wrong, 4 only the method right, 1 only ce right
+    ce_correct = [True] * 4 + [False] * 3 + [False] * 4 + [True]
+    up_correct = [True] * 4 + [False] * 3 + [True] * 4 + [False]
+    rows = [_row("b", "ce", 1, 5 / 12, 5 / 12, predictions_file="p/ce.jsonl"),
+            _row("b", "up", 1, 8 / 12, 8 / 12, predictions_file="p/up.jsonl")]  # fmt: skip
+    files = {
+        f"p/{m}.jsonl": [{"item": i, "exact": c, "dfa": c} for i, c in enumerate(correct)]
+        for m, correct in (("ce", ce_correct), ("up", up_correct))
+    }
+    s = build_summary(rows, predictions_loader=files.get, bootstrap_reps=50)
+    assert s["settings"]["conditional_logit_metrics"] == ["exact_match"]
+    assert not any("mixed" in k for k in s["settings"])
+    em = next(e for e in s["items"] if e["metric"] == "exact_match")
+    cl = em["conditional_logit"]
+    assert (cl["n_rows"], cl["n_items"], cl["n_informative_items"], cl["n_seeds"]) == (24, 12, 5, 1)
+    assert cl["converged"] and cl["note"] is None
+    assert cl["coef"] == pytest.approx(math.log(4 / 1), abs=1e-4)  # matched pairs: log(b/c)
+    assert cl["se"] == pytest.approx(math.sqrt(1 / 4 + 1 / 1), abs=1e-4)
+    assert "mixed_model" not in em
+    dfa = next(e for e in s["items"] if e["metric"] == "dfa_accuracy")
+    assert dfa["conditional_logit"] is None  # not in conditional_logit_metrics
+    json.dumps(s, allow_nan=False)
 
 
 def test_duplicates_malformed_rows_and_no_baseline() -> None:
@@ -314,7 +339,7 @@ def test_duplicates_malformed_rows_and_no_baseline() -> None:
     rows.append(dict(rows[0]))  # duplicate ce cell
     rows.append({"benchmark": "synth", "status": "done"})
     rows.append(_row("lonely", "up", 1, 0.5, 0.5))
-    s = build_summary(rows, mixed_model_metrics=())
+    s = build_summary(rows, conditional_logit_metrics=())
     assert any("more than once" in w for w in s["warnings"])
     assert any("wrong type" in w for w in s["warnings"])
     lonely = _find(s, "lonely", "up")

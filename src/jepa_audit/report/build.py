@@ -267,19 +267,29 @@ def _comparison_view(c: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _items_view(e: Mapping[str, Any]) -> dict[str, Any]:
+def _odds(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.2f}" if 0.1 <= x < 100 else f"{x:.2g}"
+
+
+def _logit_cell(cl: Mapping[str, Any] | None, fitted: Sequence[str]) -> str:
+    if cl is None:
+        return f"not fitted (fitted for {', '.join(fitted)} only)" if fitted else "not fitted (switched off)"
+    if not cl["converged"]:
+        return f"no estimate: {cl['note']}"
+    return (
+        f"log-odds {_signed(cl['coef'], 3)} ± {_num(cl['se'], 2)}, "
+        f"OR {_odds(cl['odds_ratio'])} ({_odds(cl['ci95_low'])}–{_odds(cl['ci95_high'])}), p ≈ {_p(cl['p'])}"
+    )
+
+
+def _items_view(e: Mapping[str, Any], fitted: Sequence[str]) -> dict[str, Any]:
     mc = "; ".join(
         f"{s['seed']}: p = {_p(s['p'])} (+{s['n_method_only']}/−{s['n_baseline_only']} of {s['n_items']})"
         for s in e["mcnemar"]
     )
     b = e["bootstrap"]
-    mm = e["mixed_model"]
-    if mm is None:
-        mixed = "not fitted (only exact match is fitted)"
-    elif mm["converged"]:
-        mixed = f"log-odds {_signed(mm['coef'], 3)} ± {_num(mm['sd'], 2)}, OR {_num(mm['odds_ratio'])}, p ≈ {_p(mm['p'])}"
-    else:
-        mixed = f"no estimate: {mm['note']}"
     return {
         "benchmark": e["benchmark"],
         "mode": e["mode"],
@@ -288,7 +298,7 @@ def _items_view(e: Mapping[str, Any]) -> dict[str, Any]:
         "n_seeds": str(e["n_seeds"]),
         "mcnemar": mc,
         "bootstrap": "—" if b["point"] is None else f"{_pp(b['point'])} ({_pp(b['low'])}, {_pp(b['high'])})",
-        "mixed": mixed,
+        "logit": _logit_cell(e["conditional_logit"], fitted),
     }
 
 
@@ -483,7 +493,7 @@ def _report_data(
         verdicts=[_verdict_view(v, alpha) for v in summary["verdicts"]],
         power=[_power_view(r) for r in summary["power"]],
         comparisons=[_comparison_view(c) for c in summary["comparisons"]],
-        items=[_items_view(e) for e in summary["items"]],
+        items=[_items_view(e, summary["settings"]["conditional_logit_metrics"]) for e in summary["items"]],
         items_note=summary["items_note"],
         coupling=[_coupling_view(r) for r in summary["coupling"]],
         grad_cosine=[_grad_view(r) for r in summary["grad_cosine"]],
@@ -547,7 +557,7 @@ def write_report(
     """Recompute ``summary.json``, ``report.md`` and ``report.html`` in ``out_dir`` from its results.jsonl.
 
     ``alpha`` and ``family`` are passed to :func:`jepa_audit.stats.summary.build_summary`, as are any
-    ``summary_options`` (e.g. ``bootstrap_reps``, ``mixed_model_metrics``). Returns the summary dict.
+    ``summary_options`` (e.g. ``bootstrap_reps``, ``conditional_logit_metrics``). Returns the summary dict.
     Raises :class:`ReportError` for a missing or malformed results file, and for a bad ``alpha`` or
     ``family`` (checked before anything is read).
     """

@@ -3,7 +3,8 @@
 - :mod:`.paired`: seed-level paired t, CI, Hedges g_z, Wilcoxon, exact sign-flip.
 - :mod:`.multiplicity`: Bonferroni, Holm, Benjamini–Hochberg adjusted p-values.
 - :mod:`.power`: power and minimum detectable effect of the paired t-test (noncentral t).
-- :mod:`.items`: McNemar per seed, item-level mixed model, hierarchical bootstrap, P(improvement).
+- :mod:`.items`: McNemar per seed, conditional logit stratified by item, hierarchical bootstrap,
+  P(improvement).
 - :mod:`.coupling`: Spearman ρ between Δgeometry (or gradient cosine) and ΔEM.
 - :mod:`.summary`: results rows → the summary.json structure (no file I/O).
 """
@@ -11,11 +12,11 @@
 from .coupling import SpearmanResult, spearman
 from .items import (
     BootstrapResult,
+    ConditionalLogitResult,
     McNemarResult,
-    MixedModelResult,
+    conditional_logit,
     hierarchical_bootstrap,
     mcnemar_exact,
-    mixed_model_logit,
     probability_of_improvement,
 )
 from .multiplicity import adjust, benjamini_hochberg, bonferroni, holm
@@ -35,8 +36,8 @@ from .summary import build_summary
 
 __all__ = [
     "BootstrapResult",
+    "ConditionalLogitResult",
     "McNemarResult",
-    "MixedModelResult",
     "PairedResult",
     "SpearmanResult",
     "adjust",
@@ -44,13 +45,13 @@ __all__ = [
     "bonferroni",
     "build_summary",
     "ci95",
+    "conditional_logit",
     "hedges_gz",
     "hierarchical_bootstrap",
     "holm",
     "mcnemar_exact",
     "mde_pp",
     "mde_sd",
-    "mixed_model_logit",
     "pair_by_seed",
     "paired_comparison",
     "paired_t",

@@ -8,22 +8,22 @@ Randomness comes only from an explicit ``numpy.random.Generator``; nothing here 
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import scipy.sparse
 import scipy.stats
+from statsmodels.discrete.conditional_models import ConditionalLogit
 from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 __all__ = [
     "McNemarResult",
-    "MixedModelResult",
+    "ConditionalLogitResult",
     "BootstrapResult",
     "mcnemar_exact",
-    "mixed_model_logit",
+    "conditional_logit",
     "hierarchical_bootstrap",
     "probability_of_improvement",
 ]
@@ -48,22 +48,28 @@ class McNemarResult:
 
 
 @dataclass(frozen=True)
-class MixedModelResult:
-    """Method effect from ``correct ~ method + (1|item) + (1|seed)`` (logit link, variational Bayes).
+class ConditionalLogitResult:
+    """Method effect from conditional logistic regression ``correct ~ method + seed``, strata = items.
 
-    ``coef`` (log-odds of the method vs the baseline), ``sd`` (its posterior SD), ``z = coef/sd`` and
-    the normal-approximation two-sided ``p``; ``None`` with a ``note`` when the fit was skipped, failed
-    or did not converge.
+    ``coef``: the within-item log-odds ratio of the method vs the baseline; ``se``: its Wald standard
+    error (inverse observed information); ``z = coef/se`` and its two-sided normal ``p``;
+    ``odds_ratio = exp(coef)`` with the Wald 95 % interval ``exp(coef ± 1.96 se)``.
+    ``n_informative_items``: items whose outcome varies across their rows; only those carry information
+    (the others drop out of the conditional likelihood). ``None`` fields with a ``note`` when the model
+    is not estimable or the fit failed or did not converge.
     """
 
     n_rows: int
     n_items: int
+    n_informative_items: int
     n_seeds: int
     coef: float | None
-    sd: float | None
+    se: float | None
     z: float | None
     p: float | None
     odds_ratio: float | None
+    ci95_low: float | None
+    ci95_high: float | None
     converged: bool
     note: str | None = None
 
@@ -102,106 +108,145 @@ def mcnemar_exact(method_correct: np.ndarray, baseline_correct: np.ndarray) -> M
     return McNemarResult(int(a.size), method_only, baseline_only, p, note=note)
 
 
-class _Deadline(Exception):
-    pass
+# Newton on the concave conditional log-likelihood converges in a handful of steps to |score| ~1e-13;
+# BFGS (statsmodels' default) stops at a mean-gradient tolerance, ~1e-4 off in the log OR at 20,000 rows.
+_MAXITER = {"newton": 50, "bfgs": 200}
+_Z95 = float(scipy.stats.norm.ppf(0.975))
+# Beyond this |log OR| (OR ≈ 22,000) the "estimate" is the optimizer walking down the flat tail of a
+# likelihood whose maximum is at infinity (one arm wins every discordant item): no real effect is that large.
+_MAX_ABS_LOG_OR = 10.0
+_SEPARATION = "not estimable: the odds ratio diverges (one arm wins every discordant item: separation)"
 
 
-def _skipped(n_rows: int, n_items: int, n_seeds: int, note: str) -> MixedModelResult:
-    return MixedModelResult(n_rows, n_items, n_seeds, None, None, None, None, None, False, note=note)
+def _not_estimated(counts: tuple[int, int, int, int], note: str) -> ConditionalLogitResult:
+    return ConditionalLogitResult(*counts, None, None, None, None, None, None, None, False, note=note)
 
 
-def mixed_model_logit(
-    correct: np.ndarray,
-    is_method: np.ndarray,
-    item: np.ndarray,
-    seed: np.ndarray,
-    *,
-    rng: np.random.Generator,
-    max_rows: int = 20_000,
-    maxiter: int = 1_000,
-    deadline_s: float | None = 120.0,
-) -> MixedModelResult:
-    """Fit ``correct ~ method + (1|item) + (1|seed)`` with statsmodels' BinomialBayesMixedGLM.
+def _informative_strata(y: np.ndarray, strata: np.ndarray, n_strata: int) -> int:
+    """How many strata have both outcomes; a stratum with one outcome has conditional likelihood 1."""
+    ones = np.bincount(strata, weights=y, minlength=n_strata)
+    rows = np.bincount(strata, minlength=n_strata)
+    return int(np.count_nonzero((ones > 0) & (ones < rows)))
 
-    All inputs are ``(n_rows,)`` arrays in long format: ``correct`` (bool), ``is_method`` (bool: the
-    row belongs to the method, not the baseline), ``item`` and ``seed`` (hashable ids; the two random
-    intercepts are crossed). The fit is mean-field variational Bayes (``fit_vb``, L-BFGS-B) started
-    from ``rng``. It is bounded: more than ``max_rows`` rows is skipped, the optimizer stops after
-    ``maxiter`` iterations, and ``deadline_s`` wall-clock seconds abort it. Any skip, failure or
-    non-convergence gives ``None`` fields and a note.
+
+def _has_discordant_cell(y: np.ndarray, x: np.ndarray, cells: np.ndarray, n_cells: int) -> bool:
+    """Whether some (item, seed) cell has a method row and a baseline row with different outcomes.
+
+    Without one the two arms agree everywhere and the likelihood is symmetric in the method effect,
+    so there is nothing to estimate (the McNemar analogue: no discordant pairs).
     """
-    from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 
-    y = np.asarray(correct, dtype=float)
-    x = np.asarray(is_method, dtype=float)
-    item_codes = np.unique(np.asarray(item), return_inverse=True)[1].ravel()
-    seed_codes = np.unique(np.asarray(seed), return_inverse=True)[1].ravel()
-    n_rows = y.size
-    n_items = int(item_codes.max(initial=-1)) + 1
-    n_seeds = int(seed_codes.max(initial=-1)) + 1
-    if not (x.size == item_codes.size == seed_codes.size == n_rows):
-        raise ValueError("correct, is_method, item and seed must have the same length")
-    if n_rows > max_rows:
-        return _skipped(n_rows, n_items, n_seeds, f"skipped: {n_rows} rows exceed the cap of {max_rows}")
-    if n_rows == 0 or np.ptp(x) == 0:
-        return _skipped(n_rows, n_items, n_seeds, "skipped: needs rows from both the method and the baseline")
-    if np.ptp(y) == 0:
-        return _skipped(n_rows, n_items, n_seeds, "skipped: every item has the same outcome")
-    if n_items < 2 or n_seeds < 2:
-        return _skipped(n_rows, n_items, n_seeds, "skipped: needs at least 2 items and 2 seeds")
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(cells[mask], minlength=n_cells)
 
-    rows = np.arange(n_rows)
-    ones = np.ones(n_rows)
-    z_item = scipy.sparse.csr_matrix((ones, (rows, item_codes)), shape=(n_rows, n_items))
-    z_seed = scipy.sparse.csr_matrix((ones, (rows, seed_codes)), shape=(n_rows, n_seeds))
-    exog_vc = scipy.sparse.hstack([z_item, z_seed]).tocsr()
-    ident = np.concatenate([np.zeros(n_items, dtype=int), np.ones(n_seeds, dtype=int)])
-    exog = np.column_stack([ones, x])
-    model = BinomialBayesMixedGLM(
-        y,
-        exog,
-        exog_vc,
-        ident,
-        vcp_p=1.0,
-        fe_p=2.0,
-        fep_names=["Intercept", "method"],
-        vcp_names=["item", "seed"],
-    )
-    if deadline_s is not None:
-        stop_at = time.monotonic() + deadline_s
-        elbo = model.vb_elbo
+    m1, m0 = count(x & y), count(x & ~y)
+    b1, b0 = count(~x & y), count(~x & ~y)
+    return bool(np.any(((m1 > 0) & (b0 > 0)) | ((m0 > 0) & (b1 > 0))))
 
-        def bounded_elbo(vb_mean: np.ndarray, vb_sd: np.ndarray) -> float:
-            if time.monotonic() > stop_at:
-                raise _Deadline
-            return elbo(vb_mean, vb_sd)
 
-        model.vb_elbo = bounded_elbo
+def _design(x: np.ndarray, seed_codes: np.ndarray, n_seeds: int) -> np.ndarray:
+    """``(n_rows, n_seeds)``: the method indicator, then a dummy for every seed but the first.
+
+    No intercept: it is constant within a stratum and is conditioned out with the item intercepts.
+    """
+    dummies = seed_codes[:, None] == np.arange(1, n_seeds)[None, :]
+    return np.column_stack([x, dummies]).astype(float)
+
+
+def _solve(model: ConditionalLogit, method: str) -> tuple[float, float] | str:
+    """``(coef, se)`` of the first column from one optimizer, or why there is none."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = model.fit(method=method, maxiter=_MAXITER[method], disp=False)
+            coef, se = float(np.asarray(res.params)[0]), float(np.asarray(res.bse)[0])
+    except (ValueError, FloatingPointError, OverflowError, RecursionError, np.linalg.LinAlgError) as exc:
+        return f"fit failed: {exc}"
+    if np.isfinite(coef) and abs(coef) > _MAX_ABS_LOG_OR:
+        return _SEPARATION
+    # ConditionalResults does not keep mle_retvals: the optimizer's verdict arrives as a warning
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        return f"did not converge within {_MAXITER[method]} {method} iterations"
+    if not (np.isfinite(coef) and np.isfinite(se) and se > 0):
+        return "did not converge: non-finite estimate or singular information"
+    return coef, se
+
+
+def _fit(y: np.ndarray, exog: np.ndarray, strata: np.ndarray) -> tuple[float, float] | str:
+    """Fit statsmodels' ConditionalLogit by Newton; ``(coef, se)`` of the method column, or why not.
+
+    Under separation Newton fails (singular Hessian far out on the flat tail) instead of diverging
+    visibly; BFGS stops out there with a huge estimate, so it tells separation from other failures.
+    """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = model.fit_vb(fit_method="L-BFGS-B", minim_opts={"maxiter": maxiter}, rng=rng)
-    except _Deadline:
-        return _skipped(n_rows, n_items, n_seeds, f"did not finish within {deadline_s:g} s")
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
-        return _skipped(n_rows, n_items, n_seeds, f"fit failed: {exc}")
-    coef, sd = float(res.fe_mean[1]), float(res.fe_sd[1])
-    if not res.optim_retvals.success:
-        return _skipped(n_rows, n_items, n_seeds, f"did not converge: {res.optim_retvals.message}")
-    if not (np.isfinite(coef) and np.isfinite(sd) and sd > 0):
-        return _skipped(n_rows, n_items, n_seeds, "did not converge: non-finite estimate")
-    z = coef / sd
-    return MixedModelResult(
-        n_rows,
-        n_items,
-        n_seeds,
-        coef,
-        sd,
-        float(z),
-        float(2.0 * scipy.stats.norm.sf(abs(z))),
-        float(np.exp(coef)),
-        True,
-        note="variational Bayes posterior; its SD tends to be too small, so p is optimistic",
+            warnings.simplefilter("ignore")  # it warns about the concordant strata it drops (counted apart)
+            model = ConditionalLogit(y.astype(float), exog, groups=strata)
+    except ValueError as exc:
+        return f"fit failed: {exc}"
+    fit = _solve(model, "newton")
+    if isinstance(fit, str) and _solve(model, "bfgs") == _SEPARATION:
+        return _SEPARATION
+    return fit
+
+
+def conditional_logit(
+    correct: np.ndarray, is_method: np.ndarray, item: np.ndarray, seed: np.ndarray
+) -> ConditionalLogitResult:
+    """Conditional logistic regression ``correct ~ method + seed``, stratified by test item.
+
+    All inputs are ``(n_rows,)`` arrays in long format: ``correct`` (bool), ``is_method`` (bool: the
+    row belongs to the method, not the baseline), ``item`` (hashable id: the stratum) and ``seed``
+    (hashable id: a fixed effect, one dummy per seed but the first; none with one seed). Each item's
+    intercept, fixed or random, is conditioned out exactly, which is the classic analysis of matched
+    binary outcomes: with one seed and one row per arm it reduces to McNemar, ``coef = log(b/c)`` with
+    ``se = sqrt(1/b + 1/c)`` (b, c: items only the method, only the baseline gets right). The estimand
+    is the within-item log-odds ratio of the method vs the baseline (what the method coefficient of
+    ``correct ~ method + (1|item) + (1|seed)`` estimates), fitted by Newton's method, with a Wald SE
+    from the observed information. It is deterministic.
+
+    It replaced a variational-Bayes GLMM (``BinomialBayesMixedGLM.fit_vb``) that reported garbage as
+    converged on real audits (2,000 items × 5 seeds × 2 arms): e.g. +0.338 with SD 2.4e-23 where the
+    raw difference was −1.47 pp, and another start gave −0.32 ± 0.006 (an SE ~10× too small);
+    ``fit_map`` took 35 s per fit. On the same data this fit gives −0.317 ± 0.066 (p 1.5e-6) in ~2 s.
+
+    ``None`` fields and a note instead: no rows; ``is_method`` constant; no item where the two arms
+    differ in some seed; separation (one arm wins every discordant item, so the MLE is infinite); a
+    failed, non-converged or non-finite fit.
+    """
+    y = np.asarray(correct, dtype=bool).ravel()
+    x = np.asarray(is_method, dtype=bool).ravel()
+    item_codes = np.unique(np.asarray(item), return_inverse=True)[1].ravel()
+    seed_codes = np.unique(np.asarray(seed), return_inverse=True)[1].ravel()
+    if not (x.size == item_codes.size == seed_codes.size == y.size):
+        raise ValueError("correct, is_method, item and seed must have the same length")
+    n_items = int(item_codes.max(initial=-1)) + 1
+    n_seeds = int(seed_codes.max(initial=-1)) + 1
+    n_informative = _informative_strata(y, item_codes, n_items)
+    counts = (int(y.size), n_items, n_informative, n_seeds)
+    if y.size == 0:
+        return _not_estimated(counts, "skipped: no rows")
+    if x.all() or not x.any():
+        return _not_estimated(counts, "skipped: needs rows from both the method and the baseline")
+    cells = item_codes * n_seeds + seed_codes
+    if n_informative == 0 or not _has_discordant_cell(y, x, cells, n_items * n_seeds):
+        return _not_estimated(counts, "not estimable: no item where the two arms differ")
+
+    fit = _fit(y, _design(x, seed_codes, n_seeds), item_codes)
+    if isinstance(fit, str):
+        return _not_estimated(counts, fit)
+    coef, se = fit
+    z = coef / se
+    return ConditionalLogitResult(
+        *counts,
+        coef=coef,
+        se=se,
+        z=z,
+        p=float(2.0 * scipy.stats.norm.sf(abs(z))),
+        odds_ratio=float(np.exp(coef)),
+        ci95_low=float(np.exp(coef - _Z95 * se)),
+        ci95_high=float(np.exp(coef + _Z95 * se)),
+        converged=True,
     )
 
 

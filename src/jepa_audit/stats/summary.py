@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .coupling import spearman
-from .items import hierarchical_bootstrap, mcnemar_exact, mixed_model_logit, probability_of_improvement
+from .items import conditional_logit, hierarchical_bootstrap, mcnemar_exact, probability_of_improvement
 from .multiplicity import adjust
 from .paired import pair_by_seed, paired_comparison, signflip_floor
 from .power import mde_pp, mde_sd
@@ -413,8 +413,7 @@ def _items_entry(
     load: Callable[[Mapping[str, Any]], list[dict[str, Any]] | None],
     rng: np.random.Generator,
     bootstrap_reps: int,
-    fit_mixed: bool,
-    mixed_opts: Mapping[str, Any],
+    fit_logit: bool,
 ) -> dict[str, Any] | None:
     by_method = idx.cells[key]
     field_name = ITEM_FIELDS[metric]
@@ -451,11 +450,11 @@ def _items_entry(
         "n_seeds": len(per_seed),
         "mcnemar": per_seed,
         "bootstrap": hierarchical_bootstrap(diffs, rng, reps=bootstrap_reps).as_dict(),
-        "mixed_model": None,
+        "conditional_logit": None,
     }
-    if fit_mixed and long_rows:
+    if fit_logit and long_rows:
         y, x, item, seed = (np.concatenate(parts) for parts in zip(*long_rows, strict=True))
-        entry["mixed_model"] = mixed_model_logit(y, x, item, seed, rng=rng, **mixed_opts).as_dict()
+        entry["conditional_logit"] = conditional_logit(y, x, item, seed).as_dict()
     return entry
 
 
@@ -612,18 +611,17 @@ def build_summary(
     power: float = 0.80,
     seed: int = 0,
     bootstrap_reps: int = 2_000,
-    mixed_model_metrics: Sequence[str] = ("exact_match",),
-    mixed_model_max_rows: int = 20_000,
-    mixed_model_maxiter: int = 1_000,
-    mixed_model_deadline_s: float | None = 120.0,
+    conditional_logit_metrics: Sequence[str] = ("exact_match",),
 ) -> dict[str, Any]:
     """The summary.json structure of DESIGN.md, plus the secondary analyses.
 
     ``rows``: parsed results.jsonl rows. ``alpha``: the level for every ``reject_*``. ``family``:
     ``"per-benchmark"`` (one benchmark × mode × metric) or ``"all"`` (one metric × mode across
     benchmarks). ``predictions_loader``: maps a row's ``predictions_file`` to its parsed per-item rows
-    (or None); without it the per-item section is empty. ``seed`` fixes every bootstrap and the
-    mixed-model start, so the output is a deterministic function of the inputs.
+    (or None); without it the per-item section is empty. ``conditional_logit_metrics``: the metrics
+    whose items get the conditional logit (``()``: none; ~2 s per fit on 20,000 rows). ``seed`` fixes
+    every bootstrap (the conditional logit needs no randomness), so the output is a deterministic
+    function of the inputs.
 
     Top-level keys: ``alpha``, ``family``, ``comparisons`` (the DESIGN.md contract, plus ``mode``,
     ``aux_family``, ``seeds``, ``note``, ``family_id``, ``family_m`` and a few descriptive extras),
@@ -654,11 +652,6 @@ def build_summary(
     if predictions_loader is not None:
         load = _cached_loader(predictions_loader, idx.warnings)
         root = np.random.SeedSequence(seed)
-        mixed_opts = {
-            "max_rows": mixed_model_max_rows,
-            "maxiter": mixed_model_maxiter,
-            "deadline_s": mixed_model_deadline_s,
-        }
         for k, comp in enumerate(comparisons):
             if comp["n"] < 1 or BASELINE not in idx.cells[(comp["benchmark"], comp["mode"])]:
                 continue
@@ -672,8 +665,7 @@ def build_summary(
                 load,
                 rng,
                 bootstrap_reps,
-                comp["metric"] in mixed_model_metrics,
-                mixed_opts,
+                comp["metric"] in conditional_logit_metrics,
             )
             if entry is not None:
                 items.append(entry)
@@ -706,9 +698,7 @@ def build_summary(
             "power": power,
             "seed": seed,
             "bootstrap_reps": bootstrap_reps,
-            "mixed_model_metrics": list(mixed_model_metrics),
-            "mixed_model_max_rows": mixed_model_max_rows,
-            "mixed_model_maxiter": mixed_model_maxiter,
+            "conditional_logit_metrics": list(conditional_logit_metrics),
         },
     }
     return json_safe(summary)
