@@ -1,8 +1,9 @@
 """``jepa-audit bench``: what an audit costs, as ratios measured within one run.
 
-One process, one model, one batch.  Every timing is a median over interleaved repetitions (A, B, C, A, B,
-C, …), so a noisy shared machine slows all arms alike and the *ratios* stay meaningful; absolute seconds
-are reported but never asserted anywhere.  Keys (kept stable for scripts): ``ce_step_s``,
+One process, one model, one batch.  Every step timing is the fastest of interleaved repetitions (A, B, C,
+A, B, C, …): on a shared machine interference only ever *adds* time and comes in bursts, so the fastest
+repetition of each arm is the least disturbed estimate of its cost (the reasoning of ``timeit``), and
+interleaving gives every arm the same chances; absolute seconds are reported but never asserted anywhere.  Keys (kept stable for scripts): ``ce_step_s``,
 ``aux_step_ratio``, ``packed_two_view_ratio``, ``llm_jepa_three_row_ratio``, ``probe_overhead``,
 ``geometry_overhead``, ``decode_tokens_per_s``, ``decode_speedup_vs_hf_generate``, ``dfa_pairs_per_s``,
 ``cell_wall_s``, ``device``; plus ``step_profile_ms`` (where a step's time goes, per phase of the loop)
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,8 +30,12 @@ BENCH_PRESET = "smoke"
 STEPS_PER_CALL = 4  # amortises optimizer set-up; every arm pays the same collate per step
 
 
-def _median_times(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Interleaved repetitions of each callable; median seconds per call."""
+def _fastest_times(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Interleaved repetitions of each callable; the fastest seconds per call of each.
+
+    A median over 15 repetitions still moved single-view ratios by up to 0.2 between two runs minutes apart
+    on a 2-core VM shared with other jobs (T2: 1.07× then 1.20×; T3-Global: 1.04× then 1.16×).
+    """
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -41,7 +45,7 @@ def _median_times(fns: dict[str, Callable[[], None]], repeats: int, warmup: int 
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}
 
 
 def _step_fn(model: nn.Module, rows: list[Encoded], pad: int, cfg: Config, method: str | None,
@@ -167,7 +171,7 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     fns.update({i: _step_fn(model, rows, pad, cfg, i) for i in ids})
     fns["three_row"] = _three_row_step(model, rows, pad)
     fns["probe_T1"] = _step_fn(model, rows, pad, cfg, "T1", probe=True)
-    t = _median_times(fns, repeats)
+    t = _fastest_times(fns, repeats)
     out["ce_step_s"] = t["ce"] / STEPS_PER_CALL
     out["aux_step_ratio"] = {i: t[i] / t["ce"] for i in ids}
     out["packed_two_view_ratio"] = t["llm-jepa"] / t["ce"]
@@ -190,10 +194,12 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     # ---- DFA scoring ---------------------------------------------------------------------------------------
     pairs = _dfa_pairs(preds)
     say(f"bench: DFA equivalence on {len(pairs)} (gold, prediction) pairs")
-    scorer = DfaScorer(max_states=cfg.eval.dfa_max_states, time_budget_s=cfg.eval.dfa_time_budget_s)
-    t0 = time.perf_counter()
-    scorer.score_many(pairs)
-    out["dfa_pairs_per_s"] = len(pairs) / (time.perf_counter() - t0)
+
+    def score_fresh() -> None:  # a fresh scorer each time: no compiled automaton carries over
+        DfaScorer(max_states=cfg.eval.dfa_max_states, time_budget_s=cfg.eval.dfa_time_budget_s).score_many(pairs)
+
+    # fastest of 3 passes, as for the steps: single passes read 1,050–3,050 pairs/s on this VM within the hour
+    out["dfa_pairs_per_s"] = len(pairs) / _fastest_times({"dfa": score_fresh}, repeats=3, warmup=0)["dfa"]
     out["dfa_pairs_source"] = "NL-RX test gold vs predictions" if len(pairs) > len(preds) else "smoke predictions"
 
     if device == "cuda":
