@@ -200,7 +200,7 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     def score_fresh() -> None:  # a fresh scorer each time: no compiled automaton carries over
         DfaScorer(max_states=cfg.eval.dfa_max_states, time_budget_s=cfg.eval.dfa_time_budget_s).score_many(pairs)
 
-    # fastest of 3 passes, as for the steps: single passes read 1,050–3,050 pairs/s on this VM within the hour
+    # fastest of 3 passes, as for the steps: single passes read 1,040–3,060 pairs/s on this VM within the hour
     out["dfa_pairs_per_s"] = len(pairs) / _fastest_times({"dfa": score_fresh}, repeats=3, warmup=0)["dfa"]
     out["dfa_pairs_source"] = "NL-RX test gold vs predictions" if len(pairs) > len(preds) else "smoke predictions"
 
