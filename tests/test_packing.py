@@ -122,3 +122,27 @@ def test_batch_select_repacks_the_chosen_rows():
     assert torch.equal(s.input_ids, b.input_ids[rows]) and torch.equal(s.regex_ids, b.regex_ids[rows])
     real = s.regex_mask.bool()
     assert torch.equal(s.regex_packed_ids.flatten()[s.regex_unpack][real], s.regex_ids[real])
+
+
+def test_packed_views_of_an_hf_llama_directory_equal_its_padded_rows(tmp_path):
+    """The real path: a Llama-3-templated HF directory, its own chat rows through `collate`, LoRA in training
+    mode; the packed regex views give the states of the padded rows on every real token."""
+    from conftest import make_hf_llama_dir
+    from jepa_audit.cell import prepare
+    from jepa_audit.config import load_config
+    from jepa_audit.data.views import collate
+
+    texts = ["lines containing the word dog", ".*dog.*", "lines with a number", ".*[0-9].*"] * 20
+    d = make_hf_llama_dir(tmp_path / "llama", texts)
+    cfg = load_config(None, None, ["model.kind=hf", f"model.path={d}", "data.n_train=64", "data.n_test=8",
+                                   "data.val_size=8", "adapter.dropout=0.0"])
+    prep = prepare(cfg)
+    b = collate(prep.train_rows[:12], int(prep.tok.pad_token_id))
+    assert b.regex_packed_ids.shape[0] < 12  # the views did pack into fewer rows
+    prep.model.train()
+    with torch.no_grad():
+        ref = prep.model(input_ids=b.regex_ids, attention_mask=b.regex_mask, output_hidden_states=True).hidden_states
+        packed = regex_view_hidden(prep.model, b)
+    real = b.regex_mask.bool()
+    for h_ref, h_pk in zip(ref, packed, strict=True):
+        torch.testing.assert_close(h_pk[real], h_ref[real], atol=1e-5, rtol=1e-5)
