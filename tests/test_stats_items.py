@@ -11,7 +11,10 @@ from jepa_audit.stats.items import (
     conditional_logit,
     hierarchical_bootstrap,
     mcnemar_exact,
+    mcnemar_log_odds,
     probability_of_improvement,
+    probability_of_improvement_paired,
+    seed_level_log_odds,
 )
 
 
@@ -47,13 +50,27 @@ def test_probability_of_improvement_hand_values_and_mann_whitney() -> None:
 
 def test_hierarchical_bootstrap_is_reproducible_and_centred() -> None:
     rng = np.random.default_rng(0)
-    diffs = [rng.integers(-1, 2, size=n).astype(float) for n in (40, 35, 40)]  # ragged item sets
+    diffs = rng.integers(-1, 2, size=(3, 40)).astype(float)
     r1 = hierarchical_bootstrap(diffs, np.random.default_rng(5), reps=500)
-    r2 = hierarchical_bootstrap(diffs, np.random.default_rng(5), reps=500)
+    r2 = hierarchical_bootstrap(list(diffs), np.random.default_rng(5), reps=500)
     assert r1 == r2
-    assert r1.point == pytest.approx(100 * np.mean([d.mean() for d in diffs]))
+    assert r1.point == pytest.approx(100 * diffs.mean())
     assert r1.low < r1.point < r1.high
-    assert "coarse" in r1.note
+    assert "coarse" in r1.note and "t-interval" in r1.note and "primary" in r1.note
+    with pytest.raises(ValueError, match="n_items"):
+        hierarchical_bootstrap([np.zeros(4), np.zeros(5)], np.random.default_rng(0))
+
+
+def test_hierarchical_bootstrap_redraws_the_same_items_for_every_seed() -> None:
+    # two seeds with identical per-item differences: when the same items are drawn for both seeds, the
+    # seed level adds nothing and the interval equals the one-seed item bootstrap; independent per-seed
+    # item draws would shrink its half-width by about 1/sqrt(2)
+    d = np.r_[np.ones(30), -np.ones(10), np.zeros(60)]
+    one = hierarchical_bootstrap([d], np.random.default_rng(1), reps=4000)
+    two = hierarchical_bootstrap([d, d], np.random.default_rng(1), reps=4000)
+    se = 100 * d.std(ddof=0) / np.sqrt(d.size)
+    assert two.high - two.low == pytest.approx(2 * 1.96 * se, rel=0.1)
+    assert two.high - two.low == pytest.approx(one.high - one.low, rel=0.1)
 
 
 def test_hierarchical_bootstrap_one_seed_matches_item_standard_error() -> None:
@@ -67,7 +84,7 @@ def test_hierarchical_bootstrap_one_seed_matches_item_standard_error() -> None:
 
 
 def test_hierarchical_bootstrap_degenerate_inputs() -> None:
-    zero = hierarchical_bootstrap([np.zeros(5), np.zeros(7)], np.random.default_rng(0), reps=50)
+    zero = hierarchical_bootstrap([np.zeros(5), np.zeros(5)], np.random.default_rng(0), reps=50)
     assert (zero.point, zero.low, zero.high) == (0.0, 0.0, 0.0)
     empty = hierarchical_bootstrap([], np.random.default_rng(0))
     assert empty.point is None and empty.note
@@ -141,7 +158,9 @@ def test_conditional_logit_is_deterministic_and_ignores_row_order() -> None:
 def test_conditional_logit_skip_notes() -> None:
     y, x, item, seed = _simulate(2, 30, 0.5)
     one_arm = conditional_logit(y, np.zeros_like(x), item, seed)
-    assert one_arm.coef is None and not one_arm.converged and "both the method and the baseline" in one_arm.note
+    assert (
+        one_arm.coef is None and not one_arm.converged and "both the method and the baseline" in one_arm.note
+    )
     # the arms agree on every item in every seed, though each item's outcome flips between the seeds
     agree = np.arange(10) % 2 == 0
     rows = [_pairs(outcome, outcome, np.full(10, k)) for k, outcome in enumerate((agree, ~agree))]
@@ -157,3 +176,37 @@ def test_conditional_logit_skip_notes() -> None:
     assert all(v is None for k, v in wins.as_dict().items() if k in ("coef", "se", "z", "p", "odds_ratio"))
     with pytest.raises(ValueError, match="same length"):
         conditional_logit(y, x[:-1], item, seed)
+
+
+def test_paired_probability_of_improvement() -> None:
+    # a method 2 pp better on every seed: the paired version says 1.0, the unpaired one much less
+    base = np.array([0.50, 0.55, 0.60, 0.65, 0.70])
+    assert probability_of_improvement_paired(base + 0.02 - base) == 1.0
+    assert probability_of_improvement(base + 0.02, base) == pytest.approx(0.6)
+    d = np.array([1.0, -1.0, 0.0, 2.0])
+    assert probability_of_improvement_paired(d) == pytest.approx((2 + 0.5) / 4)
+    assert probability_of_improvement_paired(np.array([])) is None
+
+
+def test_mcnemar_log_odds_closed_form_and_continuity_correction() -> None:
+    assert mcnemar_log_odds(12, 4) == pytest.approx(np.log(3.0))
+    assert mcnemar_log_odds(3, 0) == pytest.approx(np.log(3.5 / 0.5))
+    assert mcnemar_log_odds(0, 0) == 0.0
+    with pytest.raises(ValueError):
+        mcnemar_log_odds(-1, 2)
+
+
+def test_seed_level_log_odds_is_a_t_test_across_seeds() -> None:
+    b, c = [30, 25, 41, 22, 35], [20, 28, 30, 0, 25]
+    r = seed_level_log_odds(b, c)
+    lo = np.log(np.array([30 / 20, 25 / 28, 41 / 30, 22.5 / 0.5, 35 / 25]))
+    ref = scipy.stats.ttest_1samp(lo, 0.0)
+    assert r.n == 5 and r.log_odds == pytest.approx(lo.tolist())
+    assert r.t == pytest.approx(ref.statistic) and r.p_t == pytest.approx(ref.pvalue)
+    assert r.mean_log_odds == pytest.approx(lo.mean()) and r.odds_ratio == pytest.approx(np.exp(lo.mean()))
+    ci = ref.confidence_interval(0.95)
+    assert (r.ci95_low, r.ci95_high) == pytest.approx((ci.low, ci.high))
+    one = seed_level_log_odds([3], [1])
+    assert one.p_t is None and "n = 1" in one.note
+    with pytest.raises(ValueError):
+        seed_level_log_odds([1, 2], [1])

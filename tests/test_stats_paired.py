@@ -159,10 +159,36 @@ def test_degenerate_comparisons_have_null_statistics_and_a_note(d, n, mean, sd, 
     if mean is not None:
         assert r.mean_diff == pytest.approx(mean)
     assert r.sd_diff == sd
-    for name in ("ci95_low", "ci95_high", "t", "p_t", "p_wilcoxon", "p_signflip", "hedges_gz"):
+    for name in ("ci95_low", "ci95_high", "t", "p_t", "p_wilcoxon", "hedges_gz"):
         assert getattr(r, name) is None, name
+    # a constant non-zero difference keeps its exact sign-flip p (the floor 2/2^n); zero or n < 2 do not
+    if mean and n >= 2:
+        assert r.p_signflip == pytest.approx(2.0 / 2**n) and "sign-flip p" in r.note
+    else:
+        assert r.p_signflip is None
     assert fragment in r.note
     assert not any(isinstance(v, float) and math.isnan(v) for v in r.as_dict().values())
+
+
+def test_constant_nonzero_difference_gets_the_exact_sign_flip_p() -> None:
+    d = np.full(5, 2.0)
+    r = paired_comparison(d)
+    assert r.p_t is None and r.t is None and r.degenerate
+    ref = scipy.stats.permutation_test(
+        (d,), np.mean, permutation_type="samples", n_resamples=np.inf, alternative="two-sided"
+    ).pvalue
+    assert r.p_signflip == pytest.approx(0.0625) == pytest.approx(ref)
+    assert "0.0625" in r.note
+
+
+def test_n2_has_no_hedges_gz_and_notes_the_floor() -> None:
+    d = np.array([1.0, 3.0])
+    r = paired_comparison(d)
+    assert r.p_t == pytest.approx(scipy.stats.ttest_1samp(d, 0.0).pvalue)
+    assert r.hedges_gz is None and "hedges_gz undefined" in r.note and "floor is 0.5" in r.note
+    with pytest.raises(ValueError, match="n >= 3"):
+        hedges_gz(d)
+    assert paired_comparison(np.array([1.0, 3.0, 2.0])).hedges_gz is not None
 
 
 def test_large_n_skips_only_the_exact_sign_flip() -> None:

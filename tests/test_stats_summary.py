@@ -155,27 +155,32 @@ def test_missing_metric_values_drop_only_that_seed(per_benchmark) -> None:
 @pytest.mark.parametrize(
     ("method", "fragment"), [("same", "zero variance"), ("flat", "zero variance"), ("one", "n = 1 < 2")]
 )
-def test_degenerate_comparisons_are_null_and_left_out(per_benchmark, method, fragment) -> None:
+def test_degenerate_comparisons_are_null_and_counted_in_m(per_benchmark, method, fragment) -> None:
     c = _find(per_benchmark, "synth", method)
-    for key in ("t", "p_t", "p_wilcoxon", "p_signflip", "hedges_gz", "ci95_low", "ci95_high",
+    for key in ("t", "p_t", "p_wilcoxon", "hedges_gz", "ci95_low", "ci95_high",
                 "p_bonferroni", "p_holm", "p_bh"):  # fmt: skip
         assert c[key] is None, key
+    # 'flat' (+2 pp on each of 3 seeds) keeps its exact sign-flip p: 2/2^3
+    assert c["p_signflip"] == (0.25 if method == "flat" else None)
     assert not any(c[k] for k in ("reject_single", "reject_bonferroni", "reject_holm", "reject_bh"))
     assert fragment in c["note"]
     fam = next(f for f in per_benchmark["families"] if f["id"] == c["family_id"])
-    assert method in [e["method"] for e in fam["excluded"]]
+    assert method in [e["method"] for e in fam["degenerate"]]
+    assert c["family_m"] == fam["m"] == 7
 
 
 def _check_family(summary, members, alpha=0.10):
+    """statsmodels on the declared family: a degenerate member enters as p = 1 (counted in m)."""
     tested = [c for c in members if c["p_t"] is not None]
-    p = np.array([c["p_t"] for c in tested])
+    p = np.array([1.0 if c["p_t"] is None else c["p_t"] for c in members])
+    keep = np.array([c["p_t"] is not None for c in members])
     for name, sm in (("bonferroni", "bonferroni"), ("holm", "holm"), ("bh", "fdr_bh")):
         reject, adj, _, _ = multipletests(p, alpha=alpha, method=sm)
-        np.testing.assert_allclose([c[f"p_{name}"] for c in tested], adj, rtol=1e-12)
-        assert [c[f"reject_{name}"] for c in tested] == reject.tolist()
-    assert [c["reject_single"] for c in tested] == (p <= alpha).tolist()
-    assert all(c["family_m"] == len(tested) for c in members)
-    return len(tested)
+        np.testing.assert_allclose([c[f"p_{name}"] for c in tested], adj[keep], rtol=1e-12)
+        assert [c[f"reject_{name}"] for c in tested] == reject[keep].tolist()
+    assert [c["reject_single"] for c in tested] == (p[keep] <= alpha).tolist()
+    assert all(c["family_m"] == len(members) for c in members)
+    return len(members)
 
 
 def test_per_benchmark_families(per_benchmark) -> None:
@@ -185,18 +190,19 @@ def test_per_benchmark_families(per_benchmark) -> None:
             members = [c for c in s["comparisons"]
                        if c["benchmark"] == bench and c["metric"] == metric and c["mode"] == "lora"]  # fmt: skip
             m = _check_family(s, members)
-            assert m == (4 if bench == "synth" else 3)
+            assert m == (7 if bench == "synth" else 3)
     fam = next(f for f in s["families"] if f["id"] == "synth / lora / exact_match")
-    assert fam["m"] == 4 and fam["m_declared"] == 7
-    assert fam["bonferroni_threshold"] == pytest.approx(0.025)
-    assert "m = 4" in s["family_definition"] and "per-benchmark" in s["family_definition"]
+    assert fam["m"] == 7 and fam["m_declared"] == 7 and fam["n_tested"] == 4
+    assert fam["bonferroni_threshold"] == pytest.approx(0.1 / 7)
+    assert "m = 7 (3 degenerate, counted in m)" in s["family_definition"]
+    assert "per-benchmark" in s["family_definition"]
 
 
 def test_all_family_spans_benchmarks_within_mode(all_family) -> None:
     s = all_family
     members = [c for c in s["comparisons"] if c["metric"] == "exact_match" and c["mode"] == "lora"]
     assert {c["benchmark"] for c in members} == {"synth", "turk"}
-    assert _check_family(s, members) == 7
+    assert _check_family(s, members) == 10
     full = _find(s, "synth", "up", mode="full")
     assert full["family_m"] == 1 and full["family_id"] != members[0]["family_id"]
     assert "across all benchmarks" in s["family_definition"]
@@ -207,7 +213,7 @@ def test_all_family_spans_benchmarks_within_mode(all_family) -> None:
 def test_family_choice_changes_corrections_only(per_benchmark, all_family) -> None:
     a, b = _find(per_benchmark, "turk", "up"), _find(all_family, "turk", "up")
     assert a["p_t"] == b["p_t"] and a["mean_diff"] == b["mean_diff"]
-    assert b["p_bonferroni"] == pytest.approx(min(1.0, 7 * a["p_t"]))
+    assert b["p_bonferroni"] == pytest.approx(min(1.0, 10 * a["p_t"]))
     assert a["p_bonferroni"] == pytest.approx(min(1.0, 3 * a["p_t"]))
 
 
@@ -234,42 +240,48 @@ def test_verdicts_and_power(per_benchmark) -> None:
     )
     single = [h["method"] for h in v["single"]]
     assert "up" in single and "same" not in single
-    assert v["n_degenerate"] == 3 and v["family_m"] == 4
+    assert v["n_degenerate"] == 3 and v["family_m"] == 7
     p = next(r for r in per_benchmark["power"] if r["family_id"] == v["family_id"])
-    assert p["n"] == 5 and p["m"] == 4
+    assert p["n"] == 5 and p["m"] == 7
+    assert p["alpha_corrected"] == pytest.approx(0.1 / 7)
     assert p["mde_sd_single"] == pytest.approx(1.36, abs=0.005)
     assert p["floor_nonparametric"] == 0.0625
     assert p["floor_blocks_corrected"] is True and p["floor_blocks_single"] is False
     tested = [c["sd_diff"] for c in per_benchmark["comparisons"]
               if c["family_id"] == v["family_id"] and c["sd_diff"] and c["p_t"] is not None]  # fmt: skip
     assert p["sd_diff_median"] == pytest.approx(float(np.median(tested)))
-    assert p["mde_pp_corrected"] == pytest.approx(p["mde_sd_corrected"] * p["sd_diff_median"])
+    # the MDE uses the pooled SD: root of the mean variance
+    assert p["sd_diff_pooled"] == pytest.approx(float(np.sqrt(np.mean(np.square(tested)))))
+    assert p["mde_pp_corrected"] == pytest.approx(p["mde_sd_corrected"] * p["sd_diff_pooled"])
+    assert p["mde_pp_single"] == pytest.approx(p["mde_sd_single"] * p["sd_diff_pooled"])
     assert "n_values" in p and 3 in p["n_values"]  # 'short' has n = 3
 
 
 def test_coupling_matches_scipy_spearman(per_benchmark) -> None:
     rows = make_rows()
     ce = {r["seed"]: r for r in rows if r["benchmark"] == "turk" and r["method"] == "ce"}
+    # one point per method: its means over seeds of Δgeometry and ΔEM
     x, y, g = [], [], []
     for method in sorted(DIFFS_TURK):
-        for r in sorted(
-            (r for r in rows if r["benchmark"] == "turk" and r["method"] == method), key=lambda r: r["seed"]
-        ):
-            base = ce[r["seed"]]
-            y.append(DIFFS_TURK[method][r["seed"]])
-            x.append(r["geometry"]["curvature_answer_L2"] - base["geometry"]["curvature_answer_L2"])
-            g.append(r["grad_cosine"]["mean"])
+        mine = [r for r in rows if r["benchmark"] == "turk" and r["method"] == method]
+        y.append(np.mean([DIFFS_TURK[method][r["seed"]] for r in mine]))
+        x.append(np.mean([r["geometry"]["curvature_answer_L2"] - ce[r["seed"]]["geometry"]["curvature_answer_L2"]
+                          for r in mine]))  # fmt: skip
+        g.append(np.mean([r["grad_cosine"]["mean"] for r in mine]))
     geo = next(c for c in per_benchmark["coupling"]
                if (c["benchmark"], c["kind"], c["key"]) == ("turk", "geometry", "curvature_answer_L2"))  # fmt: skip
     ref = scipy.stats.spearmanr(x, y)
-    assert (
-        geo["n"] == 15
-        and geo["rho"] == pytest.approx(ref.statistic)
-        and geo["p"] == pytest.approx(ref.pvalue)
-    )
+    assert geo["n"] == 3 and geo["n_cells"] == 15 and geo["unit"] == "method (mean over seeds)"
+    assert geo["rho"] == pytest.approx(ref.statistic) and geo["p"] == pytest.approx(ref.pvalue)
+    # BH across every coupling row with a p-value
+    tested = [c for c in per_benchmark["coupling"] if c["p"] is not None]
+    _, adj, _, _ = multipletests([c["p"] for c in tested], method="fdr_bh")
+    np.testing.assert_allclose([c["p_bh"] for c in tested], adj, rtol=1e-12)
+    assert "descriptive" in per_benchmark["coupling_label"]
     gc = next(c for c in per_benchmark["coupling"]
               if (c["benchmark"], c["kind"], c["key"]) == ("turk", "grad_cosine", "mean"))  # fmt: skip
-    assert gc["rho"] == pytest.approx(scipy.stats.spearmanr(g, y).statistic)
+    # every turk method has seeds 1-5 and cosine 0.01 x seed: the method means are equal, so rho is undefined
+    assert np.ptp(g) == pytest.approx(0.0) and gc["rho"] is None and "constant" in gc["note"]
     empty = next(c for c in per_benchmark["coupling"] if c["key"] == "rank_L4")
     assert empty["rho"] is None and empty["note"]
 

@@ -1,8 +1,11 @@
 """Per-item (secondary) analyses: both models answer the same test items.
 
 Shapes: a seed's correctness vector is a ``(n_items,)`` bool array, aligned by item id between the
-method and the baseline. These analyses gain power over the seed-level t-test but answer a
-conditional question (this test set, these seeds); the seed-level test stays the headline.
+method and the baseline. The item-level result is seed-level: McNemar's log-odds ratio per seed, then a
+t-test across seeds (:func:`seed_level_log_odds`), so run-to-run variation stays in the error term.
+The conditional logit is kept as a description conditional on these trained models (it excludes
+run-to-run variance and overstates significance as a test of the method); the seed-level test on the
+metric stays the headline.
 Randomness comes only from an explicit ``numpy.random.Generator``; nothing here reads files.
 """
 
@@ -26,6 +29,10 @@ __all__ = [
     "conditional_logit",
     "hierarchical_bootstrap",
     "probability_of_improvement",
+    "probability_of_improvement_paired",
+    "mcnemar_log_odds",
+    "SeedLogOddsResult",
+    "seed_level_log_odds",
 ]
 
 
@@ -251,44 +258,44 @@ def conditional_logit(
 
 
 def hierarchical_bootstrap(
-    diffs: Sequence[np.ndarray],
+    diffs: np.ndarray | Sequence[np.ndarray],
     rng: np.random.Generator,
     reps: int = 2_000,
     level: float = 0.95,
     scale: float = 100.0,
-    chunk: int = 256,
 ) -> BootstrapResult:
-    """Two-level bootstrap of a mean paired difference: resample seeds, then items within each.
+    """Two-level bootstrap of a mean paired difference: resample seeds, and the shared items once per draw.
 
-    ``diffs``: one ``(n_items_s,)`` array per seed of per-item differences (method − baseline, e.g.
-    correct as 0/1); item counts may differ between seeds. The statistic is ``scale`` × the mean over
-    seeds of the per-seed mean difference (percentage points for 0/1 data). Each draw picks n_seeds
-    seeds with replacement and, for every pick separately, resamples that seed's items with
-    replacement. Returns the observed statistic and the percentile interval at ``level``.
+    ``diffs``: ``(n_seeds, n_items)`` per-item differences (method − baseline, e.g. correct as 0/1), row s
+    for seed s and column j for the same test item j in every seed (a sequence of equal-length
+    ``(n_items,)`` arrays is accepted). The statistic is ``scale`` × the mean over seeds of the per-seed
+    mean difference (percentage points for 0/1 data). Each draw picks n_seeds seeds with replacement and
+    one multiset of n_items items with replacement, used for every picked seed: the test items are shared
+    by all seeds, so redrawing them independently per seed would treat one item's correlated outcomes
+    across seeds as independent and make the interval too narrow. Returns the observed statistic and the
+    percentile interval at ``level``. This interval is secondary: the seed-level t-interval is primary.
     """
-    arrays = [np.asarray(d, dtype=float).ravel() for d in diffs]
-    if not arrays or any(a.size == 0 for a in arrays):
+    rows = [np.asarray(d, dtype=float).ravel() for d in diffs]
+    if not rows or any(r.size == 0 for r in rows):
         return BootstrapResult(None, None, None, reps, level, note="needs at least one seed with items")
-    n_seeds = len(arrays)
-    point = scale * float(np.mean([a.mean() for a in arrays]))
+    if len({r.size for r in rows}) != 1:
+        raise ValueError(
+            f"diffs must have one value per shared item in every seed (n_seeds, n_items); got item counts "
+            f"{[r.size for r in rows]}"
+        )
+    d = np.vstack(rows)  # (n_seeds, n_items)
+    n_seeds, n_items = d.shape
+    point = scale * float(d.mean())
     picks = rng.integers(0, n_seeds, size=(reps, n_seeds))
-    item_means = np.empty((reps, n_seeds))
-    for s, a in enumerate(arrays):
-        where = np.nonzero(picks == s)
-        count = where[0].size
-        draws = np.empty(count)
-        for start in range(0, count, chunk):
-            stop = min(count, start + chunk)
-            idx = rng.integers(0, a.size, size=(stop - start, a.size))
-            draws[start:stop] = a[idx].mean(axis=1)
-        item_means[where] = draws
-    stats = scale * item_means.mean(axis=1)
+    counts = rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=reps)  # (reps, n_items)
+    per_seed = counts @ d.T / n_items  # (reps, n_seeds): every seed's mean over the drawn items
+    stats = scale * np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(stats, [tail, 1.0 - tail])
-    note = None
+    note = "secondary: the seed-level t-interval (ci95_low, ci95_high) is the primary interval"
     if n_seeds <= 5:
-        note = (
-            f"only {n_seeds} seeds: the seed level has few distinct resamples, "
+        note += (
+            f"; only {n_seeds} seeds: the seed level has few distinct resamples, "
             "so the percentile interval is coarse and tends to be too narrow"
         )
     return BootstrapResult(point, float(low), float(high), reps, level, note=note)
@@ -306,3 +313,82 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float | None:
     gt = (x[:, None] > y[None, :]).mean()
     eq = (x[:, None] == y[None, :]).mean()
     return float(gt + 0.5 * eq)
+
+
+def probability_of_improvement_paired(d: np.ndarray) -> float | None:
+    """Paired P(improvement): the fraction of seeds whose difference ``d`` (shape ``(n,)``) is > 0, ties ½.
+
+    The unpaired :func:`probability_of_improvement` ignores that both arms share a seed, so a method that
+    beats the baseline by 2 pp on every seed can show 0.8; this one shows 1.0. ``None`` if ``d`` is empty.
+    """
+    d = np.asarray(d, dtype=float).ravel()
+    if d.size == 0:
+        return None
+    return float(np.mean(d > 0) + 0.5 * np.mean(d == 0))
+
+
+def mcnemar_log_odds(n_method_only: int, n_baseline_only: int) -> float:
+    """McNemar's log-odds ratio log(b/c) of one seed's discordant counts (b: method only, c: baseline only).
+
+    With b or c zero the ratio is infinite or undefined; 0.5 is added to both (Haldane–Anscombe), so
+    b = c = 0 gives 0 and b = 3, c = 0 gives log(3.5/0.5).
+    """
+    b, c = float(n_method_only), float(n_baseline_only)
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b = {b}, c = {c}")
+    if b == 0 or c == 0:
+        b, c = b + 0.5, c + 0.5
+    return float(np.log(b / c))
+
+
+@dataclass(frozen=True)
+class SeedLogOddsResult:
+    """Item-level effect made seed-level: McNemar log-odds ratio per seed, then a t-test across seeds.
+
+    ``log_odds``: one log(b_s/c_s) per seed (continuity-corrected when b_s or c_s is 0). ``mean_log_odds``,
+    ``sd_log_odds`` (ddof 1), ``ci95_*`` (t-interval, df = n − 1), ``t`` and two-sided ``p_t`` as the
+    seed-level paired t-test computes them on the differences; ``odds_ratio = exp(mean_log_odds)``. The seed
+    is the unit, so run-to-run variation of the method effect is in the error term. ``None`` with a note
+    for n < 2 or zero variance across seeds.
+    """
+
+    n: int
+    log_odds: list[float]
+    mean_log_odds: float | None
+    sd_log_odds: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    t: float | None
+    p_t: float | None
+    odds_ratio: float | None
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def seed_level_log_odds(n_method_only: Sequence[int], n_baseline_only: Sequence[int]) -> SeedLogOddsResult:
+    """One-sample t-test across seeds (df = n − 1) of the per-seed McNemar log-odds ratios.
+
+    ``n_method_only``/``n_baseline_only``: ``(n_seeds,)`` discordant counts b_s, c_s of each seed.
+    """
+    from .paired import paired_comparison  # local: paired is the seed-level module, items the item-level one
+
+    b = list(n_method_only)
+    c = list(n_baseline_only)
+    if len(b) != len(c):
+        raise ValueError(f"need one b and one c per seed, got {len(b)} and {len(c)}")
+    lo = np.array([mcnemar_log_odds(x, y) for x, y in zip(b, c, strict=True)], dtype=float)
+    res = paired_comparison(lo)
+    return SeedLogOddsResult(
+        n=res.n,
+        log_odds=[float(v) for v in lo],
+        mean_log_odds=res.mean_diff,
+        sd_log_odds=res.sd_diff,
+        ci95_low=res.ci95_low,
+        ci95_high=res.ci95_high,
+        t=res.t,
+        p_t=res.p_t,
+        odds_ratio=float(np.exp(res.mean_diff)) if res.mean_diff is not None else None,
+        note=res.note,
+    )

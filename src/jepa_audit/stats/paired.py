@@ -57,7 +57,7 @@ class PairedResult:
 
     @property
     def degenerate(self) -> bool:
-        """True when the t-test is undefined (the comparison is left out of its family)."""
+        """True when the t-test is undefined (it still counts in its family's m, with no p-value)."""
         return self.p_t is None
 
     def as_dict(self) -> dict[str, float | int | str | None]:
@@ -91,9 +91,14 @@ def degenerate_reason(d: np.ndarray) -> str | None:
     if np.ptp(d) <= _REL_TOL * max(1.0, float(np.max(np.abs(d)))):
         return (
             f"zero variance: all {d.size} differences equal {float(d[0]):+.4g}; "
-            "t, p and CI undefined (left out of the family)"
+            "t, p and CI undefined (counted in m, never rejected)"
         )
     return None
+
+
+def _is_constant_nonzero(d: np.ndarray) -> bool:
+    """n ≥ 2 differences, all equal and non-zero: the t statistic is ±inf, but the sign-flip test is defined."""
+    return d.size >= 2 and degenerate_reason(d) is not None and abs(float(d[0])) > 0.0
 
 
 def paired_t(d: np.ndarray) -> tuple[float, float]:
@@ -115,9 +120,14 @@ def ci95(d: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 
 def hedges_gz(d: np.ndarray) -> float:
-    """Hedges' g_z of ``d`` (shape ``(n,)``): (mean/sd)·(1 − 3/(4(n − 1) − 1)), sd with ddof = 1."""
+    """Hedges' g_z of ``d`` (shape ``(n,)``): (mean/sd)·(1 − 3/(4(n − 1) − 1)), sd with ddof = 1.
+
+    Needs n ≥ 3: at n = 2 the correction factor is 0, so g_z would be 0 whatever the data.
+    """
     d = np.asarray(d, dtype=float)
     n = d.size
+    if n < 3:
+        raise ValueError(f"hedges_gz needs n >= 3 differences, got {n}")
     return float(d.mean() / d.std(ddof=1) * (1.0 - 3.0 / (4.0 * (n - 1) - 1.0)))
 
 
@@ -180,9 +190,27 @@ def paired_comparison(d: np.ndarray) -> PairedResult:
     if reason is not None:
         mean = float(d.mean()) if n >= 1 else None
         sd = 0.0 if n >= 2 else None
-        return PairedResult(n, mean, sd, None, None, None, None, None, None, None, note=reason)
+        p_flip = None
+        if _is_constant_nonzero(d):
+            # every seed moved the same way by the same amount: t is undefined, but the exact sign-flip
+            # test is not (it reaches its floor 2/2^n); report it so the direction is not lost
+            p_flip = signflip_p(d)
+            reason += (
+                f"; the same non-zero difference on every seed: sign-flip p = {p_flip:.4g} "
+                f"(its floor 2/2^{n}) is the only test defined"
+            )
+        return PairedResult(n, mean, sd, None, None, None, None, None, p_flip, None, note=reason)
     t, p = paired_t(d)
     low, high = ci95(d)
+    notes = []
+    if n > SIGNFLIP_MAX_N:
+        notes.append(f"exact sign-flip not computed: n = {n} > {SIGNFLIP_MAX_N}")
+    if n < 3:
+        notes.append(
+            f"hedges_gz undefined at n = {n} < 3 (its correction 1 − 3/(4(n−1) − 1) is 0 at n = 2); "
+            f"t-test with df = {n - 1}: the sign-flip and Wilcoxon floor is {signflip_floor(n):g}, so no "
+            "non-parametric check can support it"
+        )
     return PairedResult(
         n=n,
         mean_diff=float(d.mean()),
@@ -193,6 +221,6 @@ def paired_comparison(d: np.ndarray) -> PairedResult:
         p_t=p,
         p_wilcoxon=wilcoxon_p(d),
         p_signflip=signflip_p(d),
-        hedges_gz=hedges_gz(d),
-        note=f"exact sign-flip not computed: n = {n} > {SIGNFLIP_MAX_N}" if n > SIGNFLIP_MAX_N else None,
+        hedges_gz=hedges_gz(d) if n >= 3 else None,
+        note="; ".join(notes) if notes else None,
     )

@@ -11,6 +11,7 @@ value of the metric. The output is JSON-safe: no NaN or infinity anywhere, ``nul
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 from collections import Counter, defaultdict
@@ -20,8 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from .coupling import spearman
-from .items import conditional_logit, hierarchical_bootstrap, mcnemar_exact, probability_of_improvement
+from .coupling import group_means, spearman
+from .items import (
+    conditional_logit,
+    hierarchical_bootstrap,
+    mcnemar_exact,
+    mcnemar_log_odds,
+    probability_of_improvement_paired,
+    seed_level_log_odds,
+)
 from .multiplicity import adjust
 from .paired import pair_by_seed, paired_comparison, signflip_floor
 from .power import mde_pp, mde_sd
@@ -33,6 +41,8 @@ __all__ = [
     "CellIndex",
     "index_rows",
     "coupling_points",
+    "coupling_method_points",
+    "declared_comparisons",
     "build_summary",
     "json_safe",
 ]
@@ -45,6 +55,13 @@ FAMILIES: tuple[str, ...] = ("per-benchmark", "all")
 DEFAULT_MODE = "lora"
 UNSPECIFIED_FAMILY = "unspecified"
 CORRECTIONS: tuple[str, ...] = ("bonferroni", "holm", "bh")
+#: The verdict lists, each split into improvements (mean_diff > 0) and harms (mean_diff < 0).
+VERDICT_LISTS: tuple[str, ...] = ("single", "bonferroni", "holm", "bh")
+CONDITIONAL_LOGIT_LABEL = "conditional on these trained models; excludes run-to-run variance"
+COUPLING_LABEL = (
+    "descriptive: one point per auxiliary (mean over its seeds), Spearman rho, "
+    "Benjamini-Hochberg across every key tested"
+)
 
 PredictionsLoader = Callable[[str], "list[dict[str, Any]] | None"]
 Key = tuple[str, str]  # (benchmark, mode)
@@ -164,11 +181,48 @@ def _metric_by_seed(
 # --------------------------------------------------------------------------- seed-level comparisons
 
 
+def declared_comparisons(
+    idx: CellIndex, declared: Iterable[Mapping[str, Any]] | None = None
+) -> dict[Key, list[str]]:
+    """Every (benchmark, mode) → its methods ≠ ce that the grid declares, plus any the rows add.
+
+    ``declared``: the grid's cells, each a mapping with at least ``benchmark`` and ``method`` (``mode``
+    defaults to lora), e.g. the entries of the audit directory's grid.json. The family size m counts
+    these comparisons whatever the data do; rows of methods outside the grid are still compared.
+    """
+    out: dict[Key, set[str]] = {key: set(idx.methods(key)) for key in idx.groups()}
+    for i, cell in enumerate(declared or ()):
+        if not isinstance(cell, Mapping):
+            raise ValueError(
+                f"declared cell {i}: expected a mapping with benchmark, method, mode; got {cell!r}"
+            )
+        bench, method = cell.get("benchmark"), cell.get("method")
+        mode = cell.get("mode") if cell.get("mode") is not None else DEFAULT_MODE
+        if not (isinstance(bench, str) and isinstance(method, str) and isinstance(mode, str)):
+            raise ValueError(
+                f"declared cell {i}: benchmark, method and mode must be strings; got {dict(cell)!r}"
+            )
+        methods = out.setdefault((bench, mode), set())
+        if method != BASELINE:
+            methods.add(method)
+    return {key: sorted(methods) for key, methods in sorted(out.items())}
+
+
+def _n_test(rows: Iterable[Mapping[str, Any]]) -> int | None:
+    """The largest ``metrics.n_test`` of some rows (the finest step of the metric), or None."""
+    ns = [
+        int(n)
+        for r in rows
+        if isinstance(n := r["metrics"].get("n_test"), int) and not isinstance(n, bool) and n > 0
+    ]
+    return max(ns) if ns else None
+
+
 def _comparison(idx: CellIndex, key: Key, method: str, metric: str) -> dict[str, Any]:
     bench, mode = key
     where = f"{bench}/{mode}/{method}"
-    by_method = idx.cells[key]
-    method_scores = _metric_by_seed(by_method[method], metric, where, idx.warnings)
+    by_method = idx.cells.get(key, {})
+    method_scores = _metric_by_seed(by_method.get(method, {}), metric, where, idx.warnings)
     base_scores = _metric_by_seed(
         by_method.get(BASELINE, {}), metric, f"{bench}/{mode}/{BASELINE}", idx.warnings
     )
@@ -176,9 +230,20 @@ def _comparison(idx: CellIndex, key: Key, method: str, metric: str) -> dict[str,
     # Rounded to 1e-9 pp: differences of metric fractions that are equal in exact arithmetic (ties, zero
     # variance) are then equal in floating point too, as the rank and sign-flip tests need.
     res = paired_comparison(np.round(100.0 * (a - b), 9))
-    note = res.note
-    if BASELINE not in by_method:
-        note = f"no {BASELINE} baseline cells on {bench}/{mode}; " + (note or "")
+    notes = [res.note] if res.note else []
+    if method not in by_method:
+        notes.insert(0, "declared by the grid but no finished cells")
+    elif BASELINE not in by_method:
+        notes.insert(0, f"no {BASELINE} baseline cells on {bench}/{mode}")
+    n_test = _n_test([by_method[method][s] for s in seeds] + [by_method[BASELINE][s] for s in seeds])
+    step = 100.0 / n_test if n_test else None
+    below_step = bool(step is not None and res.sd_diff is not None and 0.0 < res.sd_diff < step)
+    if below_step:
+        notes.append(
+            f"sd_diff {res.sd_diff:.3g} pp is below one test item's step (100/n_test = {step:.3g} pp): "
+            "the differences move by less than one item, so the t-test is unreliable"
+        )
+    note = "; ".join(notes) if notes else None
     return {
         "benchmark": bench,
         "mode": mode,
@@ -207,7 +272,10 @@ def _comparison(idx: CellIndex, key: Key, method: str, metric: str) -> dict[str,
         "reject_bonferroni": False,
         "reject_holm": False,
         "reject_bh": False,
-        "prob_improvement": probability_of_improvement(a, b),
+        "prob_improvement": probability_of_improvement_paired(a - b),
+        "n_test": n_test,
+        "item_step_pp": step,
+        "sd_below_item_step": below_step,
         "degenerate": res.degenerate,
         "note": note,
         "family_id": None,
@@ -233,14 +301,17 @@ def _apply_families(comparisons: list[dict[str, Any]], family: str, alpha: float
     for fkey in sorted(grouped, key=lambda k: (k[0] or "", k[1], METRICS.index(k[2]))):
         members = grouped[fkey]
         tested = [c for c in members if not c["degenerate"]]
-        m = len(tested)
+        # m is the declared family size: a degenerate comparison enters the correction as p = 1, which
+        # can never be rejected and is exactly "counted in m" for Bonferroni, Holm and BH alike
+        m = len(members)
         fid = _family_id(fkey)
-        if m:
-            p = np.array([c["p_t"] for c in tested])
+        if tested:
+            p = np.array([1.0 if c["degenerate"] else c["p_t"] for c in members])
             for name in CORRECTIONS:
-                for comp, adj in zip(tested, adjust(p, name), strict=True):
-                    comp[f"p_{name}"] = float(adj)
-                    comp[f"reject_{name}"] = bool(adj <= alpha)
+                for comp, adj in zip(members, adjust(p, name), strict=True):
+                    if not comp["degenerate"]:
+                        comp[f"p_{name}"] = float(adj)
+                        comp[f"reject_{name}"] = bool(adj <= alpha)
             for comp in tested:
                 comp["reject_single"] = bool(comp["p_t"] <= alpha)
         for comp in members:
@@ -253,12 +324,15 @@ def _apply_families(comparisons: list[dict[str, Any]], family: str, alpha: float
                 "mode": fkey[1],
                 "metric": fkey[2],
                 "m": m,
-                "m_declared": len(members),
-                "excluded": [
+                "m_declared": m,
+                "n_tested": len(tested),
+                # degenerate comparisons: counted in m, no p-value, never rejected
+                "degenerate": [
                     {"benchmark": c["benchmark"], "method": c["method"], "note": c["note"]}
                     for c in members
                     if c["degenerate"]
                 ],
+                "n_two_seeds": sum(1 for c in tested if c["n"] == 2),
                 "bonferroni_threshold": alpha / m if m else None,
             }
         )
@@ -273,15 +347,50 @@ def _family_definition(family: str, alpha: float, families: Sequence[Mapping[str
     )
     listed = "; ".join(
         f"{f['id']}: m = {f['m']}"
-        + (f" ({f['m_declared'] - f['m']} degenerate left out)" if f["m_declared"] != f["m"] else "")
+        + (f" ({f['m'] - f['n_tested']} degenerate, counted in m)" if f["n_tested"] != f["m"] else "")
         for f in families
     )
     return (
-        f"Family '{family}': the comparisons against {BASELINE} of {scope}. Bonferroni, Holm and "
+        f"Family '{family}': the comparisons against {BASELINE} of {scope}. m is the declared family size: "
+        f"every comparison the grid defines, whatever the data do. Bonferroni, Holm and "
         f"Benjamini-Hochberg adjust p_t within each family at alpha = {alpha:g}. Degenerate comparisons "
-        f"(n < 2 or zero variance) carry no p-value and are left out of their family and of m. "
-        f"Families: {listed if listed else 'none'}."
+        f"(n < 2, zero variance, or no finished cells) carry no p-value and are never rejected, but count "
+        f"in m. Families: {listed if listed else 'none'}."
     )
+
+
+def _family_fwer(family: str, alpha: float, families: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Family-wise error rate across the families of one metric, under the global null.
+
+    Each family is controlled at ``alpha``; across k families of the same metric the chance of at least one
+    false rejection is 1 − (1 − α)^k if the families are independent (≤ k·α in any case).
+    """
+    per_metric = Counter(f["metric"] for f in families if f["m"])
+    k = max(per_metric.values(), default=0)
+    fwer = 1.0 - (1.0 - alpha) ** k if k else None
+    text = (
+        f"Each family is controlled at alpha = {alpha:g} on its own. Across the {k} families of one metric the "
+        f"family-wise error rate under the global null is 1 - (1 - {alpha:g})^{k} = {fwer:.3g} for independent "
+        f"families (at most {min(1.0, k * alpha):.3g} in any case)"
+        if k
+        else f"No family has a comparison; alpha = {alpha:g}"
+    )
+    if k > 1 and family == "per-benchmark":
+        text += (
+            "; to control it across benchmarks instead, rerun `jepa-audit report DIR --family all`, which puts "
+            "every benchmark of one metric and mode in one family"
+        )
+    elif family == "per-benchmark":
+        text += (
+            "; `jepa-audit report DIR --family all` pools the benchmarks of one metric and mode in one family"
+        )
+    return {
+        "k_per_metric": k,
+        "alpha": alpha,
+        "fwer_independent": fwer,
+        "fwer_bound": min(1.0, k * alpha) if k else None,
+        "text": text + ".",
+    }
 
 
 # --------------------------------------------------------------------------- verdicts and power
@@ -303,6 +412,11 @@ def _verdict_rows(comparisons: Sequence[Mapping[str, Any]]) -> list[dict[str, An
             hits.sort(key=lambda c: (c[p_key], c["method"]))
             return [{"method": c["method"], "mean_diff": c["mean_diff"], "p": c[p_key]} for c in hits]
 
+        lists = {
+            name: passing(f"reject_{name}", "p_t" if name == "single" else f"p_{name}")
+            for name in VERDICT_LISTS
+        }
+
         out.append(
             {
                 "benchmark": bench,
@@ -312,10 +426,10 @@ def _verdict_rows(comparisons: Sequence[Mapping[str, Any]]) -> list[dict[str, An
                 "family_m": members[0]["family_m"],
                 "n_comparisons": len(members),
                 "n_degenerate": sum(1 for c in members if c["degenerate"]),
-                "single": passing("reject_single", "p_t"),
-                "bonferroni": passing("reject_bonferroni", "p_bonferroni"),
-                "holm": passing("reject_holm", "p_holm"),
-                "bh": passing("reject_bh", "p_bh"),
+                **lists,
+                # the same lists split by direction: a rejected harm is not a win
+                "improvements": {k: [h for h in v if h["mean_diff"] > 0] for k, v in lists.items()},
+                "harms": {k: [h for h in v if h["mean_diff"] < 0] for k, v in lists.items()},
             }
         )
     return out
@@ -340,7 +454,7 @@ def _power_rows(
             if (c["benchmark"], c["mode"], c["metric"]) == (v["benchmark"], v["mode"], v["metric"])
             and not c["degenerate"]
         ]
-        m = v["family_m"] or 0
+        m = v["family_m"] or 0  # the declared family size
         row: dict[str, Any] = {
             "benchmark": v["benchmark"],
             "mode": v["mode"],
@@ -353,6 +467,7 @@ def _power_rows(
             "n": None,
             "n_values": sorted({c["n"] for c in members}),
             "sd_diff_median": None,
+            "sd_diff_pooled": None,
             "mde_sd_single": None,
             "mde_sd_corrected": None,
             "mde_pp_single": None,
@@ -367,11 +482,14 @@ def _power_rows(
             out.append(row)
             continue
         n = _typical_n([c["n"] for c in members])
-        sd = float(statistics.median(c["sd_diff"] for c in members))
+        # pooled SD: root of the mean variance. The median of per-method SDs (each on n − 1 df) is biased
+        # low, because the SD is a concave function of the variance; it made the MDE ~8 % optimistic.
+        sd = float(np.sqrt(np.mean([c["sd_diff"] ** 2 for c in members])))
         floor = signflip_floor(n)
         row.update(
             n=n,
-            sd_diff_median=sd,
+            sd_diff_median=float(statistics.median(c["sd_diff"] for c in members)),
+            sd_diff_pooled=sd,
             mde_sd_single=mde_sd(n, alpha, power),
             mde_pp_single=mde_pp(n, alpha, sd, power),
             mde_sd_corrected=mde_sd(n, alpha / m, power),
@@ -418,7 +536,7 @@ def _items_entry(
     by_method = idx.cells[key]
     field_name = ITEM_FIELDS[metric]
     per_seed = []
-    diffs: list[np.ndarray] = []
+    diffs: dict[Hashable, dict[Hashable, float]] = {}
     long_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for seed in seeds:
         mine = _item_vector(load(by_method[method][seed]), field_name)
@@ -428,9 +546,16 @@ def _items_entry(
         items = _sorted_seeds(set(mine) & set(base))
         a = np.array([mine[i] for i in items], dtype=bool)
         b = np.array([base[i] for i in items], dtype=bool)
-        per_seed.append({"seed": seed, **mcnemar_exact(a, b).as_dict()})
+        mc = mcnemar_exact(a, b)
+        per_seed.append(
+            {
+                "seed": seed,
+                **mc.as_dict(),
+                "log_odds_ratio": mcnemar_log_odds(mc.n_method_only, mc.n_baseline_only),
+            }
+        )
         if items:
-            diffs.append(a.astype(float) - b.astype(float))
+            diffs[seed] = {i: float(x) - float(y) for i, x, y in zip(items, a, b, strict=True)}
             ids = np.array([str(i) for i in items])
             long_rows.append(
                 (
@@ -442,6 +567,13 @@ def _items_entry(
             )
     if not per_seed:
         return None
+    # the bootstrap redraws the same items in every seed, so it uses the items every seed has
+    shared = _sorted_seeds(set.intersection(*(set(d) for d in diffs.values()))) if diffs else []
+    matrix = [np.array([d[i] for i in shared], dtype=float) for d in diffs.values()]
+    boot = hierarchical_bootstrap(matrix if shared else [], rng, reps=bootstrap_reps).as_dict()
+    dropped = max((len(d) for d in diffs.values()), default=0) - len(shared)
+    if dropped > 0 and boot["note"] is not None:
+        boot["note"] += f"; {dropped} item(s) not shared by every seed left out of the bootstrap"
     entry: dict[str, Any] = {
         "benchmark": key[0],
         "mode": key[1],
@@ -449,13 +581,27 @@ def _items_entry(
         "metric": metric,
         "n_seeds": len(per_seed),
         "mcnemar": per_seed,
-        "bootstrap": hierarchical_bootstrap(diffs, rng, reps=bootstrap_reps).as_dict(),
+        # the item-level result: per-seed McNemar log-odds ratios, t-test across seeds (df = n − 1)
+        "item_level": seed_level_log_odds(
+            [s["n_method_only"] for s in per_seed], [s["n_baseline_only"] for s in per_seed]
+        ).as_dict(),
+        "bootstrap": boot,
         "conditional_logit": None,
     }
     if fit_logit and long_rows:
         y, x, item, seed = (np.concatenate(parts) for parts in zip(*long_rows, strict=True))
-        entry["conditional_logit"] = conditional_logit(y, x, item, seed).as_dict()
+        entry["conditional_logit"] = {
+            "label": CONDITIONAL_LOGIT_LABEL,
+            **conditional_logit(y, x, item, seed).as_dict(),
+        }
     return entry
+
+
+def _comparison_rng(seed: int, comp: Mapping[str, Any]) -> np.random.Generator:
+    """A generator keyed by (benchmark, mode, metric, method), so adding a method moves no other interval."""
+    name = "\x1f".join(str(comp[k]) for k in ("benchmark", "mode", "metric", "method"))
+    words = np.frombuffer(hashlib.sha256(name.encode("utf-8")).digest()[:16], dtype=np.uint32)
+    return np.random.default_rng(np.random.SeedSequence([seed, *words.tolist()]))
 
 
 def _cached_loader(
@@ -534,10 +680,31 @@ def coupling_points(idx: CellIndex, key: Key) -> dict[str, Any]:
     }
 
 
-def _coupling_rows(idx: CellIndex) -> list[dict[str, Any]]:
+def coupling_method_points(idx: CellIndex, key: Key) -> dict[str, Any]:
+    """One point per auxiliary of one (benchmark, mode): its means over seeds of the cell points.
+
+    Returns ``{"methods": [...], "n_cells": (n_methods,), "delta_em": (n_methods,) pp, "geometry": {name:
+    (n_methods,)}, "grad_cosine": {...}}``; each mean is over the method's cells where that value is finite
+    (NaN if none). See :func:`coupling_points` for the cell values.
+    """
+    pts = coupling_points(idx, key)
+    labels = [m for m, _ in pts["cells"]]
+    methods, delta_em = group_means(labels, pts["delta_em"])
+    counts = Counter(labels)
+    return {
+        "methods": methods,
+        "n_cells": np.array([counts[m] for m in methods], dtype=int),
+        "delta_em": delta_em,
+        "geometry": {n: group_means(labels, x)[1] for n, x in pts["geometry"].items()},
+        "grad_cosine": {n: group_means(labels, x)[1] for n, x in pts["grad_cosine"].items()},
+    }
+
+
+def _coupling_rows(idx: CellIndex, alpha: float) -> list[dict[str, Any]]:
     out = []
     for key in idx.groups():
-        pts = coupling_points(idx, key)
+        pts = coupling_method_points(idx, key)
+        n_cells = int(pts["n_cells"].sum())
         for kind, columns in (("geometry", pts["geometry"]), ("grad_cosine", pts["grad_cosine"])):
             for name, x in columns.items():
                 res = spearman(x, pts["delta_em"])
@@ -548,9 +715,19 @@ def _coupling_rows(idx: CellIndex) -> list[dict[str, Any]]:
                         "kind": kind,
                         "key": name,
                         "versus": "delta_exact_match_pp",
+                        "unit": "method (mean over seeds)",
+                        "n_cells": n_cells,
                         **res.as_dict(),
+                        "p_bh": None,
+                        "reject_bh": False,
                     }
                 )
+    # BH across every key, layer, benchmark and mode tested: the table is a screen, not a set of findings
+    tested = [r for r in out if r["p"] is not None]
+    if tested:
+        for r, adj in zip(tested, adjust(np.array([r["p"] for r in tested]), "bh"), strict=True):
+            r["p_bh"] = float(adj)
+            r["reject_bh"] = bool(adj <= alpha)
     return out
 
 
@@ -608,6 +785,7 @@ def build_summary(
     family: str = "per-benchmark",
     predictions_loader: PredictionsLoader | None = None,
     *,
+    declared: Iterable[Mapping[str, Any]] | None = None,
     power: float = 0.80,
     seed: int = 0,
     bootstrap_reps: int = 2_000,
@@ -618,15 +796,20 @@ def build_summary(
     ``rows``: parsed results.jsonl rows. ``alpha``: the level for every ``reject_*``. ``family``:
     ``"per-benchmark"`` (one benchmark × mode × metric) or ``"all"`` (one metric × mode across
     benchmarks). ``predictions_loader``: maps a row's ``predictions_file`` to its parsed per-item rows
-    (or None); without it the per-item section is empty. ``conditional_logit_metrics``: the metrics
+    (or None); without it the per-item section is empty. ``declared``: the cells the grid defines (mappings
+    with ``benchmark``, ``method``, ``mode``, e.g. grid.json's entries); every comparison they imply is in
+    its family's m even without data (default: only the comparisons the rows have).
+    ``conditional_logit_metrics``: the metrics
     whose items get the conditional logit (``()``: none; ~2 s per fit on 20,000 rows). ``seed`` fixes
     every bootstrap (the conditional logit needs no randomness), so the output is a deterministic
     function of the inputs.
 
     Top-level keys: ``alpha``, ``family``, ``comparisons`` (the DESIGN.md contract, plus ``mode``,
-    ``aux_family``, ``seeds``, ``note``, ``family_id``, ``family_m`` and a few descriptive extras),
-    ``family_definition``, ``families``, ``verdicts``, ``power``, ``items``, ``coupling``,
-    ``grad_cosine``, ``failed``, ``warnings``, ``counts``.
+    ``aux_family``, ``seeds``, ``note``, ``family_id``, ``family_m``, ``n_test``, ``item_step_pp``,
+    ``sd_below_item_step`` and a few descriptive extras), ``family_definition``, ``family_fwer``,
+    ``families``, ``verdicts`` (each list also split into ``improvements`` and ``harms``), ``power``,
+    ``items`` (``item_level``: the seed-level McNemar log-odds t-test), ``coupling`` (one point per method,
+    with ``p_bh``), ``coupling_label``, ``grad_cosine``, ``failed``, ``warnings``, ``counts``, ``settings``.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {list(FAMILIES)}, got {family!r}")
@@ -635,11 +818,12 @@ def build_summary(
     alpha = float(alpha)
     idx = index_rows(rows)
 
+    grid = declared_comparisons(idx, declared)
     comparisons = [
         _comparison(idx, key, method, metric)
-        for key in idx.groups()
+        for key, methods in grid.items()
         for metric in METRICS
-        for method in idx.methods(key)
+        for method in methods
     ]
     for key in idx.groups():
         if BASELINE not in idx.cells[key]:
@@ -651,11 +835,10 @@ def build_summary(
     items_note = "no predictions loader: per-item analyses skipped"
     if predictions_loader is not None:
         load = _cached_loader(predictions_loader, idx.warnings)
-        root = np.random.SeedSequence(seed)
-        for k, comp in enumerate(comparisons):
-            if comp["n"] < 1 or BASELINE not in idx.cells[(comp["benchmark"], comp["mode"])]:
+        for comp in comparisons:
+            if comp["n"] < 1:
                 continue
-            rng = np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(k,)))
+            rng = _comparison_rng(seed, comp)
             entry = _items_entry(
                 idx,
                 (comp["benchmark"], comp["mode"]),
@@ -676,12 +859,14 @@ def build_summary(
         "family": family,
         "comparisons": comparisons,
         "family_definition": _family_definition(family, alpha, families),
+        "family_fwer": _family_fwer(family, alpha, families),
         "families": families,
         "verdicts": verdicts,
         "power": _power_rows(comparisons, verdicts, alpha, power),
         "items": items,
         "items_note": items_note,
-        "coupling": _coupling_rows(idx),
+        "coupling": _coupling_rows(idx, alpha),
+        "coupling_label": COUPLING_LABEL,
         "grad_cosine": _grad_cosine_rows(idx),
         "failed": idx.failed,
         "warnings": list(dict.fromkeys(idx.warnings)),
@@ -699,6 +884,8 @@ def build_summary(
             "seed": seed,
             "bootstrap_reps": bootstrap_reps,
             "conditional_logit_metrics": list(conditional_logit_metrics),
+            "conditional_logit_label": CONDITIONAL_LOGIT_LABEL,
+            "declared_from_grid": declared is not None,
         },
     }
     return json_safe(summary)
