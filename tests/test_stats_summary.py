@@ -317,7 +317,9 @@ def test_items_from_predictions_loader() -> None:
     dfa = next(e for e in s["items"] if e["metric"] == "dfa_accuracy")
     assert dfa["mcnemar"][0]["n_items"] == 3  # item 0 has dfa = null on the method side
     assert em["conditional_logit"] is None and s["settings"]["conditional_logit_metrics"] == []
-    again = build_summary(rows, predictions_loader=files.get, bootstrap_reps=200, conditional_logit_metrics=())
+    again = build_summary(
+        rows, predictions_loader=files.get, bootstrap_reps=200, conditional_logit_metrics=()
+    )
     assert again == s  # deterministic
 
 
@@ -369,3 +371,86 @@ def test_bad_arguments() -> None:
     assert not any(
         isinstance(v, float) and math.isnan(v) for v in empty["counts"].values() if isinstance(v, float)
     )
+
+
+def test_declared_family_size_does_not_shrink_with_the_data() -> None:
+    rows = make_rows()
+    # the grid declares a method that never finished, on both benchmarks: it counts in m
+    declared = [{"benchmark": r["benchmark"], "method": r["method"], "seed": r["seed"], "mode": r["mode"]}
+                for r in rows if r.get("status") == "done"]  # fmt: skip
+    declared += [{"benchmark": b, "method": "ghost", "seed": 1, "mode": "lora"} for b in ("synth", "turk")]
+    s = build_summary(rows, declared=declared, conditional_logit_metrics=())
+    ghost = _find(s, "turk", "ghost")
+    assert ghost["n"] == 0 and ghost["p_t"] is None and "declared by the grid" in ghost["note"]
+    members = [
+        c
+        for c in s["comparisons"]
+        if (c["benchmark"], c["metric"], c["mode"]) == ("turk", "exact_match", "lora")
+    ]
+    assert _check_family(s, members) == 4
+    up = _find(s, "turk", "up")
+    assert up["p_bonferroni"] == pytest.approx(min(1.0, 4 * up["p_t"]))
+    assert s["settings"]["declared_from_grid"] is True
+    with pytest.raises(ValueError, match="declared cell 0"):
+        build_summary(rows, declared=[{"benchmark": 1, "method": "x"}])
+
+
+def test_verdict_lists_are_split_by_direction() -> None:
+    rows = make_rows()
+    s = build_summary(rows, alpha=0.5, conditional_logit_metrics=())  # large alpha: harms pass too
+    v = next(v for v in s["verdicts"] if (v["benchmark"], v["metric"]) == ("turk", "exact_match"))
+    for name in ("single", "bonferroni", "holm", "bh"):
+        ups, downs = v["improvements"][name], v["harms"][name]
+        assert all(h["mean_diff"] > 0 for h in ups) and all(h["mean_diff"] < 0 for h in downs)
+        assert sorted(h["method"] for h in ups + downs) == sorted(h["method"] for h in v[name])
+    assert [h["method"] for h in v["harms"]["single"]] == ["ties"]  # mean -0.8 pp, p_t ~ 0.11
+    assert "up" in [h["method"] for h in v["improvements"]["single"]]
+
+
+def test_paired_probability_of_improvement_and_item_step(per_benchmark) -> None:
+    up, ties = _find(per_benchmark, "synth", "up"), _find(per_benchmark, "synth", "ties")
+    assert up["prob_improvement"] == 1.0  # better on every seed
+    assert ties["prob_improvement"] == pytest.approx((3 + 0.5) / 5)  # +1, +1, -1, +2, 0
+    assert up["n_test"] == 200 and up["item_step_pp"] == pytest.approx(0.5) and not up["sd_below_item_step"]
+    rows = [_row("b", "ce", s, 0.5, 0.5) for s in (1, 2, 3)]
+    rows += [_row("b", "up", s, 0.5 + d, 0.5) for s, d in ((1, 0.010), (2, 0.011), (3, 0.012))]
+    c = _find(build_summary(rows, conditional_logit_metrics=()), "b", "up")
+    assert (
+        c["sd_diff"] == pytest.approx(0.1) and c["sd_below_item_step"] and "below one test item" in c["note"]
+    )
+
+
+def test_family_fwer_is_stated_with_the_family_all_hint(per_benchmark, all_family) -> None:
+    f = per_benchmark["family_fwer"]
+    # per metric: synth/lora, synth/full, turk/lora
+    assert f["k_per_metric"] == 3 and f["fwer_independent"] == pytest.approx(1 - 0.9**3)
+    assert "--family all" in f["text"]
+    assert all_family["family_fwer"]["k_per_metric"] == 2  # lora and full
+
+
+def test_item_level_is_seed_level_and_bootstrap_keyed_by_comparison() -> None:
+    rng = np.random.default_rng(4)
+    n_items, seeds = 60, (1, 2, 3, 4)
+    files, rows = {}, []
+    for method in ("ce", "up", "noisy"):
+        for s in seeds:
+            correct = rng.random(n_items) < (0.5 if method == "ce" else 0.6)
+            files[f"p/{method}{s}.jsonl"] = [
+                {"item": i, "exact": bool(c), "dfa": bool(c)} for i, c in enumerate(correct)
+            ]
+            rows.append(_row("b", method, s, float(correct.mean()), float(correct.mean()),
+                             predictions_file=f"p/{method}{s}.jsonl"))  # fmt: skip
+    s = build_summary(rows, predictions_loader=files.get, bootstrap_reps=200, conditional_logit_metrics=())
+    em = next(e for e in s["items"] if (e["method"], e["metric"]) == ("up", "exact_match"))
+    lo = [m["log_odds_ratio"] for m in em["mcnemar"]]
+    ref = scipy.stats.ttest_1samp(lo, 0.0)
+    assert em["item_level"]["t"] == pytest.approx(ref.statistic) and em["item_level"]["p_t"] == pytest.approx(
+        ref.pvalue
+    )
+    assert "primary" in em["bootstrap"]["note"]
+    # dropping another method leaves this comparison's bootstrap interval unchanged
+    fewer = [r for r in rows if r["method"] != "noisy"]
+    s2 = build_summary(fewer, predictions_loader=files.get, bootstrap_reps=200, conditional_logit_metrics=())
+    em2 = next(e for e in s2["items"] if (e["method"], e["metric"]) == ("up", "exact_match"))
+    assert em2["bootstrap"] == em["bootstrap"]
+    json.dumps(s, allow_nan=False)
