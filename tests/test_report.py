@@ -85,12 +85,19 @@ def test_writes_the_three_files_and_returns_the_summary(built) -> None:
     assert summary["settings"]["conditional_logit_metrics"] == ["exact_match"]
 
 
-def test_report_shows_the_conditional_logit_column(built) -> None:
+def test_report_shows_the_conditional_logit_labelled_apart_from_the_verdict(built) -> None:
     out, summary = built
     md = (out / "report.md").read_text(encoding="utf-8")
     html = unescape((out / "report.html").read_text(encoding="utf-8"))
+    label = "conditional on these trained models; excludes run-to-run variance"
+    assert all(e["conditional_logit"]["label"] == label for e in summary["items"] if e["conditional_logit"])
     for text in (md, html):
-        assert "conditional logit (item strata)" in text and "mixed model" not in text.lower()
+        assert f"conditional logit (item strata; {label})" in text and "mixed model" not in text.lower()
+        assert f"Conditional logit: {label}" in text
+        # never beside the verdict: it appears only after the per-item section starts
+        verdict = text.index("Headline verdict")
+        assert text.index("log-odds") > text.index("Per-item analyses") > verdict
+        assert "item-level: McNemar log OR across seeds" in text
         assert "correct ~ method + seed" in text and "stratified by test item" in text
         assert "not fitted (fitted for exact_match only)" in text  # the dfa_accuracy rows
     for e in summary["items"]:
@@ -116,7 +123,17 @@ def test_report_states_family_floor_power_and_bootstrap_caveat(built) -> None:
         assert "80 % power" in text and "SD)" in text
         assert "coarse" in text
         assert "Survive Bonferroni" in text and "Survive Holm" in text and "Benjamini" in text
-        assert "left out of their family" in text
+        assert "still count in m" in text and "m (declared)" in text
+        # every verdict list comes split by direction
+        verdict = text[text.index("Headline verdict") : text.index("Power and the floors")]
+        assert verdict.count("Improvements (auxiliary better than ce)") == 2 and verdict.count("Harms (auxiliary worse than ce)") == 2
+        assert verdict.count("Survive Holm") == 4
+        # the family-wise error across families and the --family all hint
+        assert "family-wise error rate" in text and "--family all" in text
+        assert "Coupling: geometry and gradient agreement against ΔEM (descriptive)" in text
+        assert "One point per auxiliary" in text and "p_BH" in text
+        assert "The seed-level t-interval is the primary CI" in text
+        assert "paired probability of improvement" in text
 
 
 def test_html_escapes_hostile_strings(built) -> None:
@@ -212,3 +229,21 @@ def test_html_renders_in_headless_chromium(built, tmp_path) -> None:
     pixels = matplotlib.image.imread(str(shot))
     assert pixels.shape[:2] == (2000, 1200)
     assert float(pixels[..., :3].std()) > 0.02  # not a blank page
+
+
+def test_family_size_comes_from_the_grid_manifest(tmp_path) -> None:
+    out = tmp_path / "audit"
+    _write_results(out)
+    cells = {
+        f"synth__{m}__s{s}__lora": {"benchmark": "synth", "method": m, "seed": s, "mode": "lora", "hash": "h"}
+        for m in ("ce", "t1_straight", HOSTILE_METHOD, "never_ran")
+        for s in (82, 23, 37)
+    }
+    (out / "grid.json").write_text(json.dumps({"format": 1, "cells": cells}), encoding="utf-8")
+    summary = write_report(out, bootstrap_reps=20, conditional_logit_metrics=())
+    fam = next(f for f in summary["families"] if f["metric"] == "exact_match")
+    assert fam["m"] == 3 and fam["n_tested"] == 2 and fam["degenerate"][0]["method"] == "never_ran"
+    assert summary["settings"]["declared_from_grid"] is True
+    (out / "grid.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ReportError, match="grid.json"):
+        write_report(out, bootstrap_reps=20)

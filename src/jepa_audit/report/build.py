@@ -22,16 +22,24 @@ from typing import Any
 
 import jinja2
 
-from jepa_audit.stats.summary import BASELINE, FAMILIES, METRICS, build_summary, coupling_points, index_rows
+from jepa_audit.stats.summary import (
+    BASELINE,
+    FAMILIES,
+    METRICS,
+    build_summary,
+    coupling_method_points,
+    index_rows,
+)
 
 from . import plots
 
-__all__ = ["ReportError", "load_results", "predictions_loader", "write_report", "render"]
+__all__ = ["ReportError", "load_results", "load_declared", "predictions_loader", "write_report", "render"]
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
+GRID = "grid.json"  # the runner's manifest: every cell the grid defined in this directory
 _TEMPLATES = Path(__file__).parent / "templates"
 _MAX_SCATTER_PANELS = 12
 _EXAMPLES_PER_METHOD = 2
@@ -72,6 +80,34 @@ def load_results(path: Path) -> list[dict[str, Any]]:
             raise ReportError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
     return rows
+
+
+def load_declared(out_dir: Path) -> list[dict[str, Any]] | None:
+    """The cells the audit grid declared, from ``DIR/grid.json`` (written by the runner), or None without one.
+
+    Each entry is ``{"benchmark", "method", "seed", "mode"}``; they fix every family's size m. Raises
+    :class:`ReportError` naming the file when it exists but is not the runner's manifest.
+    """
+    path = Path(out_dir) / GRID
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read the grid manifest ({exc}); restore it or delete it") from exc
+    cells = manifest.get("cells") if isinstance(manifest, dict) else None
+    if not isinstance(cells, dict):
+        raise ReportError(
+            f"{path}: expected {{'cells': {{key: {{'benchmark', 'method', 'seed', 'mode', ...}}}}}}"
+        )
+    out = []
+    for key, cell in sorted(cells.items()):
+        if not (
+            isinstance(cell, dict) and all(isinstance(cell.get(k), str) for k in ("benchmark", "method"))
+        ):
+            raise ReportError(f"{path}: cell {key!r} lacks a benchmark and method (expected strings)")
+        out.append({k: cell.get(k) for k in ("benchmark", "method", "seed", "mode")})
+    return out
 
 
 def predictions_loader(out_dir: Path) -> Callable[[str], list[dict[str, Any]] | None]:
@@ -164,6 +200,7 @@ class ReportData:
     alpha: str
     family: str
     family_definition: str
+    family_fwer: str
     families: list[dict[str, Any]]
     verdicts: list[dict[str, Any]]
     power: list[dict[str, Any]]
@@ -171,12 +208,14 @@ class ReportData:
     items: list[dict[str, Any]]
     items_note: str | None
     coupling: list[dict[str, Any]]
+    coupling_label: str
     grad_cosine: list[dict[str, Any]]
     failed: list[dict[str, str]]
     warnings: list[str]
     examples: list[dict[str, str]]
     figures: dict[str, list[Figure]] = field(default_factory=dict)
     bootstrap_note: str = ""
+    logit_label: str = ""
 
 
 def _hits(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -193,10 +232,8 @@ def _verdict_view(v: Mapping[str, Any], alpha: float) -> dict[str, Any]:
         "n_degenerate": str(v["n_degenerate"]),
         "alpha": f"{alpha:g}",
         "bonferroni_threshold": _num(alpha / m) if m else "—",
-        "single": _hits(v["single"]),
-        "bonferroni": _hits(v["bonferroni"]),
-        "holm": _hits(v["holm"]),
-        "bh": _hits(v["bh"]),
+        "improvements": {k: _hits(x) for k, x in v["improvements"].items()},
+        "harms": {k: _hits(x) for k, x in v["harms"].items()},
     }
 
 
@@ -212,7 +249,7 @@ def _power_view(r: Mapping[str, Any]) -> dict[str, Any]:
         "alpha": f"{r['alpha']:g}",
         "alpha_corrected": _num(r["alpha_corrected"]),
         "power": f"{100 * r['power']:.0f} %",
-        "sd": _pp(r["sd_diff_median"], signed=False),
+        "sd": _pp(r["sd_diff_pooled"], signed=False),
         "mde_pp_single": _pp(r["mde_pp_single"], signed=False),
         "mde_sd_single": _pp(r["mde_sd_single"], signed=False),
         "mde_pp_corrected": _pp(r["mde_pp_corrected"], signed=False),
@@ -284,9 +321,19 @@ def _logit_cell(cl: Mapping[str, Any] | None, fitted: Sequence[str]) -> str:
     )
 
 
+def _item_level_cell(il: Mapping[str, Any]) -> str:
+    if il["p_t"] is None:
+        return f"mean log OR {_signed(il['mean_log_odds'], 3)}; no test: {il['note']}"
+    return (
+        f"mean log OR {_signed(il['mean_log_odds'], 3)} (95 % CI {_signed(il['ci95_low'], 3)} to "
+        f"{_signed(il['ci95_high'], 3)}), t = {_signed(il['t'])}, p = {_p(il['p_t'])}"
+    )
+
+
 def _items_view(e: Mapping[str, Any], fitted: Sequence[str]) -> dict[str, Any]:
     mc = "; ".join(
-        f"{s['seed']}: p = {_p(s['p'])} (+{s['n_method_only']}/−{s['n_baseline_only']} of {s['n_items']})"
+        f"{s['seed']}: p = {_p(s['p'])} (+{s['n_method_only']}/−{s['n_baseline_only']} of {s['n_items']}, "
+        f"log OR {_signed(s['log_odds_ratio'])})"
         for s in e["mcnemar"]
     )
     b = e["bootstrap"]
@@ -297,6 +344,7 @@ def _items_view(e: Mapping[str, Any], fitted: Sequence[str]) -> dict[str, Any]:
         "method": e["method"],
         "n_seeds": str(e["n_seeds"]),
         "mcnemar": mc,
+        "item_level": _item_level_cell(e["item_level"]),
         "bootstrap": "—" if b["point"] is None else f"{_pp(b['point'])} ({_pp(b['low'])}, {_pp(b['high'])})",
         "logit": _logit_cell(e["conditional_logit"], fitted),
     }
@@ -309,8 +357,10 @@ def _coupling_view(r: Mapping[str, Any]) -> dict[str, str]:
         "kind": "Δ geometry" if r["kind"] == "geometry" else "gradient cosine",
         "key": r["key"],
         "n": str(r["n"]),
+        "n_cells": str(r["n_cells"]),
         "rho": _signed(r["rho"]),
         "p": _p(r["p"]),
+        "p_bh": _p(r["p_bh"]),
         "note": r["note"] or "",
     }
 
@@ -412,10 +462,10 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
     idx = index_rows(rows)
     coupling = {(r["benchmark"], r["mode"], r["kind"], r["key"]): r for r in summary["coupling"]}
     for key in idx.groups():
-        pts = coupling_points(idx, key)
-        if not pts["cells"]:
+        pts = coupling_method_points(idx, key)
+        if not pts["methods"]:
             continue
-        families = [idx.aux_family.get(m, "unspecified") for m, _ in pts["cells"]]
+        families = [idx.aux_family.get(m, "unspecified") for m in pts["methods"]]
         panels = []
         for kind, columns in (("grad_cosine", pts["grad_cosine"]), ("geometry", pts["geometry"])):
             for name, x in columns.items():
@@ -436,9 +486,10 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
                 Figure(
                     "coupling",
                     title,
-                    f"One point per (auxiliary, seed) cell; x is the change vs the same seed's {BASELINE} (gradient "
-                    f"cosine: raw value), y is ΔEM in pp. Panels: gradient cosine, then geometry keys by |ρ| "
-                    f"(at most {_MAX_SCATTER_PANELS}; all keys are in the table).",
+                    f"Descriptive. One point per auxiliary: its mean over seeds of the change vs the same seed's "
+                    f"{BASELINE} (gradient cosine: raw value) and of ΔEM in pp. Panels: gradient cosine, then geometry "
+                    f"keys by |ρ| (at most {_MAX_SCATTER_PANELS}, so the panels shown are selected for large |ρ|; "
+                    f"all keys, with BH-adjusted p, are in the table).",
                     _data_uri(plots.coupling_scatter(chosen, families, title)),
                 )
             )
@@ -480,13 +531,14 @@ def _report_data(
         alpha=f"{alpha:g}",
         family=summary["family"],
         family_definition=summary["family_definition"],
+        family_fwer=summary["family_fwer"]["text"],
         families=[
             {
                 "id": f["id"],
                 "m": str(f["m"]),
-                "m_declared": str(f["m_declared"]),
+                "n_tested": str(f["n_tested"]),
                 "threshold": _num(f["bonferroni_threshold"]),
-                "excluded": [{"method": e["method"], "note": e["note"] or ""} for e in f["excluded"]],
+                "degenerate": [{"method": e["method"], "note": e["note"] or ""} for e in f["degenerate"]],
             }
             for f in summary["families"]
         ],
@@ -496,6 +548,7 @@ def _report_data(
         items=[_items_view(e, summary["settings"]["conditional_logit_metrics"]) for e in summary["items"]],
         items_note=summary["items_note"],
         coupling=[_coupling_view(r) for r in summary["coupling"]],
+        coupling_label=summary["coupling_label"],
         grad_cosine=[_grad_view(r) for r in summary["grad_cosine"]],
         failed=[
             {
@@ -509,8 +562,11 @@ def _report_data(
         figures=_figures(summary, rows),
         bootstrap_note=(
             "Percentile bootstrap intervals at small n are coarse: with n seeds there are only C(2n−1, n) distinct "
-            "seed-level resamples (126 at n = 5), so they tend to be too narrow. The t-interval is the primary CI."
+            "seed-level resamples (126 at n = 5), so they tend to be too narrow. The seed-level t-interval is the "
+            "primary CI; the bootstrap is secondary. Each draw redraws the same test items for every seed (the items "
+            "are shared), and its random stream is keyed by (benchmark, mode, metric, method)."
         ),
+        logit_label=summary["settings"]["conditional_logit_label"],
     )
 
 
@@ -556,6 +612,9 @@ def write_report(
 ) -> dict[str, Any]:
     """Recompute ``summary.json``, ``report.md`` and ``report.html`` in ``out_dir`` from its results.jsonl.
 
+    The declared family (every comparison the grid defines, which fixes m) comes from ``out_dir/grid.json``
+    when the runner wrote one; without it, from the rows alone.
+
     ``alpha`` and ``family`` are passed to :func:`jepa_audit.stats.summary.build_summary`, as are any
     ``summary_options`` (e.g. ``bootstrap_reps``, ``conditional_logit_metrics``). Returns the summary dict.
     Raises :class:`ReportError` for a missing or malformed results file, and for a bad ``alpha`` or
@@ -568,6 +627,7 @@ def write_report(
         raise ReportError(f"--alpha must be in (0, 1), got {alpha!r}")
     rows = load_results(out_dir / RESULTS)
     load = predictions_loader(out_dir)
+    summary_options.setdefault("declared", load_declared(out_dir))
     summary = build_summary(rows, alpha=alpha, family=family, predictions_loader=load, **summary_options)
     md, html = render(_report_data(summary, rows, load))
     _atomic_write(
