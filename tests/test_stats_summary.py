@@ -454,3 +454,14 @@ def test_item_level_is_seed_level_and_bootstrap_keyed_by_comparison() -> None:
     em2 = next(e for e in s2["items"] if (e["method"], e["metric"]) == ("up", "exact_match"))
     assert em2["bootstrap"] == em["bootstrap"]
     json.dumps(s, allow_nan=False)
+
+
+def test_two_seed_comparisons_enter_the_family_with_a_floor_note() -> None:
+    rows = [_row("b", "ce", s, 0.5, 0.5) for s in (1, 2)]
+    rows += [_row("b", "up", s, 0.5 + d, 0.5 + d) for s, d in ((1, 0.01), (2, 0.03))]
+    s = build_summary(rows, conditional_logit_metrics=())
+    c = _find(s, "b", "up")
+    assert c["p_t"] == pytest.approx(scipy.stats.ttest_1samp([1.0, 3.0], 0.0).pvalue)
+    assert c["hedges_gz"] is None and "floor is 0.5" in c["note"]
+    assert c["p_bonferroni"] is not None  # it is in the family ...
+    assert "1 tested on n = 2 seeds" in s["family_definition"]  # ... with the floor stated

@@ -348,6 +348,11 @@ def _family_definition(family: str, alpha: float, families: Sequence[Mapping[str
     listed = "; ".join(
         f"{f['id']}: m = {f['m']}"
         + (f" ({f['m'] - f['n_tested']} degenerate, counted in m)" if f["n_tested"] != f["m"] else "")
+        + (
+            f" ({f['n_two_seeds']} tested on n = 2 seeds: t with df = 1, sign-flip floor 0.5)"
+            if f["n_two_seeds"]
+            else ""
+        )
         for f in families
     )
     return (
