@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -272,7 +273,10 @@ def test_coupling_matches_scipy_spearman(per_benchmark) -> None:
                if (c["benchmark"], c["kind"], c["key"]) == ("turk", "geometry", "curvature_answer_L2"))  # fmt: skip
     ref = scipy.stats.spearmanr(x, y)
     assert geo["n"] == 3 and geo["n_cells"] == 15 and geo["unit"] == "method (mean over seeds)"
-    assert geo["rho"] == pytest.approx(ref.statistic) and geo["p"] == pytest.approx(ref.pvalue)
+    # three methods: the exact permutation p over all 3! pairings, not scipy's t-approximation
+    exact = np.mean([abs(scipy.stats.spearmanr(np.array(p), y).statistic) >= abs(ref.statistic) - 1e-12
+                     for p in itertools.permutations(x)])  # fmt: skip
+    assert geo["rho"] == pytest.approx(ref.statistic) and geo["p"] == pytest.approx(exact)
     # BH across every coupling row with a p-value
     tested = [c for c in per_benchmark["coupling"] if c["p"] is not None]
     _, adj, _, _ = multipletests([c["p"] for c in tested], method="fdr_bh")
@@ -465,3 +469,23 @@ def test_two_seed_comparisons_enter_the_family_with_a_floor_note() -> None:
     assert c["hedges_gz"] is None and "floor is 0.5" in c["note"]
     assert c["p_bonferroni"] is not None  # it is in the family ...
     assert "1 tested on n = 2 seeds" in s["family_definition"]  # ... with the floor stated
+
+
+def test_spearman_small_n_uses_the_exact_permutation_p() -> None:
+    from jepa_audit.stats.coupling import spearman
+
+    # three methods in perfect order: scipy's t-approximation says p = 0, the exact p is 2/3! = 1/3
+    r = spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 5.0, 9.0]))
+    assert r.rho == 1.0 and r.p == pytest.approx(1 / 3) and "exact" in r.note
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=6), np.r_[rng.normal(size=5), 0.0]
+    obs = abs(scipy.stats.spearmanr(x, y).statistic)
+    ref = np.mean(
+        [
+            abs(scipy.stats.spearmanr(np.array(p), y).statistic) >= obs - 1e-12
+            for p in itertools.permutations(x)
+        ]
+    )
+    assert spearman(x, y).p == pytest.approx(ref)
+    big_x, big_y = rng.normal(size=12), rng.normal(size=12)
+    assert spearman(big_x, big_y).p == pytest.approx(scipy.stats.spearmanr(big_x, big_y).pvalue)
