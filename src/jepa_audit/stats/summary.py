@@ -373,13 +373,18 @@ def _family_fwer(family: str, alpha: float, families: Sequence[Mapping[str, Any]
     per_metric = Counter(f["metric"] for f in families if f["m"])
     k = max(per_metric.values(), default=0)
     fwer = 1.0 - (1.0 - alpha) ** k if k else None
-    text = (
-        f"Each family is controlled at alpha = {alpha:g} on its own. Across the {k} families of one metric the "
-        f"family-wise error rate under the global null is 1 - (1 - {alpha:g})^{k} = {fwer:.3g} for independent "
-        f"families (at most {min(1.0, k * alpha):.3g} in any case)"
-        if k
-        else f"No family has a comparison; alpha = {alpha:g}"
-    )
+    if k == 0:
+        text = f"No family has a comparison; alpha = {alpha:g}"
+    elif k == 1:
+        text = (
+            f"One family per metric, controlled at alpha = {alpha:g}: its family-wise error rate is {alpha:g}"
+        )
+    else:
+        text = (
+            f"Each family is controlled at alpha = {alpha:g} on its own. Across the {k} families of one metric the "
+            f"family-wise error rate under the global null is 1 - (1 - {alpha:g})^{k} = {fwer:.3g} for independent "
+            f"families (at most {min(1.0, k * alpha):.3g} in any case)"
+        )
     if k > 1 and family == "per-benchmark":
         text += (
             "; to control it across benchmarks instead, rerun `jepa-audit report DIR --family all`, which puts "
