@@ -489,3 +489,8 @@ def test_spearman_small_n_uses_the_exact_permutation_p() -> None:
     assert spearman(x, y).p == pytest.approx(ref)
     big_x, big_y = rng.normal(size=12), rng.normal(size=12)
     assert spearman(big_x, big_y).p == pytest.approx(scipy.stats.spearmanr(big_x, big_y).pvalue)
+
+
+def test_alpha_above_the_target_power_gives_no_mde() -> None:
+    s = build_summary(make_rows(), alpha=0.9, conditional_logit_metrics=())
+    assert all(p["mde_sd_single"] is None and "no MDE" in p["note"] for p in s["power"] if p["n_values"])

@@ -491,6 +491,10 @@ def _power_rows(
             row["note"] = "no testable comparison (all degenerate or none)"
             out.append(row)
             continue
+        if alpha >= power:  # power at level alpha is at least alpha: no MDE to solve for
+            row["note"] = f"no MDE: alpha = {alpha:g} is not below the target power {power:g}"
+            out.append(row)
+            continue
         n = _typical_n([c["n"] for c in members])
         # pooled SD: root of the mean variance. The median of per-method SDs (each on n − 1 df) is biased
         # low, because the SD is a concave function of the variance; it made the MDE ~8 % optimistic.
