@@ -119,7 +119,9 @@ def coupling_null(
     }
 
 
-def sd_estimators(reps: int = 20_000, n_methods: int = 22, n_seeds: int = 5, seed: int = 0) -> dict[str, float]:
+def sd_estimators(
+    reps: int = 20_000, n_methods: int = 22, n_seeds: int = 5, seed: int = 0
+) -> dict[str, float]:
     """Mean of the median of per-method SDs and of the pooled SD (root mean variance), true SD = 1."""
     rng = np.random.default_rng(seed)
     sds = rng.normal(size=(reps, n_methods, n_seeds)).std(axis=2, ddof=1)

@@ -126,7 +126,10 @@ def test_report_states_family_floor_power_and_bootstrap_caveat(built) -> None:
         assert "still count in m" in text and "m (declared)" in text
         # every verdict list comes split by direction
         verdict = text[text.index("Headline verdict") : text.index("Power and the floors")]
-        assert verdict.count("Improvements (auxiliary better than ce)") == 2 and verdict.count("Harms (auxiliary worse than ce)") == 2
+        assert (
+            verdict.count("Improvements (auxiliary better than ce)") == 2
+            and verdict.count("Harms (auxiliary worse than ce)") == 2
+        )
         assert verdict.count("Survive Holm") == 4
         # the family-wise error across families and the --family all hint
         assert "family-wise error rate" in text and "--family all" in text
