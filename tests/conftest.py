@@ -154,19 +154,21 @@ LLAMA32_TEMPLATE = (
 
 
 def make_hf_llama_dir(path: Path, texts: list[str], d: int = 32, layers: int = 2,
-                      template: str = LLAMA3_TEMPLATE) -> Path:
+                      template: str = LLAMA3_TEMPLATE, generation_eos: bool = False) -> Path:
     """A small Llama in Hugging Face format, shaped like Llama-3.2-1B-Instruct's directory.
 
     config.json + model.safetensors + tokenizer.json/tokenizer_config.json with Llama-3 special tokens
     (``<|begin_of_text|>``, ``<|start_header_id|>``, ``<|end_header_id|>``, ``<|eot_id|>``), a Llama-3
     style chat template (``template``: the simplified ``LLAMA3_TEMPLATE`` by default, ``LLAMA32_TEMPLATE`` for
     the real Llama-3.2 one), and *no pad token* (as the real one), so every loading step is exercised.
+    ``generation_eos``: write Llama-3.2-Instruct's generation_config.json (sampling defaults, and three eos ids:
+    ``<|end_of_text|>``, ``<|eom_id|>``, ``<|eot_id|>``, there 128001, 128008, 128009).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-               "<|finetune_right_pad_id|>"]
+               "<|finetune_right_pad_id|>", "<|eom_id|>"]
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
@@ -181,4 +183,11 @@ def make_hf_llama_dir(path: Path, texts: list[str], d: int = 32, layers: int = 2
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
+    if generation_eos:
+        import json
+
+        eos = [tok.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")]
+        (Path(path) / "generation_config.json").write_text(json.dumps(
+            {"bos_token_id": tok.bos_token_id, "eos_token_id": eos, "do_sample": True, "temperature": 0.6,
+             "top_p": 0.9}))
     return path

@@ -143,7 +143,7 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
               preset: str = BENCH_PRESET) -> dict[str, Any]:
     """Run every measurement and return the JSON-able result (see module docstring for keys)."""
     from jepa_audit.cell import prepare, run_cell
-    from jepa_audit.decode import decode_benchmark
+    from jepa_audit.decode import decode_benchmark, end_ids
     from jepa_audit.objectives import spec_rows
     from jepa_audit.regex import DfaScorer
 
@@ -186,7 +186,7 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
 
     # ---- decoding ------------------------------------------------------------------------------------------
     say("bench: greedy decoding vs model.generate")
-    stop = sorted({r.full[-1] for r in prep.test_rows} | {int(prep.tok.eos_token_id)})
+    stop = end_ids(model, prep.tok, {r.full[-1] for r in prep.test_rows})
     d = decode_benchmark(model, [r.prompt for r in prep.test_rows], pad_id=pad, stop_ids=stop,
                          max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, repeats=3)
     out["decode_tokens_per_s"] = d["decode_tokens_per_s"]

@@ -26,7 +26,6 @@ from torch import Tensor
 from jepa_audit.objectives import _common as C
 from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
 
-
 HEAD_CHUNK = 8192  # rows of a low-precision W cast to fp32 at a time: 8192 × 2048 × 4 B = 64 MiB at Llama-3.2-1B
 
 
