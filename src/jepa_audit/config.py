@@ -95,6 +95,9 @@ class DataCfg(Strict):
     n_test: int = Field(300, gt=0, description="embedded corpus: test pairs per benchmark")
     corpus_seed: int = Field(7, description="embedded corpus seed (fixed across cells)")
     val_size: int = Field(200, ge=0, description="validation slice carved from train (tuning only)")
+    geometry_size: int = Field(
+        64, ge=0, description="held-out geometry pool carved from train after val (never val, never test)"
+    )
     max_train: int | None = Field(None, gt=0, description="use only the first N training rows")
     max_test: int | None = Field(None, gt=0, description="evaluate only the first N test rows")
     system_prompt: str = "Convert natural language to regular expression."
@@ -134,8 +137,11 @@ class ProbeCfg(Strict):
 class GeometryCfg(Strict):
     enabled: bool = True
     layers: list[int] | None = Field(None, description="hidden-state indices; None = 4 evenly spaced incl. last")
-    n_sequences: int = Field(64, gt=1, description="held-out sequences from the validation slice")
-    seed: int = Field(0, description="which validation rows form the fixed geometry batch")
+    n_sequences: int = Field(
+        64, gt=1, description="sequences of the fixed geometry batch, drawn from the data.geometry_size pool "
+        "(capped by it, with a warning); ≥ 512 for d ≈ 2,048"
+    )
+    seed: int = Field(0, description="which pool rows form the fixed geometry batch")
     curve_every: int = Field(0, ge=0, description="log a cheap geometry subset every N steps (0 = off)")
 
 
