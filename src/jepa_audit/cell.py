@@ -74,6 +74,9 @@ def _encoded_splits(cfg: Config, model_dir: Path, tok: PreTrainedTokenizerBase):
 
 
 def prepare(cfg: Config, progress: ProgressFn | None = None) -> Prepared:
+    from jepa_audit.determinism import set_deterministic
+
+    set_deterministic(cfg.train.deterministic)  # before the first CUDA call (cuBLAS reads its env var once)
     torch.set_num_threads(cfg.train.threads)
     model_dir = base_model_path(cfg, progress)
     model, tok = load_pretrained(model_dir, cfg.model)
@@ -86,8 +89,6 @@ def prepare(cfg: Config, progress: ProgressFn | None = None) -> Prepared:
             f"{limit} positions; raise model.max_positions or lower eval.max_new_tokens"
         )
     model = build_model(model, cfg.adapter, cfg.seed)
-    if cfg.model.compile:
-        model = torch.compile(model)  # GPU only pays; the wrapper keeps parameters and forward signature
     return Prepared(model, tok, splits, train_rows, val_rows, test_rows, geometry_rows)
 
 
@@ -210,6 +211,7 @@ def run_cell(
         "data_source": prep.splits.source,
         "predictions_file": str(rel),
         "config_hash": cfg.cell_hash(),
+        "deterministic": cfg.train.deterministic,  # deterministic GPU kernels on (jepa_audit/determinism.py)
         "wall_s": time.perf_counter() - t0,
         "status": "done",
     }

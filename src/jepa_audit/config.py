@@ -45,7 +45,6 @@ class ModelCfg(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights/autocast dtype")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
-    compile: bool = Field(False, description="torch.compile the model (GPU only pays)")
     autocast: Literal["none", "bf16", "fp16"] = Field(
         "none", description="mixed precision for forward/loss on GPU (weights stay in model.dtype)"
     )
@@ -120,6 +119,9 @@ class TrainCfg(Strict):
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     threads: int = Field(1, gt=0, description="torch CPU threads per cell (tiny models gain nothing from more)")
     log_every: int = Field(10, gt=0)
+    deterministic: bool = Field(
+        False, description="deterministic GPU kernels (bit-identical retries; slower): see jepa_audit/determinism.py"
+    )
 
 
 class AuxCfg(Strict):
