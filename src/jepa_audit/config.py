@@ -116,6 +116,10 @@ class TrainCfg(Strict):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    schedule: Literal["cosine", "linear"] = Field(
+        "cosine", description="cosine: warmup then cosine to min_lr_ratio·lr; linear: transformers' "
+        "get_linear_schedule_with_warmup (LLM-JEPA's, via the HF Trainer default), to 0"
+    )
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     threads: int = Field(1, gt=0, description="torch CPU threads per cell (tiny models gain nothing from more)")
     log_every: int = Field(10, gt=0)
