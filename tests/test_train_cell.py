@@ -16,7 +16,7 @@ from jepa_audit.train import lr_at, train
 
 SMALL = [
     "data.n_train=240", "data.n_test=40", "data.val_size=24", "base.pool_size=400", "model.vocab_size=320",
-    "train.steps=12", "train.batch_size=8", "geometry.n_sequences=16", "probe.every=5",
+    "train.steps=12", "train.batch_size=8", "geometry.n_sequences=16", "data.geometry_size=16", "probe.every=5",
 ]
 
 
