@@ -36,6 +36,8 @@ def test_pool_gpus_one_per_worker_or_a_clear_refusal(two_gpus, monkeypatch):
     assert pool_gpus("cpu", 2) is None
     with pytest.raises(DeviceError, match="only 2 GPU.*--executor ray"):
         pool_gpus("cuda", 3)
+    with pytest.warns(UserWarning, match="cells share GPUs"):  # auto: tiny presets may share
+        assert pool_gpus("auto", 3) == ["0", "1", "0"]
     with pytest.raises(DeviceError, match="pins all 2 local workers"):
         pool_gpus("cuda:1", 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # physical ids of the visible devices

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 from jepa_audit.config import ConfigError
@@ -43,9 +44,10 @@ def visible_gpus() -> list[str]:
 def pool_gpus(device: str, workers: int) -> list[str] | None:
     """The GPU each of ``workers`` local pool workers gets, or None when the cells do not use CUDA.
 
-    ``device`` is ``model.device`` (auto | cpu | cuda | cuda:N).  Raises :class:`DeviceError` when more
-    than one worker would share a GPU: fewer GPUs than workers, or an explicit ``cuda:N`` that pins every
-    worker to one device.
+    ``device`` is ``model.device`` (auto | cpu | cuda | cuda:N).  With ``cuda`` (the paper presets) raises
+    :class:`DeviceError` when more than one worker would share a GPU: fewer GPUs than workers; an explicit
+    ``cuda:N`` pins every worker to one device and is refused too.  With ``auto`` (the CPU-scale presets on a
+    machine that has a GPU) extra workers share GPUs round-robin, with a warning.
     """
     if device == "cpu" or workers <= 1:
         return None
@@ -60,6 +62,12 @@ def pool_gpus(device: str, workers: int) -> list[str] | None:
             f"(each worker then gets its own GPU) or --workers 1"
         )
     if workers > len(gpus):
+        if device == "auto":  # the CPU-scale presets: tiny cells may share a GPU, spread round-robin
+            warnings.warn(
+                f"--workers {workers} on {len(gpus)} GPU(s): cells share GPUs (fine for tiny models; set "
+                f"model.device=cuda to require one GPU per cell)", stacklevel=2,
+            )
+            return [gpus[i % len(gpus)] for i in range(workers)]
         raise DeviceError(
             f"--workers {workers} but only {len(gpus)} GPU(s) are visible ({','.join(gpus)}): one cell per GPU. "
             f"Use --workers {len(gpus)}, or --executor ray for a cluster"
