@@ -62,3 +62,17 @@ def fast_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
 def slow_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
     time.sleep(0.3)
     return fast_cell(cfg, cell_dir, progress)
+
+
+def device_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    """fast_cell plus what the worker saw: its CUDA_VISIBLE_DEVICES and, under Ray, its GPU ids."""
+    row = fast_cell(cfg, cell_dir, progress)
+    row["cuda_visible"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import ray
+
+        row["ray_gpu_ids"] = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else None
+    except ImportError:
+        row["ray_gpu_ids"] = None
+    time.sleep(0.2)  # long enough that a pool hands jobs to both workers
+    return row

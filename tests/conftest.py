@@ -87,86 +87,25 @@ LLAMA3_TEMPLATE = (
 )
 
 
-# Llama-3.2-1B-Instruct's chat template, written out from the public tokenizer_config.json of that model (the
-# tool-calling branches included, whitespace control as there). What matters for our views: a system block is
-# *always* rendered, with "Cutting Knowledge Date" and a "Today Date" taken from ``strftime_now`` when the
-# renderer offers it (transformers does: the rendering changes from day to day unless ``date_string`` is passed);
-# a leading system message is trimmed and moved into that block; every message's content is trimmed.
-LLAMA32_TEMPLATE = (
-    "{{- bos_token }}\n"
-    "{%- if custom_tools is defined %}\n    {%- set tools = custom_tools %}\n{%- endif %}\n"
-    "{%- if not tools_in_user_message is defined %}\n    {%- set tools_in_user_message = true %}\n{%- endif %}\n"
-    "{%- if not date_string is defined %}\n"
-    "    {%- if strftime_now is defined %}\n        {%- set date_string = strftime_now(\"%d %b %Y\") %}\n"
-    "    {%- else %}\n        {%- set date_string = \"26 Jul 2024\" %}\n    {%- endif %}\n{%- endif %}\n"
-    "{%- if not tools is defined %}\n    {%- set tools = none %}\n{%- endif %}\n\n"
-    "{#- This block extracts the system message, so we can slot it into the right place. #}\n"
-    "{%- if messages[0]['role'] == 'system' %}\n"
-    "    {%- set system_message = messages[0]['content']|trim %}\n    {%- set messages = messages[1:] %}\n"
-    "{%- else %}\n    {%- set system_message = \"\" %}\n{%- endif %}\n\n"
-    "{#- System message #}\n"
-    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n"
-    "{%- if tools is not none %}\n    {{- \"Environment: ipython\\n\" }}\n{%- endif %}\n"
-    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}\n"
-    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}\n"
-    "{%- if tools is not none and not tools_in_user_message %}\n"
-    "    {{- \"You have access to the following functions. To call a function, please respond with JSON for a function call.\" }}\n"
-    "    {{- 'Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.' }}\n"
-    "    {{- \"Do not use variables.\\n\\n\" }}\n"
-    "    {%- for t in tools %}\n        {{- t | tojson(indent=4) }}\n        {{- \"\\n\\n\" }}\n    {%- endfor %}\n"
-    "{%- endif %}\n"
-    "{{- system_message }}\n{{- \"<|eot_id|>\" }}\n\n"
-    "{#- Custom tools are passed in a user message with some extra guidance #}\n"
-    "{%- if tools_in_user_message and not tools is none %}\n"
-    "    {#- Extract the first user message so we can plug it in here #}\n"
-    "    {%- if messages | length != 0 %}\n"
-    "        {%- set first_user_message = messages[0]['content']|trim %}\n        {%- set messages = messages[1:] %}\n"
-    "    {%- else %}\n        {{- raise_exception(\"Cannot put tools in the first user message when there's no first user message!\") }}\n"
-    "{%- endif %}\n"
-    "    {{- '<|start_header_id|>user<|end_header_id|>\\n\\n' -}}\n"
-    "    {{- \"Given the following functions, please respond with a JSON for a function call \" }}\n"
-    "    {{- \"with its proper arguments that best answers the given prompt.\\n\\n\" }}\n"
-    "    {{- 'Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.' }}\n"
-    "    {{- \"Do not use variables.\\n\\n\" }}\n"
-    "    {%- for t in tools %}\n        {{- t | tojson(indent=4) }}\n        {{- \"\\n\\n\" }}\n    {%- endfor %}\n"
-    "    {{- first_user_message + \"<|eot_id|>\"}}\n"
-    "{%- endif %}\n\n"
-    "{%- for message in messages %}\n"
-    "    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}\n"
-    "        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}\n"
-    "    {%- elif 'tool_calls' in message %}\n"
-    "        {%- if not message.tool_calls|length == 1 %}\n"
-    "            {{- raise_exception(\"This model only supports single tool-calls at once!\") }}\n"
-    "        {%- endif %}\n"
-    "        {%- set tool_call = message.tool_calls[0].function %}\n"
-    "        {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}\n"
-    "        {{- '{\"name\": \"' + tool_call.name + '\", ' }}\n"
-    "        {{- '\"parameters\": ' }}\n        {{- tool_call.arguments | tojson }}\n        {{- \"}\" }}\n"
-    "        {{- \"<|eot_id|>\" }}\n"
-    "    {%- elif message.role == \"tool\" or message.role == \"ipython\" %}\n"
-    "        {{- \"<|start_header_id|>ipython<|end_header_id|>\\n\\n\" }}\n"
-    "        {%- if message.content is mapping or message.content is iterable %}\n"
-    "            {{- message.content | tojson }}\n        {%- else %}\n            {{- message.content }}\n        {%- endif %}\n"
-    "        {{- \"<|eot_id|>\" }}\n"
-    "    {%- endif %}\n{%- endfor %}\n"
-    "{%- if add_generation_prompt %}\n    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n{%- endif %}\n"
-)
+from jepa_audit.models.llama_dir import LLAMA32_TEMPLATE  # noqa: E402, F401 - re-exported for the tests (one home)
 
 
 def make_hf_llama_dir(path: Path, texts: list[str], d: int = 32, layers: int = 2,
-                      template: str = LLAMA3_TEMPLATE) -> Path:
+                      template: str = LLAMA3_TEMPLATE, generation_eos: bool = False) -> Path:
     """A small Llama in Hugging Face format, shaped like Llama-3.2-1B-Instruct's directory.
 
     config.json + model.safetensors + tokenizer.json/tokenizer_config.json with Llama-3 special tokens
     (``<|begin_of_text|>``, ``<|start_header_id|>``, ``<|end_header_id|>``, ``<|eot_id|>``), a Llama-3
     style chat template (``template``: the simplified ``LLAMA3_TEMPLATE`` by default, ``LLAMA32_TEMPLATE`` for
     the real Llama-3.2 one), and *no pad token* (as the real one), so every loading step is exercised.
+    ``generation_eos``: write Llama-3.2-Instruct's generation_config.json (sampling defaults, and three eos ids:
+    ``<|end_of_text|>``, ``<|eom_id|>``, ``<|eot_id|>``, there 128001, 128008, 128009).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-               "<|finetune_right_pad_id|>"]
+               "<|finetune_right_pad_id|>", "<|eom_id|>"]
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
@@ -181,4 +120,11 @@ def make_hf_llama_dir(path: Path, texts: list[str], d: int = 32, layers: int = 2
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
+    if generation_eos:
+        import json
+
+        eos = [tok.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")]
+        (Path(path) / "generation_config.json").write_text(json.dumps(
+            {"bos_token_id": tok.bos_token_id, "eos_token_id": eos, "do_sample": True, "temperature": 0.6,
+             "top_p": 0.9}))
     return path

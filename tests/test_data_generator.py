@@ -305,13 +305,13 @@ def test_turk_wording_shares_regexes_line_by_line_and_differs_in_wording():
 
 
 def test_embedded_splits_sizes_limits_and_val_carve():
-    cfg = DataCfg(n_train=500, n_test=120, val_size=40)
+    cfg = DataCfg(n_train=500, n_test=120, val_size=40, geometry_size=0)
     sp = load_benchmark(cfg, "synth")
-    assert sp.sizes() == {"train": 460, "val": 40, "test": 120}
+    assert sp.sizes() == {"train": 460, "val": 40, "geometry": 0, "test": 120}
     assert {e.regex for e in sp.train}.isdisjoint({e.regex for e in sp.val} | {e.regex for e in sp.test})
     again = load_benchmark(cfg, "synth")
     assert again.val == sp.val and again.train == sp.train and again.test == sp.test
-    small = load_benchmark(DataCfg(n_train=500, n_test=120, val_size=40, max_train=100, max_test=30), "synth")
+    small = load_benchmark(DataCfg(n_train=500, n_test=120, val_size=40, geometry_size=0, max_train=100, max_test=30), "synth")
     assert small.train == sp.train[:100] and small.test == sp.test[:30] and small.val == sp.val
 
 
@@ -327,7 +327,7 @@ def test_pool_is_disjoint_from_the_embedded_benchmarks_and_mixes_wordings():
     pool = pretraining_pool(cfg, 1500, seed=1_000_003)
     assert len(pool) == 1500 and [e.idx for e in pool] == list(range(1500))
     bench = [load_benchmark(cfg, b) for b in ("synth", "turk")]
-    bench_pairs = {(e.nl, e.regex) for sp in bench for e in sp.train + sp.val + sp.test}
+    bench_pairs = {(e.nl, e.regex) for sp in bench for e in sp.train + sp.val + sp.geometry + sp.test}
     bench_regexes = {r for _, r in bench_pairs}
     assert not {(e.nl, e.regex) for e in pool} & bench_pairs
     assert not {e.regex for e in pool} & bench_regexes

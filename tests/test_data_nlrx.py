@@ -27,6 +27,7 @@ SYSTEM = "Convert natural language to regular expression."
 
 
 def nlrx_cfg(path: Path, **kw) -> DataCfg:
+    kw.setdefault("geometry_size", 0)  # these tests are about the splits; tests/test_geometry_pool.py has the pool
     return DataCfg(source="nl-rx", path=str(path), **kw)
 
 
@@ -57,7 +58,7 @@ TOY = [(f"lines with the string 'dog', {k} or more times", f"(dog){{{k},}}") for
 def test_llm_jepa_split_rebuilt_from_raw_equals_jsonl_row_for_row(shared_data, benchmark):
     from_raw = load_benchmark(nlrx_cfg(shared_data / "nl-rx", val_size=0), benchmark)
     from_jsonl = load_benchmark(nlrx_cfg(shared_data / "llm-jepa-nlrx", val_size=0), benchmark)
-    assert from_raw.sizes() == from_jsonl.sizes() == {"train": 8000, "val": 0, "test": 2000}
+    assert from_raw.sizes() == from_jsonl.sizes() == {"train": 8000, "val": 0, "geometry": 0, "test": 2000}
     assert from_raw.train == from_jsonl.train  # Example equality: nl, regex and idx, row for row
     assert from_raw.test == from_jsonl.test
     assert "llm-jepa split rebuilt" in from_raw.source and "LLM-JEPA jsonl" in from_jsonl.source
@@ -83,7 +84,7 @@ def test_raw_files_and_shared_root_detection(shared_data):
 def test_llm_jepa_val_carve_on_real_data(shared_data):
     s = load_benchmark(nlrx_cfg(shared_data, val_size=200, max_test=500), "synth")
     t = load_benchmark(nlrx_cfg(shared_data, val_size=200, max_test=500), "turk")
-    assert s.sizes() == {"train": 7800, "val": 200, "test": 500}
+    assert s.sizes() == {"train": 7800, "val": 200, "geometry": 0, "test": 500}
     # Same raw lines in both benchmarks: the carve depends on sizes and a fixed seed only.
     assert [e.regex for e in s.val] == [e.regex for e in t.val]
     full = load_benchmark(nlrx_cfg(shared_data, val_size=0), "synth")
@@ -108,7 +109,7 @@ def test_deep_regex_split_on_raw_text_matches_the_preprocessed_files(shared_data
 
     for b in ("synth", "turk"):
         sp = load_benchmark(nlrx_cfg(root, split="deep-regex", val_size=1000), b)
-        assert sp.sizes() == {"train": 6500, "val": 1000, "test": 2500}
+        assert sp.sizes() == {"train": 6500, "val": 1000, "geometry": 0, "test": 2500}
         pre = read_deep_regex(root, b)
         for part in ("train", "val", "test"):
             got = [tokenise(e.regex) for e in getattr(sp, part)]
@@ -139,7 +140,7 @@ def test_toy_raw_llm_jepa_and_jsonl_agree(tmp_path):
     a = load_benchmark(nlrx_cfg(raw, val_size=3), "synth")
     b = load_benchmark(nlrx_cfg(j, val_size=3), "synth")
     assert a.train == b.train and a.val == b.val and a.test == b.test
-    assert a.sizes() == {"train": 5, "val": 3, "test": 2}
+    assert a.sizes() == {"train": 5, "val": 3, "geometry": 0, "test": 2}
 
 
 def test_carve_val_is_fixed_disjoint_and_ordered():
@@ -276,6 +277,6 @@ def test_copied_real_layout_is_detected_as_raw(shared_data, tmp_path):
     for b in ("NL-RX-Synth", "NL-RX-Turk"):
         shutil.copytree(shared_data / "nl-rx" / b, dst / b)
     sp = load_benchmark(nlrx_cfg(dst, val_size=0, max_train=10, max_test=10), "turk")
-    assert sp.sizes() == {"train": 10, "val": 0, "test": 10}
+    assert sp.sizes() == {"train": 10, "val": 0, "geometry": 0, "test": 10}
     with pytest.raises(DataError, match="split_index.tsv"):
         load_benchmark(nlrx_cfg(dst, split="deep-regex"), "turk")

@@ -16,7 +16,7 @@ from jepa_audit.train import lr_at, train
 
 SMALL = [
     "data.n_train=240", "data.n_test=40", "data.val_size=24", "base.pool_size=400", "model.vocab_size=320",
-    "train.steps=12", "train.batch_size=8", "geometry.n_sequences=16", "probe.every=5",
+    "train.steps=12", "train.batch_size=8", "geometry.n_sequences=16", "data.geometry_size=16", "probe.every=5",
 ]
 
 
@@ -81,8 +81,9 @@ def test_run_cell_row_matches_the_contract(trained_base, tmp_path):
     cell = cfg.cell("synth", "T1", 82, "lora")
     row = run_cell(cell, tmp_path / "cells" / "c1", save_model=tmp_path / "model")
     assert {"benchmark", "method", "seed", "mode", "metrics", "geometry", "grad_cosine", "config_hash", "wall_s",
-            "status"} <= set(row)
+            "deterministic", "status"} <= set(row)
     assert row["status"] == "done" and row["method"] == "T1" and row["mode"] == "lora"
+    assert row["deterministic"] is False  # train.deterministic, recorded in every row
     m = row["metrics"]
     assert 0 <= m["exact_match"] <= m["dfa_accuracy"] <= 1 and m["n_test"] == 40
     assert -1 <= row["grad_cosine"]["mean"] <= 1 and row["grad_cosine"]["n_probes"] >= 1

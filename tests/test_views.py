@@ -1,7 +1,15 @@
-"""Tokenizer round-trip, chat template, loss mask (answer + end-of-turn only), and view indices."""
+"""Tokenizer round-trip, chat template, loss mask (answer + end-of-turn only), and view indices.
+
+Each test runs on three chat formats: our tiny tokenizer's template, the simplified Llama-3 template, and
+Llama-3.2-1B-Instruct's real template (its system block with "Cutting Knowledge Date" and "Today Date").
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
 import torch
 
 from jepa_audit.data.examples import Example
@@ -22,39 +30,67 @@ def _tok():
     return train_tiny_tokenizer(texts, 300)
 
 
-def test_round_trip_including_unseen_characters():
-    tok = _tok()
+@dataclass
+class Chat:
+    """A tokenizer and the text of its end-of-turn token and of the header that opens the assistant turn."""
+
+    tok: Any
+    eot: str
+    header: str
+
+
+@pytest.fixture(scope="module", params=["tiny", "llama3", "llama32"])
+def chat(request, tmp_path_factory) -> Chat:
+    if request.param == "tiny":
+        return Chat(_tok(), "<|eot|>", "<|assistant|>")
+    from transformers import AutoTokenizer
+
+    from conftest import LLAMA3_TEMPLATE, LLAMA32_TEMPLATE, make_hf_llama_dir
+    from jepa_audit.data.tokenizer import ensure_pad
+
+    template = LLAMA32_TEMPLATE if request.param == "llama32" else LLAMA3_TEMPLATE
+    texts = [SYSTEM] * 5 + [t for p in PAIRS for t in p] * 20
+    d = make_hf_llama_dir(tmp_path_factory.mktemp(request.param), texts, template=template)
+    tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+    ensure_pad(tok)
+    return Chat(tok, "<|eot_id|>", "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def test_round_trip_including_unseen_characters(chat):
+    tok = chat.tok
     for s in ["(([AEIOUaeiou]){3,})", "lines with ünïcode ☃ and TABS\t", "~((dog)|(truck))&(.*[0-9].*)"]:
         assert tok.decode(tok.encode(s, add_special_tokens=False)) == s
 
 
-def test_loss_mask_covers_answer_and_end_of_turn_only():
-    tok = _tok()
+def test_loss_mask_covers_answer_and_end_of_turn_only(chat):
+    tok = chat.tok
     ex = Example(PAIRS[1][0], PAIRS[1][1], 0)
     e = encode_example(tok, SYSTEM, ex)
     b = collate([e], tok.pad_token_id)
     labelled = b.labels[0][b.labels[0] != -100].tolist()
-    eot = tok.convert_tokens_to_ids("<|eot|>")
+    eot = tok.convert_tokens_to_ids(chat.eot)
     assert labelled[-1] == eot  # the end-of-turn is trained on (LLM-JEPA leaves it unlabelled; we do not)
     assert tok.decode(labelled[:-1]) == ex.regex  # and nothing but the regex before it
     assert b.answer_mask[0].sum().item() == len(labelled)
     assert b.answer_start[0].item() == e.prompt_len
     # the prompt is exactly the generation prompt: it ends by opening the assistant turn
-    assert tok.convert_ids_to_tokens(e.prompt[-1]) == "<|assistant|>"
+    assert tok.decode(e.prompt[e.nl_last + 2 :]) == chat.header  # after the user's end-of-turn
 
 
-def test_view_indices_point_at_the_right_tokens():
-    tok = _tok()
+def test_view_indices_point_at_the_right_tokens(chat):
+    tok = chat.tok
     ex = Example(PAIRS[0][0], PAIRS[0][1], 3)
     e = encode_example(tok, SYSTEM, ex)
     assert tok.decode(e.full[e.nl_start : e.nl_last + 1]) == ex.nl
-    assert tok.decode(e.regex_view[2:-1]) == ex.regex  # bos, assistant header, regex, eot
-    assert tok.convert_ids_to_tokens(e.regex_view[e.regex_last + 1]) == "<|eot|>"
+    assert tok.decode(e.regex_view[:1]) == tok.bos_token
+    view = tok.decode(e.regex_view[1:-1])  # bos, assistant header, regex, eot
+    assert view == chat.header + ex.regex
+    assert tok.convert_ids_to_tokens(e.regex_view[e.regex_last + 1]) == chat.eot
     assert e.regex_view[e.regex_last] == e.full[-2]  # the same last content token as the CE row
 
 
-def test_collate_pads_and_masks():
-    tok = _tok()
+def test_collate_pads_and_masks(chat):
+    tok = chat.tok
     rows = [encode_example(tok, SYSTEM, Example(n, r, i)) for i, (n, r) in enumerate(PAIRS)]
     b = collate(rows, tok.pad_token_id)
     assert b.input_ids.shape[0] == 4
@@ -66,9 +102,9 @@ def test_collate_pads_and_masks():
     assert torch.equal(b.item_ids, torch.arange(4))
 
 
-def test_nl_view_is_a_causal_prefix_of_the_full_row(tiny_llama):
+def test_nl_view_is_a_causal_prefix_of_the_full_row(tiny_llama, chat):
     """Under causal attention the NL view's states equal the full row's: e_u needs no extra forward."""
-    tok = _tok()
+    tok = chat.tok
     e = encode_example(tok, SYSTEM, Example(*PAIRS[2], 0))
     ids = torch.tensor([e.full]) % tiny_llama.config.vocab_size
     nl_view = ids[:, : e.nl_last + 2]  # the user-only chat, ending with the user's end-of-turn

@@ -6,7 +6,8 @@ repetition of each arm is the least disturbed estimate of its cost (the reasonin
 interleaving gives every arm the same chances; absolute seconds are reported but never asserted anywhere.  Keys (kept stable for scripts): ``ce_step_s``,
 ``aux_step_ratio``, ``packed_two_view_ratio``, ``llm_jepa_three_row_ratio``, ``probe_overhead``,
 ``geometry_overhead``, ``decode_tokens_per_s``, ``decode_speedup_vs_hf_generate``, ``dfa_pairs_per_s``,
-``cell_wall_s``, ``device``; plus ``step_profile_ms`` (where a step's time goes, per phase of the loop)
+``cell_wall_s``, ``device``; on ``--device cuda`` also ``paper_step_s``, ``paper_tokens_per_s``, ``paper_mfu``
+and ``peak_memory`` ({lora, full} → {method class → peak_gb, model_gb, step_s}); plus ``step_profile_ms`` (where a step's time goes, per phase of the loop)
 and a few diagnostics (``probe_step_ratio``, ``decode_identical_to_hf``, …).
 """
 
@@ -143,7 +144,7 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
               preset: str = BENCH_PRESET) -> dict[str, Any]:
     """Run every measurement and return the JSON-able result (see module docstring for keys)."""
     from jepa_audit.cell import prepare, run_cell
-    from jepa_audit.decode import decode_benchmark
+    from jepa_audit.decode import decode_benchmark, end_ids
     from jepa_audit.objectives import spec_rows
     from jepa_audit.regex import DfaScorer
 
@@ -186,7 +187,7 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
 
     # ---- decoding ------------------------------------------------------------------------------------------
     say("bench: greedy decoding vs model.generate")
-    stop = sorted({r.full[-1] for r in prep.test_rows} | {int(prep.tok.eos_token_id)})
+    stop = end_ids(model, prep.tok, {r.full[-1] for r in prep.test_rows})
     d = decode_benchmark(model, [r.prompt for r in prep.test_rows], pad_id=pad, stop_ids=stop,
                          max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, repeats=3)
     out["decode_tokens_per_s"] = d["decode_tokens_per_s"]
@@ -207,6 +208,8 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     if device == "cuda":
         say("bench: Llama-3.2-1B-shaped LoRA step on the GPU (random weights)")
         out.update(paper_step_benchmark("cuda"))
+        say("bench: peak GPU memory per method class, LoRA (paper) and full fine-tuning (paper-full-ft)")
+        out["peak_memory"] = {m: peak_memory_by_class("cuda", mode=m) for m in ("lora", "full")}
     if write_docs:
         write_performance_doc(out)
     return out
@@ -354,7 +357,8 @@ def paper_step_benchmark(device: str = "cuda", shape: dict[str, Any] | None = No
     shape = {**LLAMA_32_1B, **(shape or {})}
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**shape, attn_implementation="sdpa"))
+    with dev:  # initialise on the device: a 1B model takes seconds there, a minute on a CPU
+        model = LlamaForCausalLM(LlamaConfig(**shape, attn_implementation="sdpa"))
     model = model.to(dev, dtype=torch.bfloat16 if mode == "lora" and dev.type == "cuda" else torch.float32)
     model = build_model(model, AdapterCfg(mode=mode), seed=0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -389,3 +393,82 @@ def paper_step_benchmark(device: str = "cuda", shape: dict[str, Any] | None = No
     return {"paper_step_s": step_s, "paper_tokens_per_s": tokens_per_s,
             "paper_mfu": None if peak is None else per_token * tokens_per_s / peak,
             "paper_shape": f"d={d} L={L} V={shape['vocab_size']} batch={batch}×{seq} {mode}", "paper_device": name}
+
+
+# One method per cost class: what a step keeps alive differs by class, not by objective within it.
+MEMORY_CLASSES = {"ce": None, "single-pass": "T1", "two-view": "llm-jepa", "gradient-surgery": "V3"}
+
+
+def random_rows(n: int, seq: int, vocab: int, seed: int = 0) -> list[Encoded]:
+    """``n`` chat-shaped rows of ``seq`` random ids (prompt 3/4, answer 1/4, a regex view), for timing and
+    memory on random weights: every objective finds the indices it reads."""
+    g = torch.Generator().manual_seed(seed)
+    answer = max(3, seq // 4)
+    prompt = seq - answer
+    rows = []
+    for i in range(n):
+        full = torch.randint(10, vocab, (seq,), generator=g).tolist()
+        nl_last = prompt - 4  # then the user's end-of-turn and a 2-token assistant header
+        regex_view = [1, *full[nl_last + 2 :]]
+        rows.append(Encoded(full, prompt, 3, nl_last, regex_view, len(regex_view) - 2, i))
+    return rows
+
+
+def peak_memory_by_class(device: str = "cuda", shape: dict[str, Any] | None = None, batch: int = 16,
+                         seq: int = 128, mode: str = "lora", steps: int = 2) -> dict[str, dict[str, Any]]:
+    """Peak GPU memory of the real training loop per method class, on random weights of ``shape``.
+
+    ``mode="lora"``: the ``paper`` preset (bf16 base, LoRA, bf16 autocast); ``"full"``: ``paper-full-ft``
+    (fp32 weights, bf16 autocast).  Each class runs ``steps`` steps of :func:`jepa_audit.train.train` with
+    the gradient-cosine probe on every step (a probe step takes g_CE and g_aux separately, as gradient surgery
+    does: the peak of any auxiliary's run).  Returns {class: {method, peak_gb, model_gb, step_s}}; on a CPU
+    the memory figures are None (torch.cuda.max_memory_allocated has nothing to read) and only step_s is set.
+    """
+    import gc
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from jepa_audit.config import AdapterCfg, ProbeCfg, TrainCfg
+    from jepa_audit.models.load import build_model
+    from jepa_audit.objectives import build_objective, get_objective_class
+    from jepa_audit.train import train
+
+    shape = {**LLAMA_32_1B, **(shape or {})}
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    torch.manual_seed(0)
+    with dev:
+        model = LlamaForCausalLM(LlamaConfig(**shape, attn_implementation="sdpa"))
+    model = model.to(torch.bfloat16 if mode == "lora" and cuda else torch.float32)
+    model = build_model(model, AdapterCfg(mode=mode), seed=0)
+    rows = random_rows(batch, seq, shape["vocab_size"])
+    tcfg = TrainCfg(steps=steps, batch_size=batch, lr=1e-6, warmup_steps=0)
+    out: dict[str, dict[str, Any]] = {}
+    for cls, method in MEMORY_CLASSES.items():
+        objective, weight = None, 0.0
+        if method is not None:
+            spec = get_objective_class(method).spec
+            weight = spec.default_weight or 0.1
+            objective = build_objective(method, {}, shape["hidden_size"], shape["num_hidden_layers"], seed=0)
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev) if cuda else None
+        t = time.perf_counter()
+        train(model, rows, pad_id=0, cfg=tcfg, seed=0, objective=objective, weight=weight,
+              probe=ProbeCfg(enabled=True, every=1), autocast="bf16" if cuda else "none")
+        if cuda:
+            torch.cuda.synchronize(dev)
+        out[cls] = {
+            "method": method or "ce",
+            "peak_gb": torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else None,
+            "model_gb": base / 2**30 if base is not None else None,
+            "step_s": (time.perf_counter() - t) / steps,
+        }
+    del model
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return out

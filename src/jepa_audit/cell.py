@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ from jepa_audit.models.load import ModelError, build_model, load_pretrained
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
+class GeometryCapWarning(UserWarning):
+    """The geometry batch is smaller than ``geometry.n_sequences`` (the pool is too small)."""
+
+
 @dataclass
 class Prepared:
     """Everything a cell trains and evaluates on, built once."""
@@ -35,13 +40,14 @@ class Prepared:
     train_rows: list[Encoded]
     val_rows: list[Encoded]
     test_rows: list[Encoded]
+    geometry_rows: list[Encoded]  # the held-out geometry pool (never trained on, never val)
 
 
 # Per-process memo of what every cell of a grid shares: a worker runs many cells, and rebuilding the
 # corpus, re-hashing the base and re-tokenising the splits cost more than a short fine-tuning run.
 # Keys are content hashes of the config parts that determine the value; values are never mutated.
 _BASE_PATHS: dict[str, Path] = {}
-_ENCODED: dict[str, tuple[Splits, list[Encoded], list[Encoded], list[Encoded]]] = {}
+_ENCODED: dict[str, tuple[Splits, list[Encoded], list[Encoded], list[Encoded], list[Encoded]]] = {}
 
 
 def base_model_path(cfg: Config, progress: ProgressFn | None = None) -> Path:
@@ -60,17 +66,21 @@ def _encoded_splits(cfg: Config, model_dir: Path, tok: PreTrainedTokenizerBase):
     key = stable_hash([str(model_dir.resolve()), cfg.data.model_dump(), cfg.benchmark])
     if key not in _ENCODED:
         splits = load_benchmark(cfg.data, cfg.benchmark)
-        enc = [encode_all(tok, cfg.data.system_prompt, s) for s in (splits.train, splits.val, splits.test)]
+        parts = (splits.train, splits.val, splits.test, splits.geometry)
+        enc = [encode_all(tok, cfg.data.system_prompt, s) for s in parts]
         _ENCODED.clear()  # keep one benchmark's rows: bounded memory, and cells of a grid come in order
         _ENCODED[key] = (splits, *enc)
     return _ENCODED[key]
 
 
 def prepare(cfg: Config, progress: ProgressFn | None = None) -> Prepared:
+    from jepa_audit.determinism import set_deterministic
+
+    set_deterministic(cfg.train.deterministic)  # before the first CUDA call (cuBLAS reads its env var once)
     torch.set_num_threads(cfg.train.threads)
     model_dir = base_model_path(cfg, progress)
     model, tok = load_pretrained(model_dir, cfg.model)
-    splits, train_rows, val_rows, test_rows = _encoded_splits(cfg, model_dir, tok)
+    splits, train_rows, val_rows, test_rows, geometry_rows = _encoded_splits(cfg, model_dir, tok)
     limit = getattr(model.config, "max_position_embeddings", None)
     longest = max(len(r.full) for r in (*train_rows, *test_rows))
     if limit is not None and longest + cfg.eval.max_new_tokens > limit:
@@ -79,9 +89,7 @@ def prepare(cfg: Config, progress: ProgressFn | None = None) -> Prepared:
             f"{limit} positions; raise model.max_positions or lower eval.max_new_tokens"
         )
     model = build_model(model, cfg.adapter, cfg.seed)
-    if cfg.model.compile:
-        model = torch.compile(model)  # GPU only pays; the wrapper keeps parameters and forward signature
-    return Prepared(model, tok, splits, train_rows, val_rows, test_rows)
+    return Prepared(model, tok, splits, train_rows, val_rows, test_rows, geometry_rows)
 
 
 def preflight(cfg: Config) -> None:
@@ -101,9 +109,18 @@ def preflight(cfg: Config) -> None:
 
 
 def geometry_batch(cfg: Config, rows: list[Encoded], pad_id: int):
-    """The fixed held-out batch: ``geometry.n_sequences`` validation rows chosen by ``geometry.seed``."""
+    """The fixed held-out batch: ``geometry.n_sequences`` rows of the geometry pool chosen by ``geometry.seed``.
+
+    Warns (:class:`GeometryCapWarning`) when the pool is smaller than ``geometry.n_sequences``: every rank,
+    participation ratio and α-ReQ value is then bounded by the smaller sample."""
     from jepa_audit.geometry import heldout_rows
 
+    if cfg.geometry.n_sequences > len(rows):
+        warnings.warn(
+            f"geometry.n_sequences={cfg.geometry.n_sequences} capped at the {len(rows)} rows of the geometry "
+            f"pool: raise data.geometry_size (rank-type geometry is bounded by the sample)",
+            GeometryCapWarning, stacklevel=2,
+        )
     idx = heldout_rows(len(rows), cfg.geometry.n_sequences, cfg.geometry.seed)
     return collate([rows[i] for i in idx], pad_id)
 
@@ -162,8 +179,8 @@ def run_cell(
     )
     t_geo = time.perf_counter()
     geometry: dict[str, Any] = {}
-    if cfg.geometry.enabled and prep.val_rows:
-        gb = geometry_batch(cfg, prep.val_rows, pad)
+    if cfg.geometry.enabled and prep.geometry_rows:
+        gb = geometry_batch(cfg, prep.geometry_rows, pad)
         geometry = compute_geometry(prep.model, gb, cfg.geometry.layers, gen_seed=cfg.geometry.seed)
     t_end = time.perf_counter()
 
@@ -194,6 +211,7 @@ def run_cell(
         "data_source": prep.splits.source,
         "predictions_file": str(rel),
         "config_hash": cfg.cell_hash(),
+        "deterministic": cfg.train.deterministic,  # deterministic GPU kernels on (jepa_audit/determinism.py)
         "wall_s": time.perf_counter() - t0,
         "status": "done",
     }

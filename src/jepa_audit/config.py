@@ -45,7 +45,6 @@ class ModelCfg(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights/autocast dtype")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
-    compile: bool = Field(False, description="torch.compile the model (GPU only pays)")
     autocast: Literal["none", "bf16", "fp16"] = Field(
         "none", description="mixed precision for forward/loss on GPU (weights stay in model.dtype)"
     )
@@ -95,6 +94,9 @@ class DataCfg(Strict):
     n_test: int = Field(300, gt=0, description="embedded corpus: test pairs per benchmark")
     corpus_seed: int = Field(7, description="embedded corpus seed (fixed across cells)")
     val_size: int = Field(200, ge=0, description="validation slice carved from train (tuning only)")
+    geometry_size: int = Field(
+        64, ge=0, description="held-out geometry pool carved from train after val (never val, never test)"
+    )
     max_train: int | None = Field(None, gt=0, description="use only the first N training rows")
     max_test: int | None = Field(None, gt=0, description="evaluate only the first N test rows")
     system_prompt: str = "Convert natural language to regular expression."
@@ -114,9 +116,16 @@ class TrainCfg(Strict):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    schedule: Literal["cosine", "linear"] = Field(
+        "cosine", description="cosine: warmup then cosine to min_lr_ratio·lr; linear: transformers' "
+        "get_linear_schedule_with_warmup (LLM-JEPA's, via the HF Trainer default), to 0"
+    )
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     threads: int = Field(1, gt=0, description="torch CPU threads per cell (tiny models gain nothing from more)")
     log_every: int = Field(10, gt=0)
+    deterministic: bool = Field(
+        False, description="deterministic GPU kernels (bit-identical retries; slower): see jepa_audit/determinism.py"
+    )
 
 
 class AuxCfg(Strict):
@@ -134,8 +143,11 @@ class ProbeCfg(Strict):
 class GeometryCfg(Strict):
     enabled: bool = True
     layers: list[int] | None = Field(None, description="hidden-state indices; None = 4 evenly spaced incl. last")
-    n_sequences: int = Field(64, gt=1, description="held-out sequences from the validation slice")
-    seed: int = Field(0, description="which validation rows form the fixed geometry batch")
+    n_sequences: int = Field(
+        64, gt=1, description="sequences of the fixed geometry batch, drawn from the data.geometry_size pool "
+        "(capped by it, with a warning); ≥ 512 for d ≈ 2,048"
+    )
+    seed: int = Field(0, description="which pool rows form the fixed geometry batch")
     curve_every: int = Field(0, ge=0, description="log a cheap geometry subset every N steps (0 = off)")
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-__all__ = ["decode_benchmark", "greedy_decode", "hf_generate_reference"]
+__all__ = ["decode_benchmark", "end_ids", "greedy_decode", "hf_generate_reference"]
 
 # Drop finished rows from the batch/cache once at least this fraction of the rows still in the batch has
 # finished.  Dropping costs one copy of the filled cache (≈ the attention reads of one step), so it is not done
@@ -42,6 +42,30 @@ _PREALLOC = True
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+
+def _as_ids(value: Any) -> set[int]:
+    """An eos setting (None, an int, or a list of ints) as a set of ids."""
+    if value is None:
+        return set()
+    if isinstance(value, int):
+        return {value}
+    return {int(v) for v in value}
+
+
+def end_ids(model: nn.Module, tokenizer: Any = None, end_of_turn: Iterable[int] = ()) -> list[int]:
+    """Every id that ends a generation, sorted: the model's generation-config eos ids (Llama-3.2-Instruct:
+    128001 <|end_of_text|>, 128008 <|eom_id|>, 128009 <|eot_id|>), its config's eos ids, the tokenizer's
+    eos, and ``end_of_turn`` (the ids the chat template closes answers with).  ``generate`` stops on the
+    generation config's list; so must we, or a row that emits <|eom_id|> runs on to the token cap."""
+    base = _base_model(model)
+    ids = set(int(i) for i in end_of_turn)
+    gen_cfg = getattr(base, "generation_config", None)
+    ids |= _as_ids(getattr(gen_cfg, "eos_token_id", None))
+    ids |= _as_ids(getattr(getattr(base, "config", None), "eos_token_id", None))
+    if tokenizer is not None:
+        ids |= _as_ids(getattr(tokenizer, "eos_token_id", None))
+    return sorted(ids)
 
 
 def _base_model(model: nn.Module) -> nn.Module:

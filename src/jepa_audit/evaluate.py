@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from jepa_audit.config import EvalCfg
 from jepa_audit.data.examples import Example
 from jepa_audit.data.views import Encoded
-from jepa_audit.decode import greedy_decode
+from jepa_audit.decode import end_ids, greedy_decode
 from jepa_audit.regex import DfaScorer
 
 _SCORERS: dict[tuple[int, float], DfaScorer] = {}
@@ -79,9 +79,8 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Greedy-decode the prompts of ``rows`` and score them against ``examples`` (same order)."""
-    stop = {r.full[-1] for r in rows}  # the end-of-turn token the template closes answers with
-    if tok.eos_token_id is not None:
-        stop.add(int(tok.eos_token_id))
+    # the end-of-turn the template closes answers with, and every eos id of the model's generation config
+    stop = end_ids(model, tok, {r.full[-1] for r in rows})
     out = greedy_decode(
         model,
         [r.prompt for r in rows],

@@ -49,7 +49,12 @@ class TrainResult:
 
 
 def lr_at(step: int, cfg: TrainCfg) -> float:
-    """Linear warmup, then cosine decay to ``min_lr_ratio·lr``."""
+    """``cosine``: linear warmup, then cosine decay to ``min_lr_ratio·lr``.  ``linear``: exactly transformers'
+    ``get_linear_schedule_with_warmup`` (step/warmup, then linear to 0 at ``steps``), the HF Trainer default."""
+    if cfg.schedule == "linear":
+        if step < cfg.warmup_steps:
+            return cfg.lr * step / max(1, cfg.warmup_steps)
+        return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.steps - cfg.warmup_steps)
@@ -149,18 +154,26 @@ def train(
                 elif not separate:
                     ((ce + weight * aux) / cfg.grad_accum).backward()
                 else:
-                    g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
+                    g_ce = list(torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True))
                     g_all = torch.autograd.grad(aux, params + obj_params, allow_unused=True)
                     g_aux, g_obj = list(g_all[: len(params)]), list(g_all[len(params) :])
+                    del g_all  # g_aux and g_obj hold the only references: combine can free as it goes
                     if probe_now:
                         cos, per_layer = grad_cosine(g_aux, list(g_ce), groups)
                         cos_trace.append((step, cos))
                         for k, v in per_layer.items():
                             per_layer_sum.setdefault(k, []).append(v)
-                    update = combine(list(g_ce), g_aux, weight, mode, combine_state)
-                    for p, u in zip(params, update, strict=True):
-                        if u is not None:
-                            p.grad = u / cfg.grad_accum if p.grad is None else p.grad + u / cfg.grad_accum
+                    # memory: at 1B parameters each gradient set is ~5 GB in fp32. combine frees g_CE and g_aux
+                    # entry by entry as it builds the update, and the update becomes .grad without a copy, so at
+                    # most about two sets (plus an accumulating .grad) are alive, not four
+                    update = combine(g_ce, g_aux, weight, mode, combine_state, consume=True)
+                    for i, p in enumerate(params):
+                        u, update[i] = update[i], None
+                        if u is None:
+                            continue
+                        if cfg.grad_accum > 1:
+                            u.div_(cfg.grad_accum)  # autograd.grad's outputs are fresh, unshared tensors
+                        p.grad = u if p.grad is None else p.grad.add_(u)
                     for p, u in zip(obj_params, g_obj, strict=True):
                         if u is not None:
                             u = weight * u / cfg.grad_accum

@@ -86,7 +86,10 @@ def _set_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
-def _init_worker(n_threads: int) -> None:
+def _init_worker(n_threads: int, gpu_queue: Any = None) -> None:
+    from jepa_audit.audit.devices import claim_gpu
+
+    claim_gpu(gpu_queue)  # before the cell's first CUDA call: one GPU per worker (audit/devices.py)
     _set_threads(n_threads)
 
 
@@ -229,8 +232,9 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, gpus: list[str] | None = None) -> None:
         self.workers = max(1, int(workers))
+        self.gpus = gpus  # one physical GPU id per pool worker (devices.pool_gpus), None without CUDA
 
     def run(
         self,
@@ -264,8 +268,13 @@ class LocalExecutor:
 
         Returns how many outcomes it produced, so a pool that cannot even start is not retried forever."""
         ctx = multiprocessing.get_context("spawn")
+        gpu_queue = None
+        if self.gpus:  # each worker of this pool takes one GPU in its initializer
+            gpu_queue = ctx.Queue()
+            for g in self.gpus[:n]:
+                gpu_queue.put(g)
         pool = cf.ProcessPoolExecutor(
-            max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+            max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(threads, gpu_queue)
         )
         running: dict[cf.Future, tuple[CellJob, float]] = {}
         broken = False
@@ -388,9 +397,10 @@ class RayExecutor:
             gpus = int(res.get("GPU", 0))
             capacity = gpus if gpus else int(res.get("CPU", 1) // self.cpus_per_cell)
             slots = max(1, capacity if self.address else min(self.workers, max(1, capacity)))
-            task = ray.remote(_ray_execute).options(
-                num_cpus=self.cpus_per_cell, num_gpus=1 if gpus else 0, max_retries=0
-            )
+            from jepa_audit.audit.devices import ray_task_options
+
+            # num_gpus/max_calls in the definition, not .options(): only then is a GPU worker single-use
+            task = ray.remote(**ray_task_options(gpus, self.cpus_per_cell))(_ray_execute)
             fn_ref = ray.put(cell_fn)
             queue = list(reversed(jobs))
             running: dict[Any, tuple[CellJob, float]] = {}
@@ -434,7 +444,9 @@ class RayExecutor:
 
 def make_executor(kind: str, workers: int, cfg: Config | None = None) -> LocalExecutor | RayExecutor:
     if kind == "local":
-        return LocalExecutor(workers)
+        from jepa_audit.audit.devices import pool_gpus
+
+        return LocalExecutor(workers, gpus=pool_gpus(cfg.model.device, workers) if cfg else None)
     if kind == "ray":
         try:
             import ray  # noqa: F401

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from jepa_audit.data.examples import BENCHMARKS, DataError, Example, Splits
 from jepa_audit.data.generator import GENERATOR_VERSION, generate, generate_pairs
-from jepa_audit.data.nlrx import VAL_SEED, carve_val, load_nlrx, real_pairs
+from jepa_audit.data.nlrx import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val, load_nlrx, real_pairs
 
 if TYPE_CHECKING:
     from jepa_audit.config import DataCfg
@@ -33,6 +33,7 @@ def _embedded(cfg: DataCfg, benchmark: str) -> Splits:
         for i, p in enumerate(pairs)
     ]
     train, val = carve_val(rows[: cfg.n_train], cfg.val_size, what="data.n_train (the embedded train split)")
+    train, geometry = carve_geometry(train, cfg.geometry_size, what="data.n_train less data.val_size")
     test = [Example(nl=e.nl, regex=e.regex, idx=i) for i, e in enumerate(rows[cfg.n_train :])]
     if cfg.max_train is not None:
         train = train[: cfg.max_train]
@@ -40,9 +41,10 @@ def _embedded(cfg: DataCfg, benchmark: str) -> Splits:
         test = test[: cfg.max_test]
     source = (
         f"embedded generator v{GENERATOR_VERSION} (seed {cfg.corpus_seed}, {benchmark} wording); "
-        f"val {len(val)} rows carved from train (seed {VAL_SEED})"
+        f"val {len(val)} rows carved from train (seed {VAL_SEED}), geometry pool {len(geometry)} rows carved "
+        f"from the rest (seed {GEOMETRY_SEED})"
     )
-    return Splits(benchmark=benchmark, source=source, train=train, val=val, test=test)
+    return Splits(benchmark=benchmark, source=source, train=train, val=val, test=test, geometry=geometry)
 
 
 def load_benchmark(cfg: DataCfg, benchmark: str) -> Splits:
@@ -52,7 +54,8 @@ def load_benchmark(cfg: DataCfg, benchmark: str) -> Splits:
     ``cfg.corpus_seed``), distinct regexes, train then test. ``"nl-rx"``: the files under ``cfg.path``,
     split by ``cfg.split`` (see :mod:`jepa_audit.data.nlrx`). In both, ``cfg.val_size`` rows are carved
     from train by a fixed-seed permutation (deep-regex: its own validation split, first ``val_size``
-    rows), then train and test are cut to their first ``cfg.max_train`` / ``cfg.max_test`` rows.
+    rows), then the geometry pool (``cfg.geometry_size`` rows) from the rest of train by another (deep-regex:
+    the next rows of its validation split), then train and test are cut to their first ``cfg.max_train`` / ``cfg.max_test`` rows.
     Raises :class:`DataError` on an unknown benchmark or any data problem.
     """
     _check_benchmark(benchmark)
@@ -63,10 +66,11 @@ def load_benchmark(cfg: DataCfg, benchmark: str) -> Splits:
             raise DataError(
                 "data.source=nl-rx needs data.path: a local NL-RX directory (nothing is downloaded)"
             )
-        train, val, test, source = load_nlrx(
-            cfg.path, benchmark, cfg.split, cfg.val_size, max_train=cfg.max_train, max_test=cfg.max_test
+        train, val, test, source, geometry = load_nlrx(
+            cfg.path, benchmark, cfg.split, cfg.val_size, max_train=cfg.max_train, max_test=cfg.max_test,
+            geometry_size=cfg.geometry_size,
         )
-        return Splits(benchmark=benchmark, source=source, train=train, val=val, test=test)
+        return Splits(benchmark=benchmark, source=source, train=train, val=val, test=test, geometry=geometry)
     raise DataError(f"data.source={cfg.source!r}; expected embedded or nl-rx")
 
 

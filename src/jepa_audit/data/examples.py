@@ -36,8 +36,9 @@ class Example:
 class Splits:
     """The three splits of one benchmark, plus a human description of where they came from.
 
-    ``val`` is for tuning only (carved from train, or the policy's own validation split); ``test`` is
-    never used for any decision.
+    ``val`` is for tuning only (carved from train, or the policy's own validation split); ``geometry`` is
+    the held-out pool the geometry batch is drawn from (never trained on, never the rows λ is chosen on);
+    ``test`` is never used for any decision.
     """
 
     benchmark: str
@@ -45,7 +46,9 @@ class Splits:
     train: list[Example] = field(default_factory=list)
     val: list[Example] = field(default_factory=list)
     test: list[Example] = field(default_factory=list)
+    geometry: list[Example] = field(default_factory=list)
 
     def sizes(self) -> dict[str, int]:
-        """Row counts, e.g. ``{"train": 7800, "val": 200, "test": 2000}``."""
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        """Row counts, e.g. ``{"train": 7288, "val": 200, "geometry": 512, "test": 2000}``."""
+        return {"train": len(self.train), "val": len(self.val), "geometry": len(self.geometry),
+                "test": len(self.test)}

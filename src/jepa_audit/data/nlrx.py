@@ -20,7 +20,9 @@ Split policies:
   split serves as ``val`` (first ``val_size`` rows of it).
 
 For ``llm-jepa`` the validation slice is carved from train by :func:`carve_val` (a permutation with the
-fixed seed :data:`VAL_SEED`, independent of any cell seed) and removed from train.
+fixed seed :data:`VAL_SEED`, independent of any cell seed) and removed from train; the geometry pool
+(``data.geometry_size`` rows) is then carved from the rest by :func:`carve_geometry` (seed :data:`GEOMETRY_SEED`):
+held out from training, and never the validation rows λ is chosen on.
 
 Every problem raises :class:`~jepa_audit.data.examples.DataError` naming the file and what was expected.
 """
@@ -42,6 +44,7 @@ __all__ = [
     "LLM_JEPA_TEST_FRACTION",
     "VAL_SEED",
     "Found",
+    "carve_geometry",
     "carve_val",
     "detect",
     "llm_jepa_permutation",
@@ -58,6 +61,7 @@ LLM_JEPA_SEED = 42
 LLM_JEPA_TEST_FRACTION = 0.2
 #: Seed of the validation carve. Fixed and unrelated to the cell seeds, so every cell tunes on the same rows.
 VAL_SEED = 20_160_810
+GEOMETRY_SEED = 20_160_811  # the geometry pool's carve, from train less val
 DEEP_REGEX_SPLITS = ("train", "val", "test")
 _RAW_DIR = {"synth": "NL-RX-Synth", "turk": "NL-RX-Turk"}
 _ROLES = ("system", "user", "assistant")
@@ -283,20 +287,21 @@ def _reindex(rows: list[Example]) -> list[Example]:
 
 
 def carve_val(
-    train: list[Example], val_size: int, what: str = "train"
+    train: list[Example], val_size: int, what: str = "train", seed: int = VAL_SEED, key: str = "data.val_size"
 ) -> tuple[list[Example], list[Example]]:
-    """Split ``val_size`` rows off ``train`` by a permutation seeded with :data:`VAL_SEED`.
+    """Split ``val_size`` rows off ``train`` by a permutation seeded with ``seed`` (:data:`VAL_SEED`, or
+    :data:`GEOMETRY_SEED` for the geometry pool, carved from what is left after val).
 
     Both parts keep their original relative order and are re-indexed from 0. Deterministic in
-    (len(train), val_size) alone, never in a cell seed.
+    (len(train), val_size, seed) alone, never in a cell seed.  ``key`` names the setting in errors.
     """
     if val_size == 0:
         return _reindex(train), []
     if val_size >= len(train):
         raise DataError(
-            f"data.val_size={val_size}: {what} has only {len(train)} rows; expected val_size < {len(train)}"
+            f"{key}={val_size}: {what} has only {len(train)} rows; expected {key} < {len(train)}"
         )
-    pick = set(np.random.default_rng(VAL_SEED).permutation(len(train))[:val_size].tolist())
+    pick = set(np.random.default_rng(seed).permutation(len(train))[:val_size].tolist())
     val = [e for i, e in enumerate(train) if i in pick]
     rest = [e for i, e in enumerate(train) if i not in pick]
     return _reindex(rest), _reindex(val)
@@ -338,6 +343,14 @@ def deep_regex_split(found: Found, benchmark: str) -> tuple[dict[str, list[Examp
     return parts, src
 
 
+def carve_geometry(
+    train: list[Example], geometry_size: int, what: str = "train"
+) -> tuple[list[Example], list[Example]]:
+    """(train, geometry): the geometry pool carved from ``train`` (what is left after val), seed
+    :data:`GEOMETRY_SEED`.  Never validation rows: λ is chosen on those, and geometry must not be."""
+    return carve_val(train, geometry_size, what=what, seed=GEOMETRY_SEED, key="data.geometry_size")
+
+
 def load_nlrx(
     path: str | Path,
     benchmark: str,
@@ -345,25 +358,33 @@ def load_nlrx(
     val_size: int,
     max_train: int | None = None,
     max_test: int | None = None,
-) -> tuple[list[Example], list[Example], list[Example], str]:
-    """(train, val, test, source) of real NL-RX under a split policy, with val carved and limits applied."""
+    geometry_size: int = 0,
+) -> tuple[list[Example], list[Example], list[Example], str, list[Example]]:
+    """(train, val, test, source, geometry) of real NL-RX under a split policy, with val and the geometry
+    pool carved (before the ``max_*`` limits) and limits applied.
+
+    deep-regex: val is the first ``val_size`` rows of its validation split and the geometry pool the next
+    ``geometry_size`` (fewer when that split runs out: :func:`jepa_audit.cell.geometry_batch` warns)."""
     _check_benchmark(benchmark)
     found = detect(path)
     if split == "llm-jepa":
         train, test, src = llm_jepa_split(found, benchmark)
         train, val = carve_val(train, val_size, what=f"the llm-jepa train split of {benchmark}")
-        src += f"; val {len(val)} rows carved from train (seed {VAL_SEED})"
+        train, geometry = carve_geometry(train, geometry_size, what=f"the llm-jepa train split of {benchmark} less val")
+        src += (f"; val {len(val)} rows carved from train (seed {VAL_SEED}), geometry pool {len(geometry)} rows "
+                f"carved from the rest (seed {GEOMETRY_SEED})")
     elif split == "deep-regex":
         parts, src = deep_regex_split(found, benchmark)
         train, val, test = parts["train"], parts["val"][:val_size], parts["test"]
-        src += f"; val = first {len(val)} rows of its validation split"
+        geometry = _reindex(parts["val"][val_size : val_size + geometry_size])
+        src += f"; val = first {len(val)} rows of its validation split, geometry pool = the next {len(geometry)}"
     else:
         raise DataError(f"data.split={split!r}; expected llm-jepa or deep-regex")
     if max_train is not None:
         train = train[:max_train]
     if max_test is not None:
         test = test[:max_test]
-    return train, val, test, f"{src} [found: {found.describe()}]"
+    return train, val, test, f"{src} [found: {found.describe()}]", geometry
 
 
 def real_pairs(path: str | Path) -> set[tuple[str, str]]:

@@ -106,12 +106,12 @@ def expected_keys(layers: list[int]) -> list[str]:
 
 
 def heldout_rows(n_available: int, n_sequences: int, seed: int = 0) -> list[int]:
-    """The fixed geometry rows of a validation slice: ``n_sequences`` indices drawn by a seeded generator, sorted.
+    """The fixed geometry rows of the held-out geometry pool: ``n_sequences`` indices drawn by a seeded generator, sorted.
 
     Same (n_available, n_sequences, seed) → same rows in every cell, so all cells are measured on one batch.
     """
     if n_available < 1:
-        raise ValueError("heldout_rows: the validation slice is empty")
+        raise ValueError("heldout_rows: the geometry pool is empty (data.geometry_size = 0?)")
     g = torch.Generator().manual_seed(seed)
     k = min(n_sequences, n_available)
     return sorted(torch.randperm(n_available, generator=g)[:k].tolist())

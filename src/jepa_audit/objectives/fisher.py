@@ -7,8 +7,9 @@ s = Wδ,
 Since W is linear, the logit-space image of a difference of final states is the same difference of their
 logits: W(h_{t+1} − h_t) = z_{t+1} − z_t.  So the trajectory rows (F1, F2, F5) take the logits of the
 answer positions (the CE forward's own ``ctx.logits`` when they are fp32: no extra matmul at all, and the
-auxiliary's gradient joins CE's at the logits, before the one head backward), or, under a low-precision
-head, one fp32-accumulated head matmul of the answer states (differences of bf16 logits would be noise).
+auxiliary's gradient joins CE's at the logits, before the one head backward), or, when the logits are not
+fp32 (a bf16 head, or autocast), one fp32 head matmul of the answer states (differences of bf16 logits would be
+noise; :func:`head`).
 p is read from the CE logits and detached: F is the metric *at* the current point, not something the model
 may flatten to lower the loss.  All F-rows work at l = L (post-norm), where p(h) is defined; F at earlier
 layers would need the Jacobian of the remaining blocks (a jvp per vector), left out.
@@ -25,13 +26,22 @@ from torch import Tensor
 from jepa_audit.objectives import _common as C
 from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
 
+HEAD_CHUNK = 8192  # rows of a low-precision W cast to fp32 at a time: 8192 × 2048 × 4 B = 64 MiB at Llama-3.2-1B
+
 
 def head(W: Tensor, x: Tensor) -> Tensor:
-    """s = x Wᵀ, (…, d) → (…, V) fp32.  Under a low-precision head the matmul runs in W's dtype (fp32
-    accumulation on tensor cores) instead of materialising a V×d fp32 copy of W every step."""
-    if W.dtype == torch.float32:
-        return x.float() @ W.T
-    return (x.to(W.dtype) @ W.T).float()
+    """s = x Wᵀ in fp32: x (…, d), W (V, d) of any dtype → (…, V) fp32.
+
+    Always an fp32 matmul, autocast off: a bf16 matmul (a bf16 head, or autocast around an fp32 one) rounds
+    every logit to 8 bits of mantissa, and differences of such logits are noise.  A low-precision W is cast
+    to fp32 ``HEAD_CHUNK`` rows at a time, so no V×d fp32 copy of W is materialised (gradients reach x and
+    W through the casts as usual).
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        xf = x.float()
+        if W.dtype == torch.float32:
+            return xf @ W.T
+        return torch.cat([xf @ W[i : i + HEAD_CHUNK].float().T for i in range(0, W.shape[0], HEAD_CHUNK)], -1)
 
 
 def centred(p: Tensor, s: Tensor) -> Tensor:
