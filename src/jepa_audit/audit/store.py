@@ -7,8 +7,9 @@ Layout (``DIR`` is ``--out``)::
     DIR/grid.json          manifest: every cell key ever run here → its config hash
     DIR/config.yaml        the resolved config of the latest run (the grid; cells have their own)
     DIR/.lock              "pid host" of the runner that owns the directory (flock-ed while it runs)
-    DIR/cells/<key>/       config.yaml, cell.json, predictions.jsonl (run_cell), progress.jsonl (train log),
-                           progress.json (latest step, polled by the display), error.txt (last failure), tb/
+    DIR/cells/<key>/       config.yaml, cell.json (names the current attempt), error.txt (last failure)
+    DIR/cells/<key>/<attempt>/   what the cell writes: predictions.jsonl (run_cell), progress.jsonl (train
+                           log), progress.json (latest step, polled by the display), tb/
 
 Commit protocol: a row is appended to ``results.jsonl`` only when its cell has finished, as one ``write``
 of one line on an ``O_APPEND`` descriptor followed by ``fsync``. The line carries ``row_sha256``, the
@@ -25,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import socket
 import time
 import warnings
@@ -126,31 +128,43 @@ def _fsync_dir(path: Path) -> None:
 
 
 def append_line(path: Path, data: bytes) -> None:
-    """Append ``data`` with one ``write`` on an ``O_APPEND`` descriptor, then fsync."""
+    """Append ``data`` with one ``write`` on an ``O_APPEND`` descriptor, then fsync.
+
+    Raises :class:`StoreError` naming ``path`` and the cause (full disk, read-only, a directory there)."""
     new = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        view = memoryview(data)
-        while view:  # a regular-file write is complete in practice; loop for the pathological case
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:  # a regular-file write is complete in practice; loop for the pathological case
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot write ({os_reason(e)})") from None
     if new:
         _fsync_dir(path.parent)
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary sibling, fsync, rename over ``path``: readers see old or new, never half."""
+    """Write to a temporary sibling, fsync, rename over ``path``: readers see old or new, never half.
+
+    On failure the temporary file is removed and :class:`StoreError` names ``path`` and the cause."""
     if isinstance(data, str):
         data = data.encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreError(f"{path}: cannot write ({os_reason(e)})") from None
     _fsync_dir(path.parent)
 
 
@@ -381,7 +395,10 @@ class DirLock:
 
     def acquire(self) -> None:
         host = socket.gethostname()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot open the directory lock ({os_reason(e)})") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -409,9 +426,12 @@ class DirLock:
                     stacklevel=3,
                 )
             text = f"{os.getpid()} {host}\n".encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, text, 0)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, text, 0)
+                os.fsync(fd)
+            except OSError as e:
+                raise StoreError(f"{self.path}: cannot write the directory lock ({os_reason(e)})") from None
         except BaseException:
             os.close(fd)
             raise
@@ -453,7 +473,10 @@ class Store:
         self._rows: dict[str, dict[str, Any]] = {}
         self.excluded: list[dict[str, Any]] = []  # untrusted lines of results.jsonl ({"line", "cell", "reason"})
         if lock:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"{self.dir}: cannot create the audit directory ({os_reason(e)})") from None
             self._lock.acquire()
         try:
             self._load(repair=lock)
@@ -504,10 +527,13 @@ class Store:
                 stacklevel=3,
             )
         elif found.torn:
-            with open(self.results_path, "r+b") as f:
-                f.truncate(found.complete_bytes)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(self.results_path, "r+b") as f:
+                    f.truncate(found.complete_bytes)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise StoreError(f"{self.results_path}: cannot cut the torn last line ({os_reason(e)})") from None
         if found.torn:
             warnings.warn(
                 f"{self.results_path}: cut an incomplete last line (a cell interrupted while being recorded); "
@@ -576,9 +602,12 @@ class Store:
             "time": time.time(),
         }
         d = self.cell_dir(cell)
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{d}: cannot record the failure of {cell.key} ({os_reason(e)})") from None
+        append_line(self.failures_path, encode_row(row))  # the record first: error.txt is the detail
         atomic_write(d / "error.txt", f"{error}\n\n{tb}")
-        append_line(self.failures_path, encode_row(row))
         return row
 
     def failures(self, outstanding_only: bool = True) -> list[dict[str, Any]]:
@@ -594,22 +623,46 @@ class Store:
         return self.dir / "cells" / (cell if isinstance(cell, str) else cell.key)
 
     def prepare_cell(self, cell: Cell) -> Path:
-        """A clean ``cells/<key>/`` holding the cell's config: leftovers of an interrupted or failed
-        attempt (partial predictions, old progress) are removed, since nothing there was committed."""
+        """Start a new attempt of ``cell``: returns a fresh ``cells/<key>/<attempt>/`` for the cell's files.
+
+        ``cells/<key>/`` gets the cell's config.yaml and a cell.json naming the attempt. Leftovers of
+        earlier attempts (partial predictions, old progress) are removed, since nothing there was
+        committed. Every attempt has its own directory, so a stale writer of an earlier attempt (a worker
+        of a killed runner) can never write into the current one; the committed row points at its
+        attempt's predictions.
+        """
         import shutil
 
         from jepa_audit.config import dump_config
 
         self._require_lock()
         d = self.cell_dir(cell)
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        atomic_write(d / "config.yaml", dump_config(cell.config))
-        atomic_write(
-            d / "cell.json", json.dumps({**cell.ident(), "cell": cell.key, "config_hash": cell.hash})
-        )
-        return d
+        attempt = f"attempt-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            for old in d.iterdir():
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old, ignore_errors=True)  # a stale writer may still be adding files there
+                else:
+                    old.unlink(missing_ok=True)
+            atomic_write(d / "config.yaml", dump_config(cell.config))
+            atomic_write(
+                d / "cell.json",
+                json.dumps({**cell.ident(), "cell": cell.key, "config_hash": cell.hash, "attempt": attempt}),
+            )
+            (d / attempt).mkdir()
+        except OSError as e:
+            raise StoreError(f"{d}: cannot prepare the cell's directory ({os_reason(e)})") from None
+        return d / attempt
+
+    def attempt_dir(self, cell: Cell | str) -> Path | None:
+        """``cells/<key>/<attempt>/`` of the cell's latest attempt (from its cell.json), or None."""
+        d = self.cell_dir(cell)
+        try:
+            attempt = json.loads((d / "cell.json").read_text()).get("attempt")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return d / attempt if isinstance(attempt, str) and "/" not in attempt else None
 
     # -- manifest -------------------------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any]:

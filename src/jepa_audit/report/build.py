@@ -27,7 +27,7 @@ from jepa_audit.stats.summary import BASELINE, FAMILIES, METRICS, build_summary,
 
 from . import plots
 
-__all__ = ["ReportError", "load_results", "predictions_loader", "read_rows", "write_report", "render"]
+__all__ = ["ReportError", "ReportWriteError", "load_results", "predictions_loader", "read_rows", "write_report", "render"]
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
@@ -41,6 +41,10 @@ _MAX_STRING = 160
 
 class ReportError(Exception):
     """The results directory cannot be turned into a report (missing or malformed input)."""
+
+
+class ReportWriteError(ReportError):
+    """The report files cannot be written (full disk, read-only directory); the old ones are unchanged."""
 
 
 # --------------------------------------------------------------------------- input
@@ -566,12 +570,12 @@ def _write_all(files: Mapping[Path, str]) -> None:
                     f.flush()
                     os.fsync(f.fileno())
             except OSError as exc:
-                raise ReportError(f"{path}: cannot write the report ({os_reason(exc)}); nothing was changed") from None
+                raise ReportWriteError(f"{path}: cannot write the report ({os_reason(exc)}); nothing was changed") from None
         for path, tmp in tmps.items():
             try:
                 os.replace(tmp, path)
             except OSError as exc:
-                raise ReportError(f"{path}: cannot write the report ({os_reason(exc)})") from None
+                raise ReportWriteError(f"{path}: cannot write the report ({os_reason(exc)})") from None
     finally:
         for tmp in tmps.values():
             with contextlib.suppress(OSError):
