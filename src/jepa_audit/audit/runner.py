@@ -111,10 +111,11 @@ def plan(
     """Print the cell table and a compute estimate (``--dry-run``); creates nothing. Returns the numbers."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     store = Store(out_dir, lock=False) if out_dir.exists() else None
     failed = {f["cell"] for f in store.failures()} if store else set()
-    table = Table(title=f"audit grid '{cfg.audit.name}' → {out_dir}", show_lines=False)
+    table = Table(title=Text(f"audit grid '{cfg.audit.name}' → {out_dir}"), show_lines=False)
     for col in ("#", "cell", "benchmark", "method", "seed", "mode", "hash", "status"):
         table.add_column(col)
     pending = 0
@@ -123,7 +124,8 @@ def plan(
             "done" if store and store.is_done(c) else ("failed, will retry" if c.key in failed else "pending")
         )
         pending += status != "done"
-        table.add_row(str(i), c.key, c.benchmark, c.method, str(c.seed), c.mode, c.hash, status)
+        cols = (str(i), c.key, c.benchmark, c.method, str(c.seed), c.mode, c.hash, status)
+        table.add_row(*(Text(x) for x in cols))  # user text, never rich markup
     console = Console(file=stream or sys.stdout, width=140)
     console.print(table)
 
@@ -141,6 +143,7 @@ def plan(
         f"estimate: {fmt_duration(total_s)} of compute, ≈ {fmt_duration(wall_s)} wall with {workers} worker(s). "
         "Objectives with extra forwards (views) cost up to ~2× a CE step; `jepa-audit bench` measures them.",
         highlight=False,
+        markup=False,
     )
     return {
         "cells": len(cells),
