@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -9,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from _fs import fill, make_read_only, tmpfs
 from typer.testing import CliRunner
 
+from _fs import fill, make_read_only, tmpfs
 from jepa_audit.cli import app
 
 runner = CliRunner()
@@ -102,7 +103,7 @@ def test_full_disk_during_a_cell_is_one_clear_error(tmp_path):
     cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce"], [82]
     with tmpfs(tmp_path / "mnt", size="256k") as out:
         with pytest.raises(StoreError, match=r"No space left on device") as e:
-            run_audit(cfg, out, cell_fn=_fill_when_training, report=False, stream=open(os.devnull, "w"))
+            run_audit(cfg, out, cell_fn=_fill_when_training, report=False, stream=io.StringIO())
         assert str(out) in str(e.value) and e.value.__cause__ is None and e.value.__suppress_context__
         assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
         assert (out / ".lock").read_text() == ""  # released
