@@ -7,6 +7,7 @@ re-checks a sample live where Java is installed).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -546,3 +547,13 @@ def test_parse_copies_each_code_unit_a_bounded_number_of_times(monkeypatch: pyte
         P.parse.__wrapped__("ab" * (n // 2) + ".c" * (n // 2))
         per_char.append(copied[0] / (2 * n))
     assert per_char[1] <= per_char[0] * 1.1 and per_char[1] < 3, per_char
+
+
+def test_length_sweep_reports_times_and_a_fitted_exponent() -> None:
+    """The bench's length sweep (tiny lengths here; its times are measured, never asserted)."""
+    from jepa_audit.regex.equiv import length_sweep
+
+    r = length_sweep((200, 400, 800), repeats=1)
+    assert len(r["regex_sweep_chars"]) == len(r["regex_parse_s"]) == len(r["regex_equiv_s"]) == 3
+    assert r["regex_sweep_chars"][0] < r["regex_sweep_chars"][2]
+    assert all(math.isfinite(r[k]) for k in ("regex_parse_exponent", "regex_equiv_exponent"))

@@ -318,6 +318,46 @@ def time_scoring(pairs: list[tuple[str, str]], scorer: DfaScorer | None = None) 
     }
 
 
+SWEEP_UNIT = "dog(cat|[0-9])*.x"  # literals, a group, a class, a star, a dot: what parsing has to handle
+
+
+def length_sweep(lengths: tuple[int, ...] = (10_000, 25_000, 50_000, 100_000, 200_000), repeats: int = 2) -> dict:
+    """Time ``parse`` and ``equivalent(A, A)`` (cold caches) on identical regexes of ``lengths`` characters
+    (``SWEEP_UNIT`` repeated) and fit the exponent k of time ∝ length^k by least squares on the logs:
+    k ≈ 1 is linear, 2 quadratic. Fastest of ``repeats`` per point. Keys: ``regex_sweep_chars``,
+    ``regex_parse_s``, ``regex_equiv_s`` (lists, seconds), ``regex_parse_exponent``,
+    ``regex_equiv_exponent``. For ``jepa-audit bench``; never asserted on."""
+    import numpy as np
+
+    parse_s, equiv_s, chars = [], [], []
+    for n in lengths:
+        a = SWEEP_UNIT * max(1, round(n / len(SWEEP_UNIT)))  # whole units: n ± half a unit characters
+        b = "".join(list(a))  # an equal, distinct string object
+        chars.append(len(a))
+        best_p = best_e = float("inf")
+        for _ in range(repeats):
+            parse.cache_clear()
+            t = time.perf_counter()
+            parse(a)
+            best_p = min(best_p, time.perf_counter() - t)
+            parse.cache_clear()
+            t = time.perf_counter()
+            res = DfaScorer()._compare(a, b, ("A", "B"), _DEFAULT_MAX_STATES, _DEFAULT_TIME_BUDGET_S)
+            best_e = min(best_e, time.perf_counter() - t)
+            if res.equivalent is not True:
+                raise RuntimeError(f"length sweep: {n} characters not found equivalent to themselves: {res.error}")
+        parse_s.append(best_p)
+        equiv_s.append(best_e)
+    logn = np.log(np.asarray(chars, dtype=float))
+    return {
+        "regex_sweep_chars": chars,
+        "regex_parse_s": parse_s,
+        "regex_equiv_s": equiv_s,
+        "regex_parse_exponent": float(np.polyfit(logn, np.log(parse_s), 1)[0]),
+        "regex_equiv_exponent": float(np.polyfit(logn, np.log(equiv_s), 1)[0]),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI: jepa-audit regex equiv A B [--json] | --pairs FILE [--json]
 # ---------------------------------------------------------------------------------------------
