@@ -234,3 +234,14 @@ def test_ray_task_without_shared_filesystem_ships_files_back(tmp_path):
     out = _ray_execute(_writes_predictions, job)
     assert out.ok and out.files == {"predictions.jsonl": b'{"item": 0}\n'}
     assert not (tmp_path / "not-on-this-node").exists()
+
+
+def test_when_every_cell_fails_the_report_is_not_pointed_at(tmp_path):
+    """#14.9: with nothing finished a rerun of `report` cannot help, so the runner does not suggest it."""
+    cfg = small_cfg(benchmarks=["synth"], methods=["ce"], seeds=[82])
+    (tmp_path / "fail.txt").write_text("synth__ce__s82__lora")
+    log = io.StringIO()
+    assert audit(cfg, tmp_path, report_fn=None, stream=log) == 1
+    text = log.getvalue()
+    assert "no cell has finished" in text and "jepa-audit report" not in text
+    assert not (tmp_path / "report_error.txt").exists()

@@ -112,6 +112,9 @@ def report(
     except ReportError as e:
         _fail(str(e))
     n = len(summary.get("comparisons", []))
+    for e in summary.get("excluded_rows", []):  # what the runner's validation does not trust, and why
+        cell = f" ({e['cell']})" if e.get("cell") else ""
+        _say(f"note: results.jsonl line {e['line']}{cell} left out: {e['reason']}")
     typer.echo(f"wrote {directory}/summary.json, report.md, report.html ({n} comparisons)")
 
 
