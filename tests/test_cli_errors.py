@@ -107,3 +107,28 @@ def test_full_disk_during_a_cell_is_one_clear_error(tmp_path):
         assert str(out) in str(e.value) and e.value.__cause__ is None and e.value.__suppress_context__
         assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
         assert (out / ".lock").read_text() == ""  # released
+
+
+def _fill_then_report(out_dir, alpha, family):
+    from jepa_audit.report import write_report
+
+    fill(Path(out_dir))
+    return write_report(out_dir, alpha, family, bootstrap_reps=20, conditional_logit_metrics=())
+
+
+def test_full_disk_during_the_audits_report_is_one_clear_error(tmp_path):
+    """ENOSPC while the runner writes the report: one StoreError line (exit 2 in the CLI), the cells
+    committed, no report file half-written, no temporary file left."""
+    from _fake_cells import fast_cell
+    from jepa_audit.audit.runner import run_audit
+    from jepa_audit.audit.store import StoreError
+    from jepa_audit.config import Config
+
+    cfg = Config()
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce", "T1"], [82, 23]
+    with tmpfs(tmp_path / "mnt", size="512k") as out:
+        with pytest.raises(StoreError, match=r"cannot write the report \(No space left on device\)"):
+            run_audit(cfg, out, cell_fn=fast_cell, report_fn=_fill_then_report, stream=io.StringIO())
+        assert len((out / "results.jsonl").read_text().splitlines()) == 4
+        assert not any((out / n).exists() for n in ("summary.json", "report.md", "report.html"))
+        assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"

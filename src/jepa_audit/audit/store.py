@@ -716,9 +716,9 @@ class Store:
 
     def _supersede(self, keys: set[str]) -> None:
         """Move the rows of ``keys`` out of results.jsonl (atomically), keeping every other line's bytes."""
-        good, _bad = read_jsonl(self.results_path)
-        kept = [raw for row, raw in good if _row_key(row) not in keys]
-        moved = [raw for row, raw in good if _row_key(row) in keys]
+        found = read_results(self.results_path)  # the file was repaired on open: every line is trusted
+        kept = [raw for k, raw in found.raws.items() if k not in keys]
+        moved = [raw for k, raw in found.raws.items() if k in keys]
         if moved:
             append_line(self.dir / "superseded.jsonl", b"".join(moved))
         atomic_write(self.results_path, b"".join(kept))
