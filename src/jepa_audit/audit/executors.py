@@ -149,7 +149,8 @@ def _exit_reason(code: int | None) -> str:
 class _Worker:
     """One spawned worker process and the pipe to it; ``job`` is what it runs now (None: idle)."""
 
-    def __init__(self, ctx: Any, threads: int) -> None:
+    def __init__(self, ctx: Any, threads: int, slot: int) -> None:
+        self.slot = slot  # 0..workers-1; a replacement takes the dead worker's slot (e.g. to pin a device)
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
             target=_worker_main, args=(child, threads, os.getpid()), name="jepa-audit-worker", daemon=True
@@ -344,11 +345,12 @@ class LocalExecutor:
         workers: list[_Worker] = []
         try:
             while queue or any(w.job for w in workers):
-                for w in [w for w in workers if w.job is None] + [None] * (n - len(workers)):
+                free = sorted(set(range(n)) - {w.slot for w in workers})
+                for w in [w for w in workers if w.job is None] + free:
                     if not queue:
                         break
-                    if w is None:
-                        w = _Worker(ctx, threads)
+                    if isinstance(w, int):
+                        w = _Worker(ctx, threads, slot=w)
                         workers.append(w)
                     job = queue.pop()
                     try:
