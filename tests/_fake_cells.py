@@ -28,8 +28,16 @@ def _listed(audit_dir: Path, name: str, key: str) -> bool:
     return p.exists() and key in p.read_text().split()
 
 
+def audit_dir_of(cell_dir: Path) -> Path:
+    """The audit directory above a cell's attempt directory (``DIR/cells/<key>/<attempt>``)."""
+    for d in Path(cell_dir).parents:
+        if (d / "grid.json").exists():
+            return d
+    return Path(cell_dir).parent.parent
+
+
 def fast_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
-    audit_dir = Path(cell_dir).parent.parent
+    audit_dir = audit_dir_of(cell_dir)
     key = _key(cfg)
     with open(audit_dir / "calls.log", "a") as f:
         f.write(key + "\n")
@@ -56,6 +64,7 @@ def fast_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
         "config_hash": cfg.cell_hash(),
         "status": "done",
         "pid": os.getpid(),
+        "predictions_file": str(Path(Path(cell_dir).parent.name) / Path(cell_dir).name / "predictions.jsonl"),
     }
 
 
@@ -76,3 +85,15 @@ def device_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
         row["ray_gpu_ids"] = None
     time.sleep(0.2)  # long enough that a pool hands jobs to both workers
     return row
+
+
+def hang_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    """Write this worker's pid to ``DIR/pids/<key>``, then wait (up to 60 s) for ``DIR/release`` to exist
+    before finishing like :func:`fast_cell`: a cell that is reliably running while a test kills things."""
+    audit_dir = audit_dir_of(cell_dir)
+    (audit_dir / "pids").mkdir(exist_ok=True)
+    (audit_dir / "pids" / _key(cfg)).write_text(str(os.getpid()))
+    t0 = time.monotonic()
+    while not (audit_dir / "release").exists() and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+    return fast_cell(cfg, cell_dir, progress)

@@ -4,6 +4,7 @@ committed before the kill are unchanged, byte for byte."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from jepa_audit.config import Config
 
 TESTS = Path(__file__).resolve().parent
 
@@ -105,3 +108,95 @@ def test_sigkill_twice_then_resume_in_process(tmp_path):
     second = _complete_lines(res)
     assert second[: len(first)] == first
     _check_resume(tmp_path, second, workers=1)
+
+
+HANG = """
+import sys
+from pathlib import Path
+from _fake_cells import hang_cell
+from jepa_audit.audit.runner import run_audit
+from jepa_audit.config import Config
+
+cfg = Config()
+cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce", "T1"], [82]
+sys.exit(run_audit(cfg, Path(sys.argv[1]), workers=2, cell_fn=hang_cell, report=False))
+"""
+
+
+def _wait_for(cond, timeout: float = 60.0) -> bool:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _worker_pids(out: Path, n: int) -> dict[str, int]:
+    pids = out / "pids"
+    assert _wait_for(lambda: pids.exists() and len(list(pids.iterdir())) == n and all(
+        p.read_text() for p in pids.iterdir()
+    )), "the cells did not start"
+    return {p.name: int(p.read_text()) for p in pids.iterdir()}
+
+
+def test_pool_workers_die_with_a_killed_runner(tmp_path):
+    """#14.3: kill -9 of the runner alone (not its process group): its workers must not live on."""
+    from jepa_audit.audit.store import pid_alive
+
+    p = subprocess.Popen(
+        [sys.executable, "-c", HANG, str(tmp_path)], env=_env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        pids = _worker_pids(tmp_path, 2)
+        os.kill(p.pid, signal.SIGKILL)  # only the parent
+        p.wait()
+        assert _wait_for(lambda: not any(pid_alive(q) for q in pids.values()), timeout=15), (
+            f"orphaned workers still running: {pids}"
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_one_dead_worker_fails_only_its_own_cell(tmp_path):
+    """#14.4: SIGKILL one of two workers mid-cell: its cell fails, the other worker's cell finishes."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", HANG, str(tmp_path)], env=_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True, text=True,
+    )
+    try:
+        pids = _worker_pids(tmp_path, 2)
+        os.kill(pids["synth__ce__s82__lora"], signal.SIGKILL)
+        time.sleep(0.5)
+        (tmp_path / "release").write_text("")
+        out, _ = p.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 1, out
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["cell"] for r in rows] == ["synth__T1__s82__lora"]
+    fails = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert [f["cell"] for f in fails] == ["synth__ce__s82__lora"]
+    assert "SIGKILL" in fails[0]["error"] and "only this cell failed" in fails[0]["error"]
+
+
+def test_stale_writer_cannot_touch_the_current_attempt(tmp_path):
+    """#14.3: each attempt has its own directory; a writer of an earlier attempt writes only there."""
+    from jepa_audit.audit.grid import expand_grid
+    from jepa_audit.audit.store import Store
+
+    cfg = Config()
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce"], [82]
+    (cell,) = expand_grid(cfg)
+    with Store(tmp_path) as s:
+        old = s.prepare_cell(cell)
+        (old / "progress.jsonl").write_text('{"step": 1}\n')
+        new = s.prepare_cell(cell)
+        assert new != old and new.parent == old.parent and not old.exists()
+        assert s.attempt_dir(cell) == new
+        old.mkdir(parents=True)  # a stale writer that recreates its directory and writes on
+        (old / "predictions.jsonl").write_text('{"stale": true}\n')
+        assert list(new.iterdir()) == []

@@ -38,6 +38,6 @@ def test_ray_local_two_cpus(tmp_path, monkeypatch):
         "synth__ce__s23__lora",
         "synth__ce__s82__lora",
     ]
-    assert all((tmp_path / "cells" / r["cell"] / "predictions.jsonl").exists() for r in rows)
+    assert all((tmp_path / r["predictions_file"]).exists() for r in rows)  # in each cell's attempt directory
     fail = json.loads((tmp_path / "failures.jsonl").read_text())
     assert fail["cell"] == "synth__T1__s23__lora" and "injected failure" in fail["error"]

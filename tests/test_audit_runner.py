@@ -65,8 +65,13 @@ def test_full_grid_then_resume_skips_done(tmp_path):
     assert all(r["status"] == "done" and r["wall_s"] >= 0 for r in rows)
     assert rep.calls == [(tmp_path, 0.10, "per-benchmark")]
     cell_dir = tmp_path / "cells" / "synth__T1__s23__lora"
-    for f in ("config.yaml", "cell.json", "predictions.jsonl", "progress.jsonl", "progress.json"):
+    attempt = cell_dir / json.loads((cell_dir / "cell.json").read_text())["attempt"]
+    for f in ("config.yaml", "cell.json"):
         assert (cell_dir / f).exists(), f
+    for f in ("predictions.jsonl", "progress.jsonl", "progress.json"):
+        assert (attempt / f).exists(), f
+    row = next(r for r in rows if r["cell"] == "synth__T1__s23__lora")
+    assert tmp_path / row["predictions_file"] == attempt / "predictions.jsonl"  # this attempt's file
     assert load_config(file=cell_dir / "config.yaml").aux.method == "T1"
     assert "8/8 cells done" in log.getvalue() and "done synth__ce__s82__lora" in log.getvalue()
 
@@ -188,7 +193,8 @@ def test_live_display_and_tracking(tmp_path):
     assert sorted(r.info.run_name for r in runs) == ["synth__ce__s23__lora", "synth__ce__s82__lora"]
     assert runs[0].data.metrics["metrics.exact_match"] >= 0
     assert "train.loss" in runs[0].data.metrics
-    assert list((tmp_path / "cells" / "synth__ce__s82__lora" / "tb").glob("events.out.tfevents.*"))
+    with Store(tmp_path, lock=False) as s:
+        assert list((s.attempt_dir("synth__ce__s82__lora") / "tb").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -228,3 +234,14 @@ def test_ray_task_without_shared_filesystem_ships_files_back(tmp_path):
     out = _ray_execute(_writes_predictions, job)
     assert out.ok and out.files == {"predictions.jsonl": b'{"item": 0}\n'}
     assert not (tmp_path / "not-on-this-node").exists()
+
+
+def test_when_every_cell_fails_the_report_is_not_pointed_at(tmp_path):
+    """#14.9: with nothing finished a rerun of `report` cannot help, so the runner does not suggest it."""
+    cfg = small_cfg(benchmarks=["synth"], methods=["ce"], seeds=[82])
+    (tmp_path / "fail.txt").write_text("synth__ce__s82__lora")
+    log = io.StringIO()
+    assert audit(cfg, tmp_path, report_fn=None, stream=log) == 1
+    text = log.getvalue()
+    assert "no cell has finished" in text and "jepa-audit report" not in text
+    assert not (tmp_path / "report_error.txt").exists()

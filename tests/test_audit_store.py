@@ -218,3 +218,61 @@ def test_failures_are_kept_apart_from_results(tmp_path):
         s.commit(cells[0], row_for(cells[0]))
         assert s.failures() == [] and len(s.failures(outstanding_only=False)) == 1
     assert not (tmp_path / "results.jsonl").read_text().count("failed")
+
+
+def _three_rows(tmp_path) -> tuple[list[Cell], list[bytes]]:
+    cells = grid()
+    with Store(tmp_path) as s:
+        for c in cells[:3]:
+            s.commit(c, row_for(c))
+    return cells, (tmp_path / "results.jsonl").read_bytes().splitlines(keepends=True)
+
+
+def test_complete_corrupt_last_line_is_quarantined_not_cut(tmp_path):
+    """#14.1: only a line without its newline is torn; a complete line with a bad checksum is quarantined
+    wherever it sits, the last line included."""
+    cells, lines = _three_rows(tmp_path)
+    path = tmp_path / "results.jsonl"
+    tampered = lines[2].replace(b'"exact_match": 0.5', b'"exact_match": 0.9')
+    path.write_bytes(lines[0] + lines[1] + tampered)
+    with pytest.warns(UserWarning, match="line 3: row_sha256 does not match"), Store(tmp_path) as s:
+        assert not s.is_done(cells[2])
+    assert path.read_bytes() == lines[0] + lines[1]
+    assert (tmp_path / "results.jsonl.corrupt").read_bytes() == tampered
+
+
+def test_duplicate_last_line_is_quarantined_and_its_cell_kept(tmp_path):
+    cells, lines = _three_rows(tmp_path)
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b"".join(lines) + lines[0])
+    with pytest.warns(UserWarning, match="line 4: duplicate of line 1"), Store(tmp_path) as s:
+        assert s.is_done(cells[0]) and len(s.rows()) == 3  # the duplicate's cell is not lost
+    assert path.read_bytes() == b"".join(lines)
+    assert (tmp_path / "results.jsonl.corrupt").read_bytes() == lines[0]
+
+
+def test_two_different_rows_for_one_cell_are_both_quarantined(tmp_path):
+    cells, lines = _three_rows(tmp_path)
+    path = tmp_path / "results.jsonl"
+    other = encode_row({**row_for(cells[0], em=0.7), "cell": cells[0].key, "config_hash": cells[0].hash})
+    path.write_bytes(b"".join(lines) + other)
+    with pytest.warns(UserWarning, match="conflicts with line"), Store(tmp_path) as s:
+        assert not s.is_done(cells[0])  # neither row is trusted: the cell runs again
+        assert [r["cell"] for r in s.rows()] == [cells[1].key, cells[2].key]
+    assert path.read_bytes() == lines[1] + lines[2]
+    assert (tmp_path / "results.jsonl.corrupt").read_bytes() == lines[0] + other
+
+
+def test_reader_excludes_rows_of_another_config(tmp_path):
+    from jepa_audit.audit.store import manifest_hashes, read_results
+
+    cells, lines = _three_rows(tmp_path)
+    with Store(tmp_path) as s:
+        s.check_grid(cells)
+    path = tmp_path / "results.jsonl"
+    foreign = encode_row({**row_for(cells[3]), "cell": cells[3].key, "config_hash": "0123abcd"})
+    path.write_bytes(b"".join(lines) + foreign + b'{"torn": ')
+    found = read_results(path, manifest_hashes(tmp_path))
+    assert list(found.rows) == [c.key for c in cells[:3]]
+    reasons = {d["line"]: d["reason"] for d in found.excluded()}
+    assert "not the grid's" in reasons[4] and reasons[5].startswith("torn last line")

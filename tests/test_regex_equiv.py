@@ -7,6 +7,7 @@ re-checks a sample live where Java is installed).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -505,3 +506,54 @@ def test_cli_lone_surrogate_witness_is_printable(capsys: pytest.CaptureFixture[s
     out.encode("ascii")  # escaped, printable anywhere
     assert equiv_pairs_cli("[\ud800]", "#", None, False) == 0
     capsys.readouterr().out.encode("utf-8")
+
+
+def test_cli_pairs_file_is_streamed_with_a_per_line_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """#14.5: a line over the limit gets its own error and the next lines are still answered; an endless
+    line (``/dev/zero``) ends in one error line, never a MemoryError."""
+    from jepa_audit.regex import equiv as E
+
+    f = tmp_path / "pairs.tsv"
+    f.write_bytes(b"a\ta\n" + b"x" * (E.MAX_PAIR_LINE_BYTES + 10) + b"\tx\n" + b"a*\ta+\n")
+    assert equiv_pairs_cli(None, None, f, True) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["line"] for o in out] == [0, 1, 2]
+    assert out[0]["equivalent"] is True and out[2]["equivalent"] is False
+    assert out[1]["equivalent"] is None and "longer than" in out[1]["error"]
+    if Path("/dev/zero").exists():
+        assert equiv_pairs_cli(None, None, Path("/dev/zero"), True) == 2
+        captured = capsys.readouterr()
+        assert "longer than" in captured.out
+        assert captured.err.count("\n") == 1 and "/dev/zero" in captured.err and "no line end" in captured.err
+
+
+def test_parse_copies_each_code_unit_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """#14.5: parsing is linear: count the code units the parser puts into literals (joining a literal
+    run tuple by tuple copied the run at every character: quadratic). No timing."""
+    import importlib
+
+    P = importlib.import_module("jepa_audit.regex.parse")
+    copied = [0]
+
+    class CountingLiteral(P.Literal):
+        def __init__(self, units: tuple[int, ...]) -> None:
+            copied[0] += len(units)
+            super().__init__(units)
+
+    monkeypatch.setattr(P, "Literal", CountingLiteral)
+    per_char = []
+    for n in (2_000, 8_000):
+        copied[0] = 0
+        P.parse.__wrapped__("ab" * (n // 2) + ".c" * (n // 2))
+        per_char.append(copied[0] / (2 * n))
+    assert per_char[1] <= per_char[0] * 1.1 and per_char[1] < 3, per_char
+
+
+def test_length_sweep_reports_times_and_a_fitted_exponent() -> None:
+    """The bench's length sweep (tiny lengths here; its times are measured, never asserted)."""
+    from jepa_audit.regex.equiv import length_sweep
+
+    r = length_sweep((200, 400, 800), repeats=1)
+    assert len(r["regex_sweep_chars"]) == len(r["regex_parse_s"]) == len(r["regex_equiv_s"]) == 3
+    assert r["regex_sweep_chars"][0] < r["regex_sweep_chars"][2]
+    assert all(math.isfinite(r[k]) for k in ("regex_parse_exponent", "regex_equiv_exponent"))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jepa_audit.audit.grid import cell_key
 from jepa_audit.report import ReportError, write_report
 
 HOSTILE_METHOD = "<img src=x onerror=alert(1)>"
@@ -186,12 +187,9 @@ def test_family_all_and_alpha_are_passed_through(built, tmp_path) -> None:
 def test_missing_and_malformed_results_raise_report_error(tmp_path) -> None:
     with pytest.raises(ReportError, match=r"results\.jsonl.*not found"):
         write_report(tmp_path)
-    (tmp_path / "results.jsonl").write_text('{"benchmark": "synth"}\n{not json}\n', encoding="utf-8")
-    with pytest.raises(ReportError, match=r"results\.jsonl, line 2: not valid JSON"):
-        write_report(tmp_path)
-    (tmp_path / "results.jsonl").write_text("[1, 2]\n", encoding="utf-8")
-    with pytest.raises(ReportError, match="line 1: expected a JSON object"):
-        write_report(tmp_path)
+    (tmp_path / "results.jsonl").write_text('{"benchmark": "synth"}\n{not json}\n[1, 2]\n', encoding="utf-8")
+    excluded = write_report(tmp_path)["excluded_rows"]  # untrusted lines are left out and listed
+    assert [(e["line"], e["reason"][:14]) for e in excluded] == [(2, "not valid JSON"), (3, "expected a JSO")]
     with pytest.raises(ReportError, match="family"):
         write_report(tmp_path, family="per-method")
 
@@ -238,7 +236,7 @@ def test_family_size_comes_from_the_grid_manifest(tmp_path) -> None:
     out = tmp_path / "audit"
     _write_results(out)
     cells = {
-        f"synth__{m}__s{s}__lora": {"benchmark": "synth", "method": m, "seed": s, "mode": "lora", "hash": "h"}
+        cell_key("synth", m, s, "lora"): {"benchmark": "synth", "method": m, "seed": s, "mode": "lora", "hash": "x"}
         for m in ("ce", "t1_straight", HOSTILE_METHOD, "never_ran")
         for s in (82, 23, 37)
     }

@@ -6,8 +6,10 @@ repetition of each arm is the least disturbed estimate of its cost (the reasonin
 interleaving gives every arm the same chances; absolute seconds are reported but never asserted anywhere.  Keys (kept stable for scripts): ``ce_step_s``,
 ``aux_step_ratio``, ``packed_two_view_ratio``, ``llm_jepa_three_row_ratio``, ``probe_overhead``,
 ``geometry_overhead``, ``decode_tokens_per_s``, ``decode_speedup_vs_hf_generate``, ``dfa_pairs_per_s``,
-``cell_wall_s``, ``device``; on ``--device cuda`` also ``paper_step_s``, ``paper_tokens_per_s``, ``paper_mfu``
-and ``peak_memory`` ({lora, full} → {method class → peak_gb, model_gb, step_s}); plus ``step_profile_ms`` (where a step's time goes, per phase of the loop)
+``cell_wall_s``, ``device``, ``regex_sweep_chars``, ``regex_parse_s``, ``regex_equiv_s``,
+``regex_parse_exponent``, ``regex_equiv_exponent`` (the regex length sweep); on ``--device cuda`` also
+``paper_step_s``, ``paper_tokens_per_s``, ``paper_mfu`` and ``peak_memory`` ({lora, full} → {method class →
+peak_gb, model_gb, step_s}); plus ``step_profile_ms`` (where a step's time goes, per phase of the loop)
 and a few diagnostics (``probe_step_ratio``, ``decode_identical_to_hf``, …).
 """
 
@@ -204,6 +206,10 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     # fastest of 3 passes, as for the steps: single passes read 1,040–3,060 pairs/s on this VM within the hour
     out["dfa_pairs_per_s"] = len(pairs) / _fastest_times({"dfa": score_fresh}, repeats=3, warmup=0)["dfa"]
     out["dfa_pairs_source"] = "NL-RX test gold vs predictions" if len(pairs) > len(preds) else "smoke predictions"
+    say("bench: regex parse/equiv time on identical regexes of 10k..200k characters (linearity)")
+    from jepa_audit.regex.equiv import length_sweep
+
+    out.update(length_sweep())  # regex_sweep_chars, regex_{parse,equiv}_s, regex_{parse,equiv}_exponent
 
     if device == "cuda":
         say("bench: Llama-3.2-1B-shaped LoRA step on the GPU (random weights)")

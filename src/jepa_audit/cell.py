@@ -130,6 +130,15 @@ def _eval_progress(progress: ProgressFn | None, total: int) -> Callable[[int], N
     return None if progress is None else (lambda k: progress({"phase": "eval", "step": k, "total": total}))
 
 
+def aux_weight(method: str, default: float, configured: float | None) -> float:
+    """λ of a cell: ``aux.weight`` when set, else the objective's default; always 0 for the ``ce``
+    baseline, which has no auxiliary (a global ``--set aux.weight=0.5`` over a grid must not turn the
+    baseline into a cell with a λ·0 term and nothing to train it)."""
+    if method == "ce":
+        return 0.0
+    return default if configured is None else configured
+
+
 def run_cell(
     cfg: Config, cell_dir: Path, progress: ProgressFn | None = None, save_model: Path | None = None
 ) -> dict[str, Any]:
@@ -153,7 +162,7 @@ def run_cell(
 
     spec = get_objective_class(cfg.aux.method).spec  # unknown ids fail here, before any compute
     prep = prepare(cfg, report("base"))
-    weight = spec.default_weight if cfg.aux.weight is None else cfg.aux.weight
+    weight = aux_weight(spec.id, spec.default_weight, cfg.aux.weight)
     mcfg = prep.model.config
     objective = None
     if weight > 0:

@@ -28,8 +28,16 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
 
 
+def _say(msg: str) -> None:
+    """Print user-facing text literally on stderr: never parsed as rich markup (``[/]`` or ``run[red]1``
+    in a path or a value must show as typed), never re-wrapped."""
+    err.print(msg, highlight=False, markup=False, soft_wrap=True)
+
+
 def _fail(msg: str) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
+    from rich.text import Text
+
+    err.print(Text("error: ", style="bold red") + Text(str(msg)), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -65,11 +73,14 @@ def audit(
 ) -> None:
     """Run the grid (benchmark × method × seed × mode), then write summary.json and the report. Resumable."""
     from jepa_audit.audit import run_audit
+    from jepa_audit.audit.runner import check_workers
     from jepa_audit.cell import preflight
 
     cfg = _config(preset, config, set_, default="quick")
     out_dir = out or Path("runs") / cfg.preset
     try:
+        if workers is not None:
+            check_workers(workers)  # before the (slow) preflight
         preflight(cfg)  # bad data, model dir or method id: one clear error before any cell starts
         code = run_audit(cfg, out_dir, executor=executor, workers=workers, force=force, dry_run=dry_run)
     except _user_errors() as e:
@@ -101,6 +112,9 @@ def report(
     except ReportError as e:
         _fail(str(e))
     n = len(summary.get("comparisons", []))
+    for e in summary.get("excluded_rows", []):  # what the runner's validation does not trust, and why
+        cell = f" ({e['cell']})" if e.get("cell") else ""
+        _say(f"note: results.jsonl line {e['line']}{cell} left out: {e['reason']}")
     typer.echo(f"wrote {directory}/summary.json, report.md, report.html ({n} comparisons)")
 
 
@@ -137,7 +151,7 @@ def aux_calibrate(
         _fail(f"--criterion must be ce or em, got {criterion!r}")
     cfg = _config(preset, config, set_, default="quick")
     try:
-        out = calibrate_weight(cfg, method, criterion, log=lambda m: err.print(m, highlight=False))
+        out = calibrate_weight(cfg, method, criterion, log=_say)
     except _user_errors() as e:
         _fail(str(e).strip("'\""))
     typer.echo(json.dumps(out, indent=1))
@@ -276,7 +290,7 @@ class _progress:
             self.p.update(self.tasks[phase], completed=d.get("step", 0), total=d.get("total", 0), info=info)
             if not self.tty and d.get("step") == d.get("total") and self.last_plain != phase:
                 self.last_plain = phase
-                err.print(f"{phase}: done ({d.get('total')}) {info}")
+                _say(f"{phase}: done ({d.get('total')}) {info}")
 
         return cb
 

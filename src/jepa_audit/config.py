@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 PRESET_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 PACKAGED_PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -170,7 +170,7 @@ class AuditCfg(Strict):
     name: str = "audit"
     benchmarks: list[str] = Field(default_factory=lambda: ["synth", "turk"])
     methods: list[str] = Field(default_factory=lambda: ["ce"])
-    seeds: list[int] = Field(default_factory=lambda: [82, 23, 37])
+    seeds: list[StrictInt] = Field(default_factory=lambda: [82, 23, 37])  # strict: `true` is not seed 1
     modes: list[Literal["lora", "full"]] = Field(default_factory=lambda: ["lora"])
     executor: Literal["local", "ray"] = "local"
     workers: int = Field(2, gt=0, description="cells run side by side")

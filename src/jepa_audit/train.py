@@ -34,6 +34,11 @@ from jepa_audit.objectives import AuxContext, Objective
 from jepa_audit.objectives.gradients import combine, grad_cosine, init_grad_state, layer_group
 
 
+def _blame_weight(weight: float, aux_trained: bool) -> str:
+    """Name λ when the updates so far included λ·aux: a λ too large shows up here first."""
+    return f" (the updates so far included λ·aux with λ = {weight:g}; try a smaller aux.weight)" if aux_trained else ""
+
+
 class TrainError(RuntimeError):
     """Training cannot go on (non-finite CE, or an auxiliary that is non-finite on most steps)."""
 
@@ -144,10 +149,15 @@ def train(
                                      step=step, total_steps=cfg.steps)
                     aux = objective(ctx).loss.float()
             if not torch.isfinite(ce):
-                raise TrainError(f"non-finite CE loss at step {step}")
+                raise TrainError(f"non-finite CE loss at step {step}" + _blame_weight(weight, use_aux and step > 0))
             if aux is not None and not torch.isfinite(aux):
                 result.aux_skipped += 1
                 aux = None
+            if aux is not None and not math.isfinite(weight * float(aux.detach())):
+                raise TrainError(
+                    f"the λ·aux term is not finite at step {step}: λ = {weight:g} times aux = "
+                    f"{float(aux.detach()):.4g} overflows; lower aux.weight"
+                )
             with record_function("train.backward"):  # phase labels for `bench`'s profile (~µs when not profiling)
                 if aux is None:
                     (ce / cfg.grad_accum).backward()
@@ -185,7 +195,9 @@ def train(
         # ---- clip, step, hooks ---------------------------------------------------------------------------
         with record_function("train.optimizer"):
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params + obj_params, cfg.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(params + obj_params, cfg.grad_clip)
+                if not torch.isfinite(norm):  # would turn every weight into NaN: say what overflowed
+                    raise TrainError(f"the gradient is not finite at step {step}" + _blame_weight(weight, use_aux))
             opt.step()
             if use_aux:
                 objective.after_step(model, step, cfg.steps)

@@ -4,7 +4,7 @@ CUDA fixes the set of visible devices when it initialises (the first CUDA call i
 ``CUDA_VISIBLE_DEVICES`` afterwards is ignored.  So a device must be assigned *before* any CUDA call:
 
 * local pool: the parent (which never initialises CUDA for this: ``torch.cuda.device_count`` asks NVML)
-  lists the visible GPUs, and each spawned worker takes one from a queue in its initializer, before the cell
+  lists the visible GPUs, and each spawned worker is handed its slot's one at start-up (claim_gpu), before the cell
   imports anything that touches CUDA.  ``model.device=cuda`` (or ``auto``) then means that worker's GPU.
 * Ray: a GPU task must run in a fresh worker process (``max_calls=1``, given in the ``@ray.remote``
   definition: Ray ignores ``max_calls`` in ``.options``), else a reused worker keeps the GPU it
@@ -75,14 +75,14 @@ def pool_gpus(device: str, workers: int) -> list[str] | None:
     return gpus[:workers]
 
 
-def claim_gpu(queue: Any) -> str | None:
-    """Pool-worker initializer step: take one GPU id from ``queue`` and make it the only visible device.
+def claim_gpu(gpu: str | None) -> str | None:
+    """Pool-worker start-up step: make GPU ``gpu`` (a physical id, its worker slot's) the only visible device.
 
     Must run before CUDA is initialised in this process; refuses (RuntimeError) when it already is.
     """
-    if queue is None:
+    if gpu is None:
         return None
-    gpu = str(queue.get())
+    gpu = str(gpu)
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         raise RuntimeError("claim_gpu: CUDA is already initialised in this worker; its device cannot change")

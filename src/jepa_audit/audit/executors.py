@@ -13,18 +13,20 @@ need no manager process, and work the same for a pool worker and a Ray task on a
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import gc
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ from jepa_audit.config import Config
 CellFn = Callable[..., dict[str, Any]]  # (cfg, cell_dir, progress) -> row
 Listener = Callable[[str, dict[str, Any]], None]  # (cell key, progress event)
 PROGRESS_EVERY_S = 0.5  # progress.json is rewritten at most this often; the log gets every event
+PARENT_POLL_S = 1.0  # how often a pool worker checks that the runner is still its parent
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -86,11 +90,89 @@ def _set_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
-def _init_worker(n_threads: int, gpu_queue: Any = None) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this pool worker end when the runner does, even when the runner is killed by SIGKILL.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` has the kernel kill us when the parent thread exits. Any
+    OS: a daemon thread polls the parent pid once a second and exits when it changes (the orphan is
+    re-parented). Without this a killed runner leaves workers training on and writing into a directory a
+    resumed runner is using."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="jepa-audit-parent-watch", daemon=True).start()
+
+
+def _worker_main(conn: Connection, n_threads: int, parent_pid: int, gpu: str | None = None) -> None:
+    """A pool worker: run ``(cell_fn, job)`` messages one at a time, answer each with its Outcome."""
     from jepa_audit.audit.devices import claim_gpu
 
-    claim_gpu(gpu_queue)  # before the cell's first CUDA call: one GPU per worker (audit/devices.py)
+    _die_with_parent(parent_pid)
+    claim_gpu(gpu)  # before the cell's first CUDA call: one GPU per worker (audit/devices.py)
     _set_threads(n_threads)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        cell_fn, job = msg
+        out = execute_cell(cell_fn, job)
+        try:
+            conn.send(out)  # pickled before anything is written: a failure leaves the pipe clean
+        except (EOFError, OSError):
+            return
+        except Exception as e:  # e.g. a row that cannot be pickled
+            conn.send(Outcome(job.key, None, f"the cell's outcome could not be sent back: {type(e).__name__}: {e}",
+                              traceback.format_exc(), out.wall_s))
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class _Worker:
+    """One spawned worker process and the pipe to it; ``job`` is what it runs now (None: idle)."""
+
+    def __init__(self, ctx: Any, threads: int, slot: int, gpu: str | None = None) -> None:
+        self.slot = slot  # 0..workers-1; a replacement takes the dead worker's slot, and so its GPU
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(
+            target=_worker_main, args=(child, threads, os.getpid(), gpu), name="jepa-audit-worker", daemon=True
+        )
+        self.proc.start()
+        child.close()
+        self.job: CellJob | None = None
+        self.t0 = 0.0
+
+    def stop(self, now: bool) -> None:
+        """Ask the worker to exit (idle) or kill it (``now``: it is running a cell nobody will record)."""
+        if not now:
+            with contextlib.suppress(OSError, ValueError):
+                self.conn.send(None)
+            self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        self.conn.close()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -223,18 +305,20 @@ def _died(job: CellJob, what: str, t0: float) -> Outcome:
 class LocalExecutor:
     """``workers`` cells side by side on this machine, each with ``cpus // workers`` torch threads.
 
-    ``workers == 1`` runs in-process (no start-up cost, plain tracebacks). Otherwise a
-    ``ProcessPoolExecutor`` with the *spawn* start method: forking a parent that may hold torch's thread
-    pools or CUDA state is unsafe. At most ``workers`` jobs are submitted at a time, so the jobs in flight
-    are exactly the running ones, and a dead worker (OOM killer) costs only those: they are reported as
-    failed and a fresh pool takes the rest.
+    ``workers == 1`` runs in-process (no start-up cost, plain tracebacks). Otherwise ``workers`` *spawned*
+    processes (forking a parent that may hold torch's thread pools or CUDA state is unsafe), each with its
+    own pipe, running one cell at a time. The runner knows which worker runs which cell, so a worker that
+    dies (OOM killer, a crash in native code) fails only its own cell; a fresh worker replaces it and the
+    other cells run on. Workers die with the runner (:func:`_die_with_parent`).
     """
 
     name = "local"
 
     def __init__(self, workers: int = 1, gpus: list[str] | None = None) -> None:
-        self.workers = max(1, int(workers))
-        self.gpus = gpus  # one physical GPU id per pool worker (devices.pool_gpus), None without CUDA
+        if isinstance(workers, bool) or int(workers) < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        self.workers = int(workers)
+        self.gpus = gpus  # one physical GPU id per pool worker slot (devices.pool_gpus), None without CUDA
 
     def run(
         self,
@@ -257,70 +341,60 @@ class LocalExecutor:
                     on_start(job.key)
                 yield execute_cell(cell_fn, job, listener)
             return
-        queue = list(reversed(jobs))  # pop() from the end keeps the grid order
-        while queue:
-            finished = yield from self._run_pool(queue, cell_fn, n, threads, on_start, tick)
-            if not finished:
-                raise RuntimeError("the local process pool could not start its workers (see the log above)")
+        yield from self._run_pool(list(reversed(jobs)), cell_fn, n, threads, on_start, tick)
 
-    def _run_pool(self, queue, cell_fn, n, threads, on_start, tick) -> Generator[Outcome, None, int]:
-        """Run jobs from ``queue`` until it is empty or the pool breaks (then the caller starts another).
-
-        Returns how many outcomes it produced, so a pool that cannot even start is not retried forever."""
+    def _run_pool(self, queue, cell_fn, n, threads, on_start, tick) -> Iterator[Outcome]:
+        """Feed ``queue`` (popped from the end) to ``n`` workers, yielding outcomes as they arrive."""
         ctx = multiprocessing.get_context("spawn")
-        gpu_queue = None
-        if self.gpus:  # each worker of this pool takes one GPU in its initializer
-            gpu_queue = ctx.Queue()
-            for g in self.gpus[:n]:
-                gpu_queue.put(g)
-        pool = cf.ProcessPoolExecutor(
-            max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(threads, gpu_queue)
-        )
-        running: dict[cf.Future, tuple[CellJob, float]] = {}
-        broken = False
-        produced = 0
+        workers: list[_Worker] = []
         try:
-            while (queue and not broken) or running:
-                while queue and not broken and len(running) < n:
+            while queue or any(w.job for w in workers):
+                free = sorted(set(range(n)) - {w.slot for w in workers})
+                for w in [w for w in workers if w.job is None] + free:
+                    if not queue:
+                        break
+                    if isinstance(w, int):
+                        w = _Worker(ctx, threads, slot=w, gpu=self.gpus[w] if self.gpus else None)
+                        workers.append(w)
                     job = queue.pop()
                     try:
-                        fut = pool.submit(execute_cell, cell_fn, job)
-                    except cf.process.BrokenProcessPool:
-                        queue.append(job)
-                        broken = True
-                        break
-                    running[fut] = (job, time.monotonic())
+                        w.conn.send((cell_fn, job))
+                    except OSError:  # the worker is already dead: its sentinel reports it below
+                        pass
+                    except Exception as e:  # the cell function or config cannot be pickled
+                        yield Outcome(job.key, None, f"cannot send the cell to a worker: {type(e).__name__}: {e}",
+                                      traceback.format_exc())
+                        continue
+                    w.job, w.t0 = job, time.monotonic()
                     if on_start:
                         on_start(job.key)
-                if not running:
-                    break
-                done, _ = cf.wait(running, timeout=PROGRESS_EVERY_S, return_when=cf.FIRST_COMPLETED)
+                busy = [w for w in workers if w.job is not None]
+                ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], PROGRESS_EVERY_S))
                 if tick:
                     tick()
-                for fut in done:
-                    job, t0 = running.pop(fut)
-                    produced += 1
-                    try:
-                        yield fut.result()
-                    except cf.process.BrokenProcessPool:
-                        broken = True
-                        yield _died(
-                            job,
-                            "worker process died while running this cell (killed by the OS, "
-                            "e.g. out of memory, or crashed in native code)",
-                            t0,
-                        )
-                    except Exception as e:  # e.g. the row could not be pickled
-                        yield Outcome(
-                            job.key,
-                            None,
-                            f"{type(e).__name__}: {e}",
-                            traceback.format_exc(),
-                            time.monotonic() - t0,
-                        )
+                for w in busy:
+                    if w.conn not in ready and w.proc.sentinel not in ready:
+                        continue
+                    job, out = w.job, None
+                    with contextlib.suppress(EOFError, OSError):
+                        if w.conn.poll():
+                            out = w.conn.recv()
+                    w.job = None
+                    if out is not None:
+                        yield out
+                        continue
+                    w.proc.join(timeout=5)
+                    yield _died(
+                        job,
+                        f"worker process {w.proc.pid} died while running this cell ({_exit_reason(w.proc.exitcode)}; "
+                        "e.g. the out-of-memory killer, or a crash in native code); only this cell failed",
+                        w.t0,
+                    )
+                    w.stop(now=True)
+                    workers.remove(w)
         finally:
-            pool.shutdown(wait=not broken, cancel_futures=True)
-        return produced
+            for w in workers:
+                w.stop(now=w.job is not None)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -332,8 +406,9 @@ def _ray_execute(cell_fn: CellFn, job: CellJob) -> Outcome:
     """The Ray task. Writes into the cell directory when this node sees it (same machine or a shared file
     system); otherwise runs in a temporary directory and ships the cell's files back with the outcome."""
     shared = False
-    with contextlib.suppress(OSError, ValueError):
-        shared = json.loads((Path(job.cell_dir) / "cell.json").read_text()).get("config_hash") == job.hash
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # cells/<key>/cell.json names the attempt
+        meta = json.loads((Path(job.cell_dir).parent / "cell.json").read_text())
+        shared = meta.get("config_hash") == job.hash and meta.get("attempt") == Path(job.cell_dir).name
     if shared:
         return execute_cell(cell_fn, job)
     with tempfile.TemporaryDirectory(prefix=f"jepa-audit-{job.key}-") as tmp:

@@ -29,6 +29,13 @@ def fmt_duration(s: float | None) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
+def _literal(text: str) -> str:
+    """``text`` escaped for the live display's markup-rendered columns, so it shows as written."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _summary(row: dict[str, Any] | None) -> str:
     m = (row or {}).get("metrics") or {}
     parts = [f"{k} {m[k]:.3f}" for k in ("exact_match", "dfa_accuracy") if isinstance(m.get(k), (int, float))]
@@ -86,7 +93,7 @@ class AuditProgress:
 
     def log(self, msg: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(msg, highlight=False)
+            self._progress.console.print(msg, highlight=False, markup=False)  # user text, printed literally
         else:
             print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=self.stream, flush=True)
 
@@ -99,7 +106,7 @@ class AuditProgress:
             "last_plain": time.monotonic(),
         }
         if self._progress is not None:
-            info["task"] = self._progress.add_task(f"  {key}", total=None, info="starting")
+            info["task"] = self._progress.add_task(_literal(f"  {key}"), total=None, info="starting")
         else:
             self.log(f"[{self.done + self.failed + len(self.running) + 1}/{self.total}] start {key}")
         self.running[key] = info
@@ -113,7 +120,7 @@ class AuditProgress:
         phase = str(event.get("phase") or "train")  # run_cell reports base pre-training, train, eval
         text = phase + (f" loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
         if self._progress is not None:
-            self._progress.update(info["task"], completed=step or 0, total=total, info=text)
+            self._progress.update(info["task"], completed=step or 0, total=total, info=_literal(text))
             self._progress.update(self._overall, info=f"ETA {fmt_duration(self.eta())}")
         elif time.monotonic() - info["last_plain"] >= PLAIN_EVERY_S:
             info["last_plain"] = time.monotonic()

@@ -9,9 +9,11 @@ statistics and the report from whatever finished.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,9 +21,9 @@ from typing import Any, TextIO
 from jepa_audit.audit.executors import CellFn, CellJob, make_executor, read_progress
 from jepa_audit.audit.grid import Cell, expand_grid
 from jepa_audit.audit.progress import AuditProgress, fmt_duration
-from jepa_audit.audit.store import Store, StoreError, atomic_write
+from jepa_audit.audit.store import Store, StoreError, StoreNotice, atomic_write
 from jepa_audit.audit.tracking import Tracker
-from jepa_audit.config import Config, dump_config
+from jepa_audit.config import Config, ConfigError, dump_config
 
 # Used by --dry-run when no measured step time is available: a tiny (d=64, 2-layer) Llama, batch 16,
 # ~60 tokens, one CPU thread, CE only. A guess: run `jepa-audit bench` for a measured value.
@@ -109,10 +111,11 @@ def plan(
     """Print the cell table and a compute estimate (``--dry-run``); creates nothing. Returns the numbers."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     store = Store(out_dir, lock=False) if out_dir.exists() else None
     failed = {f["cell"] for f in store.failures()} if store else set()
-    table = Table(title=f"audit grid '{cfg.audit.name}' → {out_dir}", show_lines=False)
+    table = Table(title=Text(f"audit grid '{cfg.audit.name}' → {out_dir}"), show_lines=False)
     for col in ("#", "cell", "benchmark", "method", "seed", "mode", "hash", "status"):
         table.add_column(col)
     pending = 0
@@ -121,7 +124,8 @@ def plan(
             "done" if store and store.is_done(c) else ("failed, will retry" if c.key in failed else "pending")
         )
         pending += status != "done"
-        table.add_row(str(i), c.key, c.benchmark, c.method, str(c.seed), c.mode, c.hash, status)
+        cols = (str(i), c.key, c.benchmark, c.method, str(c.seed), c.mode, c.hash, status)
+        table.add_row(*(Text(x) for x in cols))  # user text, never rich markup
     console = Console(file=stream or sys.stdout, width=140)
     console.print(table)
 
@@ -139,6 +143,7 @@ def plan(
         f"estimate: {fmt_duration(total_s)} of compute, ≈ {fmt_duration(wall_s)} wall with {workers} worker(s). "
         "Objectives with extra forwards (views) cost up to ~2× a CE step; `jepa-audit bench` measures them.",
         highlight=False,
+        markup=False,
     )
     return {
         "cells": len(cells),
@@ -157,23 +162,55 @@ def plan(
 
 
 def _write_report(out_dir: Path, cfg: Config, report_fn: ReportFn | None, log: Callable[[str], None]) -> bool:
+    """Write the report; a failure is logged in one line (traceback in report_error.txt when it is a bug).
+
+    A report that cannot be *written* (full disk, read-only directory) raises :class:`StoreError`: the
+    cells are committed, and the user gets the path and cause as one line."""
     if report_fn is None:
         try:
             from jepa_audit.report import write_report as report_fn
         except ImportError as e:
             log(f"report not written: jepa_audit.report is not available ({e})")
             return False
+    from jepa_audit.report import ReportError, ReportWriteError
+
     try:
         report_fn(out_dir, cfg.audit.alpha, cfg.audit.family)
-    except Exception as e:
-        atomic_write(out_dir / "report_error.txt", traceback.format_exc())
-        log(
-            f"report failed: {type(e).__name__}: {e} (traceback in {out_dir / 'report_error.txt'}); "
-            f"rerun with `jepa-audit report {out_dir}`"
-        )
+    except ReportWriteError as e:
+        raise StoreError(str(e)) from None
+    except ReportError as e:
+        log(f"report not written: {e}")
         return False
-    (out_dir / "report_error.txt").unlink(missing_ok=True)  # an earlier failure is no longer current
+    except Exception as e:
+        where = ""
+        with contextlib.suppress(StoreError):
+            atomic_write(out_dir / "report_error.txt", traceback.format_exc())
+            where = f" (traceback in {out_dir / 'report_error.txt'})"
+        log(f"report failed: {type(e).__name__}: {e}{where}; rerun with `jepa-audit report {out_dir}`")
+        return False
+    with contextlib.suppress(OSError):
+        (out_dir / "report_error.txt").unlink(missing_ok=True)  # an earlier failure is no longer current
     return True
+
+
+def _open_store(out_dir: Path, stream: TextIO | None) -> Store:
+    """Open (lock, repair) the store; what it repaired or took over is said in one plain line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StoreNotice)
+        store = Store(out_dir)
+    for w in caught:
+        if issubclass(w.category, StoreNotice):
+            _say(stream, f"note: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return store
+
+
+def check_workers(workers: object, source: str = "--workers") -> int:
+    """``workers`` as a positive int, else :class:`ConfigError` naming ``source``."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"{source} must be a positive number of cells run side by side, got {workers!r}")
+    return workers
 
 
 def run_audit(
@@ -213,7 +250,7 @@ def run_audit(
     """
     out_dir = Path(out_dir)
     kind = executor or cfg.audit.executor
-    n_workers = workers or cfg.audit.workers
+    n_workers = check_workers(cfg.audit.workers if workers is None else workers)
     if known_methods is None and cell_fn is None:
         known_methods = registry_methods()
     cells = expand_grid(cfg, known_methods=known_methods)
@@ -224,7 +261,7 @@ def run_audit(
         from jepa_audit.cell import run_cell as cell_fn
     by_key = {c.key: c for c in cells}
 
-    with Store(out_dir) as store:
+    with _open_store(out_dir, stream) as store:
         changed = store.check_grid(cells, force=force, name=cfg.audit.name)
         if changed:
             _say(
@@ -245,6 +282,7 @@ def run_audit(
             )
             for c in todo
         ]
+        attempts = {j.key: Path(j.cell_dir) for j in jobs}  # where each cell writes, this attempt only
         runner = make_executor(kind, n_workers, cfg)
         tracker = Tracker(cfg.tracking, out_dir, cfg.audit.name)
         failed: list[str] = []
@@ -253,7 +291,7 @@ def run_audit(
 
             def poll() -> None:  # pool/Ray workers report through cells/<key>/progress.json
                 for key in list(prog.running):
-                    ev = read_progress(store.cell_dir(key))
+                    ev = read_progress(attempts[key])
                     if ev is not None and ev != prog.running[key]["event"]:
                         prog.update(key, ev)
 
@@ -265,6 +303,9 @@ def run_audit(
                 if error is None and out.row is not None:
                     row = dict(out.row)
                     row.setdefault("wall_s", round(out.wall_s, 3))
+                    if isinstance(row.get("predictions_file"), str):  # this attempt's file, relative to DIR
+                        name = Path(row["predictions_file"]).name
+                        row["predictions_file"] = (attempts[cell.key] / name).relative_to(out_dir).as_posix()
                     try:
                         row = store.commit(cell, row)
                     except StoreError as e:  # the row does not belong to this cell: a bug in the cell fn
@@ -275,7 +316,7 @@ def run_audit(
                     failed.append(cell.key)
                     prog.finished(cell.key, False, out.wall_s, error=error)
                     continue
-                tracker.cell_done(cell.key, row, store.cell_dir(cell))
+                tracker.cell_done(cell.key, row, attempts[cell.key])
                 prog.finished(cell.key, True, out.wall_s, row=row)
 
             done = sum(store.is_done(c) for c in cells)
@@ -285,7 +326,12 @@ def run_audit(
                     f"cells/<key>/error.txt); run the same command again to retry them"
                 )
             prog.log(f"{done}/{len(cells)} cells done in {out_dir}")
-            report_ok = _write_report(out_dir, cfg, report_fn, prog.log) if report else True
+            report_ok = True
+            if report and done == 0:
+                prog.log("no cell has finished, so there is no report to write")
+                report_ok = False
+            elif report:
+                report_ok = _write_report(out_dir, cfg, report_fn, prog.log)
     return 0 if done == len(cells) and report_ok else 1
 
 

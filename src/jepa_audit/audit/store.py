@@ -7,8 +7,9 @@ Layout (``DIR`` is ``--out``)::
     DIR/grid.json          manifest: every cell key ever run here → its config hash
     DIR/config.yaml        the resolved config of the latest run (the grid; cells have their own)
     DIR/.lock              "pid host" of the runner that owns the directory (flock-ed while it runs)
-    DIR/cells/<key>/       config.yaml, cell.json, predictions.jsonl (run_cell), progress.jsonl (train log),
-                           progress.json (latest step, polled by the display), error.txt (last failure), tb/
+    DIR/cells/<key>/       config.yaml, cell.json (names the current attempt), error.txt (last failure)
+    DIR/cells/<key>/<attempt>/   what the cell writes: predictions.jsonl (run_cell), progress.jsonl (train
+                           log), progress.json (latest step, polled by the display), tb/
 
 Commit protocol: a row is appended to ``results.jsonl`` only when its cell has finished, as one ``write``
 of one line on an ``O_APPEND`` descriptor followed by ``fsync``. The line carries ``row_sha256``, the
@@ -25,10 +26,12 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import socket
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,16 @@ class StoreError(RuntimeError):
 
 class StoreLockedError(StoreError):
     """Another runner owns the directory."""
+
+
+class StoreNotice(UserWarning):
+    """Something the store repaired or took over on open (a torn line cut, a stale lock): printed as one
+    line by the runner, never as a Python warning with a source line."""
+
+
+def os_reason(e: OSError) -> str:
+    """The cause of an OS error in words (``No space left on device``), without Python's decoration."""
+    return e.strerror or type(e).__name__
 
 
 class GridChangedError(StoreError):
@@ -115,36 +128,50 @@ def _fsync_dir(path: Path) -> None:
 
 
 def append_line(path: Path, data: bytes) -> None:
-    """Append ``data`` with one ``write`` on an ``O_APPEND`` descriptor, then fsync."""
+    """Append ``data`` with one ``write`` on an ``O_APPEND`` descriptor, then fsync.
+
+    Raises :class:`StoreError` naming ``path`` and the cause (full disk, read-only, a directory there)."""
     new = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        view = memoryview(data)
-        while view:  # a regular-file write is complete in practice; loop for the pathological case
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:  # a regular-file write is complete in practice; loop for the pathological case
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot write ({os_reason(e)})") from None
     if new:
         _fsync_dir(path.parent)
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary sibling, fsync, rename over ``path``: readers see old or new, never half."""
+    """Write to a temporary sibling, fsync, rename over ``path``: readers see old or new, never half.
+
+    On failure the temporary file is removed and :class:`StoreError` names ``path`` and the cause."""
     if isinstance(data, str):
         data = data.encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreError(f"{path}: cannot write ({os_reason(e)})") from None
     _fsync_dir(path.parent)
 
 
 def read_jsonl(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], list[bytes]]:
-    """(valid rows with their raw lines, bad raw lines) of a checksummed JSONL file; missing file → empty."""
+    """(valid rows with their raw lines, bad raw lines) of a checksummed JSONL file; missing file → empty.
+
+    For the history files (failures.jsonl); results.jsonl is read by :func:`read_results`."""
     if not path.exists():
         return [], []
     good, bad = [], []
@@ -160,17 +187,160 @@ def read_jsonl(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], list[byt
     return good, bad
 
 
+TORN = "torn last line (no newline at its end: a cell interrupted while being recorded); that cell runs again"
+
+
+@dataclass
+class BadLine:
+    """A line of results.jsonl that is not trusted: its 1-based line number, bytes and the reason."""
+
+    line: int
+    raw: bytes
+    reason: str
+    cell: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"line": self.line, "cell": self.cell, "reason": self.reason}
+
+
+@dataclass
+class ResultsFile:
+    """What :func:`read_results` found in one results.jsonl.
+
+    ``rows``/``raws``: the trusted rows by cell key, in commit order, with their raw lines (newline
+    included). ``bad``: complete lines that failed validation (to be quarantined). ``torn``: a last line
+    without its newline that is not a whole new row (to be cut off). ``completed``: the last line lacked
+    only its newline and is a whole, valid, new row (its newline is to be restored).
+    """
+
+    path: Path
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    raws: dict[str, bytes] = field(default_factory=dict)
+    bad: list[BadLine] = field(default_factory=list)
+    torn: BadLine | None = None
+    completed: bool = False
+    complete_bytes: int = 0  # length of the file up to the end of its last complete line
+
+    def excluded(self) -> list[dict[str, Any]]:
+        """Every untrusted line (torn one included) as ``{"line", "cell", "reason"}``, in file order."""
+        out = [b.describe() for b in self.bad] + ([self.torn.describe()] if self.torn else [])
+        return sorted(out, key=lambda d: d["line"])
+
+
+def _why_bad(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(row, None) for a valid complete line, else (row or None, the reason it is rejected)."""
+    try:
+        row = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, f"not valid JSON ({str(e).split(':')[0]})"
+    if not isinstance(row, dict):
+        return None, f"expected a JSON object, got {type(row).__name__}"
+    if CHECKSUM in row and row[CHECKSUM] != row_checksum(row):
+        return row, f"{CHECKSUM} does not match the row's content (edited or damaged after it was written)"
+    return row, None
+
+
+def read_results(path: str | Path, hashes: Mapping[str, str] | None = None) -> ResultsFile:
+    """Read and validate ``results.jsonl``: the one reader of the runner (which repairs) and the report.
+
+    A row is trusted when its line is complete, valid JSON, an object, its ``row_sha256`` (when present)
+    matches, and no other line claims its cell. Rules, wherever a line sits:
+
+    - only a last line *without its newline* is torn (the mark of a kill during an append); a whole valid
+      row that lost only its newline counts, and anything else there is ``torn``;
+    - every complete line that fails a check is ``bad`` with its reason, the last line included;
+    - a second, identical copy of a row is ``bad`` (the first copy stays trusted, so the cell is kept); two
+      *different* rows for one cell cannot both be right and neither is trusted: all are ``bad`` and the
+      cell runs again;
+    - with ``hashes`` (cell key → config hash, the grid's manifest), a row whose ``config_hash`` differs
+      from its cell's, or whose cell is not in the manifest, is ``bad``: it comes from another config.
+
+    A missing file reads as empty. Raises :class:`StoreError` naming the path when it cannot be read.
+    """
+    path = Path(path)
+    out = ResultsFile(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return out
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read the results file ({os_reason(e)})") from None
+    pieces = data.split(b"\n")
+    last = pieces.pop()  # b"" when the file ends with a newline
+    first_line: dict[str, int] = {}
+    conflicted: set[str] = set()
+
+    def check(raw: bytes) -> tuple[dict[str, Any] | None, str | None, str | None]:
+        row, why = _why_bad(raw)
+        key = _row_key(row) if row is not None else None
+        if why is None and key is not None:
+            if key in conflicted:
+                why = f"another line conflicts with it for the same cell (first at line {first_line[key]})"
+            elif key in out.rows:
+                if row == out.rows[key]:
+                    why = f"duplicate of line {first_line[key]} (the cell keeps that row)"
+                else:
+                    why = f"conflicts with line {first_line[key]}: two different rows for one cell, neither is trusted"
+            elif hashes is not None:
+                if key not in hashes:
+                    why = f"cell {key} is not in this directory's grid ({MANIFEST})"
+                elif row.get("config_hash") != hashes[key]:
+                    why = (
+                        f"config_hash {row.get('config_hash')!r} is not the grid's {hashes[key]!r} for this cell "
+                        f"({MANIFEST}): a row from another config"
+                    )
+        return row, why, key
+
+    offset = 0
+    for i, piece in enumerate(pieces, start=1):
+        raw = piece + b"\n"
+        offset += len(raw)
+        if not piece.strip():
+            continue
+        row, why, key = check(raw)
+        if why is None:
+            out.rows[key] = row
+            out.raws[key] = raw
+            first_line[key] = i
+            continue
+        out.bad.append(BadLine(i, raw, why, key))
+        if key is not None and key in out.rows and why.startswith("conflicts"):
+            # the first row of a conflicting cell is no longer trusted either
+            why_first = f"conflicts with line {i}: two different rows for one cell, neither is trusted"
+            out.bad.append(BadLine(first_line[key], out.raws.pop(key), why_first, key))
+            del out.rows[key]
+            conflicted.add(key)
+    out.complete_bytes = offset
+    if last.strip():
+        row, why, key = check(last + b"\n")
+        if why is None:
+            out.rows[key] = row
+            out.raws[key] = last + b"\n"
+            out.completed = True
+        else:
+            out.torn = BadLine(len(pieces) + 1, last, TORN, key)
+    elif last:  # trailing whitespace without a newline: nothing to keep, cut it
+        out.torn = BadLine(len(pieces) + 1, last, TORN, None)
+    out.bad.sort(key=lambda b: b.line)
+    return out
+
+
 def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The finished rows of an audit directory, read-only: torn or corrupt lines and duplicates skipped."""
-    good, _ = read_jsonl(Path(out_dir) / RESULTS)
-    seen: set[str] = set()
-    rows = []
-    for row, _raw in good:
-        k = _row_key(row)
-        if k not in seen:
-            seen.add(k)
-            rows.append(row)
-    return rows
+    """The trusted rows of an audit directory, read-only, through :func:`read_results` (no repair)."""
+    return list(read_results(Path(out_dir) / RESULTS).rows.values())
+
+
+def manifest_hashes(out_dir: str | Path) -> dict[str, str] | None:
+    """Cell key → config hash from ``DIR/grid.json``, or None when there is no readable manifest."""
+    path = Path(out_dir) / MANIFEST
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    cells = m.get("cells") if isinstance(m, dict) else None
+    if not isinstance(cells, dict):
+        return None
+    return {k: v["hash"] for k, v in cells.items() if isinstance(v, dict) and isinstance(v.get("hash"), str)}
 
 
 def _row_key(row: dict[str, Any]) -> str:
@@ -225,7 +395,10 @@ class DirLock:
 
     def acquire(self) -> None:
         host = socket.gethostname()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot open the directory lock ({os_reason(e)})") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -249,12 +422,16 @@ class DirLock:
                     )
                 warnings.warn(
                     f"taking over a stale lock {self.path} left by pid {pid} (no longer running)",
+                    StoreNotice,
                     stacklevel=3,
                 )
             text = f"{os.getpid()} {host}\n".encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, text, 0)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, text, 0)
+                os.fsync(fd)
+            except OSError as e:
+                raise StoreError(f"{self.path}: cannot write the directory lock ({os_reason(e)})") from None
         except BaseException:
             os.close(fd)
             raise
@@ -294,8 +471,12 @@ class Store:
         self.manifest_path = self.dir / MANIFEST
         self._lock = DirLock(self.dir / LOCK)
         self._rows: dict[str, dict[str, Any]] = {}
+        self.excluded: list[dict[str, Any]] = []  # untrusted lines of results.jsonl ({"line", "cell", "reason"})
         if lock:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"{self.dir}: cannot create the audit directory ({os_reason(e)})") from None
             self._lock.acquire()
         try:
             self._load(repair=lock)
@@ -318,54 +499,48 @@ class Store:
             raise StoreError(f"{self.dir}: this store was opened read-only (lock=False)")
 
     def _load(self, repair: bool) -> None:
-        """Read results.jsonl; drop torn/corrupt lines and duplicate cells, rewriting the file if needed.
+        """Read results.jsonl through :func:`read_results`; with ``repair``, fix the file to match.
 
-        A torn *last* line is the expected damage of a kill during an append: it is cut off (truncate to the
-        end of the last good line), which leaves every earlier byte in place. Anything else (a bad line in
-        the middle, a duplicate) means outside interference: the good lines are rewritten atomically, byte
-        for byte, and the dropped ones kept in ``results.jsonl.corrupt`` for inspection.
+        A torn last line (no newline: a kill during an append) is cut off by truncating to the end of the
+        last complete line, which leaves every earlier byte in place; a whole new row that lost only its
+        newline gets it back. Every other untrusted line (bad checksum, not JSON, a duplicate or a
+        conflicting row), wherever it sits, goes to ``results.jsonl.corrupt`` and the trusted lines are
+        rewritten atomically, byte for byte.
         """
-        self._rows = {}
-        if not self.results_path.exists():
+        found = read_results(self.results_path)
+        self._rows = found.rows
+        self.excluded = found.excluded()
+        if not repair:
             return
-        data = self.results_path.read_bytes()
-        lines = data.splitlines(keepends=True)
-        if repair and lines and not lines[-1].endswith(b"\n") and parse_line(lines[-1] + b"\n") is not None:
-            # killed between the row and its newline: the row itself is whole, so finish the line
+        if found.completed and not found.bad:
             append_line(self.results_path, b"\n")
-            lines[-1] += b"\n"
-        kept: list[bytes] = []
-        dropped: list[int] = []  # indices of torn, corrupt or duplicate lines
-        for i, raw in enumerate(lines):
-            if not raw.strip():
-                continue
-            row = parse_line(raw)
-            if row is None or _row_key(row) in self._rows:
-                dropped.append(i)
-                continue
-            self._rows[_row_key(row)] = row
-            kept.append(raw)
-        if not dropped or not repair:
-            return
-        if dropped == [len(lines) - 1]:
-            with open(self.results_path, "r+b") as f:
-                f.truncate(sum(map(len, lines[:-1])))
-                f.flush()
-                os.fsync(f.fileno())
+        if found.bad:
+            bad = b"".join(b.raw for b in found.bad) + (found.torn.raw + b"\n" if found.torn else b"")
+            append_line(self.dir / f"{RESULTS}.corrupt", bad)
+            atomic_write(self.results_path, b"".join(found.raws.values()))
+            why = "; ".join(f"line {b.line}: {b.reason}" for b in found.bad[:3])
+            more = f" (and {len(found.bad) - 3} more)" if len(found.bad) > 3 else ""
             warnings.warn(
-                f"{self.results_path}: dropped an incomplete last line (a cell interrupted while being "
-                "recorded); that cell will run again",
+                f"{self.results_path}: moved {len(found.bad)} corrupt or duplicate line(s) to {RESULTS}.corrupt ({why}{more}); "
+                "the other lines are unchanged",
+                StoreNotice,
                 stacklevel=3,
             )
-            return
-        bad = b"".join(lines[i] if lines[i].endswith(b"\n") else lines[i] + b"\n" for i in dropped)
-        append_line(self.dir / f"{RESULTS}.corrupt", bad)
-        atomic_write(self.results_path, b"".join(kept))
-        warnings.warn(
-            f"{self.results_path}: dropped {len(dropped)} corrupt or duplicate line(s) (kept in "
-            f"{RESULTS}.corrupt); the other lines are unchanged",
-            stacklevel=3,
-        )
+        elif found.torn:
+            try:
+                with open(self.results_path, "r+b") as f:
+                    f.truncate(found.complete_bytes)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise StoreError(f"{self.results_path}: cannot cut the torn last line ({os_reason(e)})") from None
+        if found.torn:
+            warnings.warn(
+                f"{self.results_path}: cut an incomplete last line (a cell interrupted while being recorded); "
+                "that cell will run again",
+                StoreNotice,
+                stacklevel=3,
+            )
 
     # -- finished cells ----------------------------------------------------------------------------------
     def is_done(self, cell: Cell | str) -> bool:
@@ -427,9 +602,12 @@ class Store:
             "time": time.time(),
         }
         d = self.cell_dir(cell)
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{d}: cannot record the failure of {cell.key} ({os_reason(e)})") from None
+        append_line(self.failures_path, encode_row(row))  # the record first: error.txt is the detail
         atomic_write(d / "error.txt", f"{error}\n\n{tb}")
-        append_line(self.failures_path, encode_row(row))
         return row
 
     def failures(self, outstanding_only: bool = True) -> list[dict[str, Any]]:
@@ -445,22 +623,46 @@ class Store:
         return self.dir / "cells" / (cell if isinstance(cell, str) else cell.key)
 
     def prepare_cell(self, cell: Cell) -> Path:
-        """A clean ``cells/<key>/`` holding the cell's config: leftovers of an interrupted or failed
-        attempt (partial predictions, old progress) are removed, since nothing there was committed."""
+        """Start a new attempt of ``cell``: returns a fresh ``cells/<key>/<attempt>/`` for the cell's files.
+
+        ``cells/<key>/`` gets the cell's config.yaml and a cell.json naming the attempt. Leftovers of
+        earlier attempts (partial predictions, old progress) are removed, since nothing there was
+        committed. Every attempt has its own directory, so a stale writer of an earlier attempt (a worker
+        of a killed runner) can never write into the current one; the committed row points at its
+        attempt's predictions.
+        """
         import shutil
 
         from jepa_audit.config import dump_config
 
         self._require_lock()
         d = self.cell_dir(cell)
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        atomic_write(d / "config.yaml", dump_config(cell.config))
-        atomic_write(
-            d / "cell.json", json.dumps({**cell.ident(), "cell": cell.key, "config_hash": cell.hash})
-        )
-        return d
+        attempt = f"attempt-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            for old in d.iterdir():
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old, ignore_errors=True)  # a stale writer may still be adding files there
+                else:
+                    old.unlink(missing_ok=True)
+            atomic_write(d / "config.yaml", dump_config(cell.config))
+            atomic_write(
+                d / "cell.json",
+                json.dumps({**cell.ident(), "cell": cell.key, "config_hash": cell.hash, "attempt": attempt}),
+            )
+            (d / attempt).mkdir()
+        except OSError as e:
+            raise StoreError(f"{d}: cannot prepare the cell's directory ({os_reason(e)})") from None
+        return d / attempt
+
+    def attempt_dir(self, cell: Cell | str) -> Path | None:
+        """``cells/<key>/<attempt>/`` of the cell's latest attempt (from its cell.json), or None."""
+        d = self.cell_dir(cell)
+        try:
+            attempt = json.loads((d / "cell.json").read_text()).get("attempt")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return d / attempt if isinstance(attempt, str) and "/" not in attempt else None
 
     # -- manifest -------------------------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any]:
@@ -514,9 +716,9 @@ class Store:
 
     def _supersede(self, keys: set[str]) -> None:
         """Move the rows of ``keys`` out of results.jsonl (atomically), keeping every other line's bytes."""
-        good, _bad = read_jsonl(self.results_path)
-        kept = [raw for row, raw in good if _row_key(row) not in keys]
-        moved = [raw for row, raw in good if _row_key(row) in keys]
+        found = read_results(self.results_path)  # the file was repaired on open: every line is trusted
+        kept = [raw for k, raw in found.raws.items() if k not in keys]
+        moved = [raw for k, raw in found.raws.items() if k in keys]
         if moved:
             append_line(self.dir / "superseded.jsonl", b"".join(moved))
         atomic_write(self.results_path, b"".join(kept))

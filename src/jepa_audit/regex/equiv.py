@@ -38,14 +38,18 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from typing import Literal as TLiteral
 
 from .automaton import BudgetExceeded, Dfa, TermTable, find_difference
 from .parse import RegexParseError, parse, to_code_units
 
 MAX_REGEX_CHARS = 1000  # longer inputs are answered `undecided` at once (see _compare)
+MAX_PAIR_LINE_BYTES = 1 << 20  # a longer line of a pairs file gets an error of its own (memory stays bounded)
+MAX_SKIP_BYTES = 64 << 20  # past a too-long line, give up on a file with no line end within this many bytes
 
 __all__ = [
     "DfaScorer",
@@ -314,6 +318,46 @@ def time_scoring(pairs: list[tuple[str, str]], scorer: DfaScorer | None = None) 
     }
 
 
+SWEEP_UNIT = "dog(cat|[0-9])*.x"  # literals, a group, a class, a star, a dot: what parsing has to handle
+
+
+def length_sweep(lengths: tuple[int, ...] = (10_000, 25_000, 50_000, 100_000, 200_000), repeats: int = 2) -> dict:
+    """Time ``parse`` and ``equivalent(A, A)`` (cold caches) on identical regexes of ``lengths`` characters
+    (``SWEEP_UNIT`` repeated) and fit the exponent k of time ∝ length^k by least squares on the logs:
+    k ≈ 1 is linear, 2 quadratic. Fastest of ``repeats`` per point. Keys: ``regex_sweep_chars``,
+    ``regex_parse_s``, ``regex_equiv_s`` (lists, seconds), ``regex_parse_exponent``,
+    ``regex_equiv_exponent``. For ``jepa-audit bench``; never asserted on."""
+    import numpy as np
+
+    parse_s, equiv_s, chars = [], [], []
+    for n in lengths:
+        a = SWEEP_UNIT * max(1, round(n / len(SWEEP_UNIT)))  # whole units: n ± half a unit characters
+        b = "".join(list(a))  # an equal, distinct string object
+        chars.append(len(a))
+        best_p = best_e = float("inf")
+        for _ in range(repeats):
+            parse.cache_clear()
+            t = time.perf_counter()
+            parse(a)
+            best_p = min(best_p, time.perf_counter() - t)
+            parse.cache_clear()
+            t = time.perf_counter()
+            res = DfaScorer()._compare(a, b, ("A", "B"), _DEFAULT_MAX_STATES, _DEFAULT_TIME_BUDGET_S)
+            best_e = min(best_e, time.perf_counter() - t)
+            if res.equivalent is not True:
+                raise RuntimeError(f"length sweep: {n} characters not found equivalent to themselves: {res.error}")
+        parse_s.append(best_p)
+        equiv_s.append(best_e)
+    logn = np.log(np.asarray(chars, dtype=float))
+    return {
+        "regex_sweep_chars": chars,
+        "regex_parse_s": parse_s,
+        "regex_equiv_s": equiv_s,
+        "regex_parse_exponent": float(np.polyfit(logn, np.log(parse_s), 1)[0]),
+        "regex_equiv_exponent": float(np.polyfit(logn, np.log(equiv_s), 1)[0]),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI: jepa-audit regex equiv A B [--json] | --pairs FILE [--json]
 # ---------------------------------------------------------------------------------------------
@@ -366,25 +410,63 @@ def equiv_pairs_cli(a: str | None, b: str | None, pairs: Path | None, as_json: b
         return 2
     path = Path(pairs)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        with open(path, "rb") as f:
+            for i, line, error in _pair_lines(f):
+                if error is not None:
+                    res = EquivResult(None, None, error)
+                elif "\t" not in line:
+                    res = EquivResult(None, None, "parse error: line has no TAB between two regexes")
+                else:
+                    x, y = line.split("\t", 1)
+                    res = equivalent(x, y)
+                _emit(i, res, as_json, numbered=True)
     except OSError as e:
         print(f"error: cannot read pairs file {path}: {e.strerror or e}", file=sys.stderr)
         return 2
-    except UnicodeDecodeError as e:
-        print(
-            f"error: cannot read pairs file {path}: not UTF-8 (bad byte at offset {e.start})", file=sys.stderr
-        )
+    except _PairsFileError as e:
+        print(f"error: cannot read pairs file {path}: {e}", file=sys.stderr)
         return 2
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line does not start another
-    for i, line in enumerate(lines):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if "\t" not in line:
-            res = EquivResult(None, None, "parse error: line has no TAB between two regexes")
-        else:
-            x, y = line.split("\t", 1)
-            res = equivalent(x, y)
-        _emit(i, res, as_json, numbered=True)
     return 0
+
+
+class _PairsFileError(Exception):
+    """The pairs file cannot be read on (not UTF-8, or no line end in sight)."""
+
+
+def _pair_lines(f: BinaryIO) -> Iterator[tuple[int, str, str | None]]:
+    """(0-based line number, text, per-line error) of a pairs file, streamed: memory is bounded by
+    :data:`MAX_PAIR_LINE_BYTES` whatever the file (``/dev/zero`` included).
+
+    Lines split on ``\\n`` only; a trailing ``\\r`` and a leading BOM are dropped. A line longer than the
+    limit gets an error of its own and is skipped to its end; a file with no line end within
+    :data:`MAX_SKIP_BYTES` after that, or a line that is not UTF-8, stops the reading with
+    :class:`_PairsFileError`."""
+    i = 0
+    while True:
+        raw = f.readline(MAX_PAIR_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_PAIR_LINE_BYTES and not raw.endswith(b"\n"):
+            yield i, "", f"line longer than {MAX_PAIR_LINE_BYTES:,} bytes: skipped"
+            skipped = len(raw)
+            while not raw.endswith(b"\n"):
+                raw = f.readline(1 << 16)
+                skipped += len(raw)
+                if not raw:
+                    return
+                if skipped > MAX_SKIP_BYTES:
+                    raise _PairsFileError(
+                        f"line {i} has no line end within {MAX_SKIP_BYTES >> 20} MiB (not a text file of pairs?)"
+                    )
+            i += 1
+            continue
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            text = raw.decode("utf-8-sig" if i == 0 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise _PairsFileError(f"line {i} is not UTF-8 (bad byte at column {e.start})") from None
+        yield i, text, None
+        i += 1

@@ -487,13 +487,27 @@ def _java_parse_int(s: str) -> int | None:
 
 
 def _make_concat(parts: list[Node]) -> Node:
-    """Concatenate, joining runs of single literal characters into one :class:`Literal`."""
+    """Concatenate, joining runs of adjacent literals into one :class:`Literal`.
+
+    Linear in the number of code units: a run is collected in one list and frozen once (joining
+    tuple by tuple copied the run so far at every character, quadratic on long literals)."""
     out: list[Node] = []
+    run: list[Literal] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            out.append(Literal(tuple(u for lit in run for u in lit.units)))
+        run.clear()
+
     for p in parts:
-        if isinstance(p, Literal) and out and isinstance(out[-1], Literal):
-            out[-1] = Literal(out[-1].units + p.units)
+        if isinstance(p, Literal):
+            run.append(p)
         else:
+            flush()
             out.append(p)
+    flush()
     return out[0] if len(out) == 1 else Concat(tuple(out))
 
 

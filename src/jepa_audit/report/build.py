@@ -11,6 +11,7 @@ Markdown report. Equal inputs give byte-identical outputs.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -33,7 +34,16 @@ from jepa_audit.stats.summary import (
 
 from . import plots
 
-__all__ = ["ReportError", "load_results", "load_declared", "predictions_loader", "write_report", "render"]
+__all__ = [
+    "ReportError",
+    "ReportWriteError",
+    "load_declared",
+    "load_results",
+    "predictions_loader",
+    "read_rows",
+    "write_report",
+    "render",
+]
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
@@ -50,36 +60,48 @@ class ReportError(Exception):
     """The results directory cannot be turned into a report (missing or malformed input)."""
 
 
+class ReportWriteError(ReportError):
+    """The report files cannot be written (full disk, read-only directory); the old ones are unchanged."""
+
+
 # --------------------------------------------------------------------------- input
 
 
 def load_results(path: Path) -> list[dict[str, Any]]:
-    """Parse a results.jsonl file: one JSON object per non-blank line.
+    """The trusted rows of a results.jsonl, through the runner's own reader (:func:`read_rows`)."""
+    return read_rows(path)[0]
 
-    Raises :class:`ReportError` naming the file (and line) when it is missing, unreadable, not
-    UTF-8, or a line is not a JSON object.
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(trusted rows, excluded lines) of ``path`` via :func:`jepa_audit.audit.store.read_results`.
+
+    The same validation as the runner: a line is excluded when it is torn (the last line without its
+    newline), not a JSON object, fails its ``row_sha256``, duplicates or conflicts with another row of its
+    cell, or (when ``grid.json`` sits next to it) carries another config's ``config_hash``. Each excluded
+    line is ``{"line", "cell", "reason"}``. Raises :class:`ReportError` when the file is missing or
+    unreadable.
     """
+    from jepa_audit.audit.store import StoreError, manifest_hashes, read_results
+
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise ReportError(f"{path}: is a directory, expected the results file (one JSON object per finished cell)")
         raise ReportError(f"{path}: results file not found (expected one JSON object per finished cell)")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read results file: {exc}") from exc
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReportError(
-                f"{path}, line {lineno}: not valid JSON ({exc.msg}); expected one object per line"
-            ) from exc
-        if not isinstance(row, dict):
-            raise ReportError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
+        found = read_results(path, manifest_hashes(path.parent))
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    return list(found.rows.values()), found.excluded()
+
+
+def _excluded_warnings(path: Path, excluded: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per excluded results line, for the report's warnings."""
+    return [
+        f"{path.name} line {e['line']}" + (f" (cell {e['cell']})" if e.get("cell") else "")
+        + f" excluded: {e['reason']}"
+        for e in excluded
+    ]
 
 
 def load_declared(out_dir: Path) -> list[dict[str, Any]] | None:
@@ -596,15 +618,33 @@ def render(data: ReportData) -> tuple[str, str]:
     ).render(**context)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_all(files: Mapping[Path, str]) -> None:
+    """Write every file to a temporary sibling first, then rename them all: a full disk or a read-only
+    directory leaves the previous report files as they were and no temporary file behind. Raises
+    :class:`ReportError` naming the path and the cause."""
+    from jepa_audit.audit.store import os_reason
+
+    tmps: dict[Path, Path] = {}
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        for path, text in files.items():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmps[path] = tmp
+            try:
+                with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                raise ReportWriteError(f"{path}: cannot write the report ({os_reason(exc)}); nothing was changed") from None
+        for path, tmp in tmps.items():
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise ReportWriteError(f"{path}: cannot write the report ({os_reason(exc)})") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for tmp in tmps.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def write_report(
@@ -617,22 +657,25 @@ def write_report(
 
     ``alpha`` and ``family`` are passed to :func:`jepa_audit.stats.summary.build_summary`, as are any
     ``summary_options`` (e.g. ``bootstrap_reps``, ``conditional_logit_metrics``). Returns the summary dict.
-    Raises :class:`ReportError` for a missing or malformed results file, and for a bad ``alpha`` or
-    ``family`` (checked before anything is read).
+    Rows are read through the runner's validation (:func:`read_rows`); lines it does not trust are left out
+    and listed in ``summary["excluded_rows"]`` (``{"line", "cell", "reason"}``) and in the warnings. The
+    three files are written to temporary names and renamed together at the end. Raises
+    :class:`ReportError` for a missing or unreadable results file, a file that cannot be written (the
+    previous files are then left as they were), and a bad ``alpha`` or ``family`` (checked before
+    anything is read).
     """
     out_dir = Path(out_dir)
     if family not in FAMILIES:
         raise ReportError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if not (isinstance(alpha, int | float) and 0.0 < alpha < 1.0):
         raise ReportError(f"--alpha must be in (0, 1), got {alpha!r}")
-    rows = load_results(out_dir / RESULTS)
+    rows, excluded = read_rows(out_dir / RESULTS)
     load = predictions_loader(out_dir)
     summary_options.setdefault("declared", load_declared(out_dir))
     summary = build_summary(rows, alpha=alpha, family=family, predictions_loader=load, **summary_options)
+    summary["excluded_rows"] = excluded  # lines of results.jsonl not trusted, with the reason
+    summary["warnings"] = _excluded_warnings(out_dir / RESULTS, excluded) + list(summary["warnings"])
     md, html = render(_report_data(summary, rows, load))
-    _atomic_write(
-        out_dir / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    )
-    _atomic_write(out_dir / REPORT_MD, md)
-    _atomic_write(out_dir / REPORT_HTML, html)
+    summary_text = json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    _write_all({out_dir / SUMMARY: summary_text, out_dir / REPORT_MD: md, out_dir / REPORT_HTML: html})
     return summary

@@ -1,0 +1,134 @@
+"""User errors through the CLI: one literal line, exit 2, no traceback (#14 items 6, 7 and 9)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from _fs import fill, make_read_only, tmpfs
+from jepa_audit.cli import app
+
+runner = CliRunner()
+SMOKE = ["--preset", "smoke", "--set", "audit.methods=[ce]", "--set", "audit.seeds=[82]"]
+
+
+def _one_error_line(r, *needles: str) -> str:
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_bracketed_user_text_is_printed_literally(tmp_path):
+    for name in ("run[red]1", "a[/]b", "x[/bold]"):
+        r = runner.invoke(app, ["report", str(tmp_path / name)])
+        _one_error_line(r, str(tmp_path / name))
+    r = runner.invoke(app, ["audit", "--set", "audit.modes=[qlora]", "--out", str(tmp_path / "o")])
+    _one_error_line(r, "audit.modes=[qlora]")
+
+
+@pytest.mark.parametrize("bad", ["0", "-3"])
+def test_workers_must_be_positive(tmp_path, bad):
+    r = runner.invoke(app, ["audit", *SMOKE, "--workers", bad, "--out", str(tmp_path / "o")])
+    _one_error_line(r, "--workers", bad)
+    assert not (tmp_path / "o").exists()
+
+
+def test_seed_true_is_refused(tmp_path):
+    r = runner.invoke(app, ["audit", *SMOKE, "--set", "audit.seeds=[true]", "--out", str(tmp_path / "o")])
+    _one_error_line(r, "audit.seeds")
+
+
+def test_results_or_lock_being_a_directory(tmp_path):
+    for name in ("results.jsonl", ".lock"):
+        out = tmp_path / name.strip(".")
+        (out / name).mkdir(parents=True)
+        r = runner.invoke(app, ["audit", *SMOKE, "--out", str(out)])
+        _one_error_line(r, str(out / name), "Is a directory")
+    r = runner.invoke(app, ["report", str(tmp_path / "results.jsonl")])
+    _one_error_line(r, "is a directory")
+
+
+def test_read_only_out_is_one_clear_error(tmp_path):
+    with tmpfs(tmp_path / "ro") as mnt:
+        make_read_only(mnt)
+        for out in (mnt, mnt / "new"):
+            r = runner.invoke(app, ["audit", *SMOKE, "--out", str(out)])
+            _one_error_line(r, str(out), "Read-only file system")
+
+
+def test_stale_lock_notice_is_one_plain_line(tmp_path):
+    """The stale-lock takeover is said in one line, not as a Python UserWarning with its source line."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    tmp_path.joinpath(".lock").write_text(f"{p.pid} {socket.gethostname()}\n")
+    script = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]); from _fake_cells import fast_cell; "
+        "from jepa_audit.audit.runner import run_audit; from jepa_audit.config import Config; cfg = Config(); "
+        "cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ['synth'], ['ce'], [82]; "
+        "sys.exit(run_audit(cfg, Path(sys.argv[1]), cell_fn=fast_cell, report=False))"
+    )
+    tests = str(Path(__file__).parent)
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path), tests], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr
+    assert "UserWarning" not in r.stderr + r.stdout and "warnings.warn" not in r.stderr
+    notes = [x for x in r.stdout.splitlines() if "stale lock" in x]
+    assert len(notes) == 1 and notes[0].startswith("note: taking over a stale lock")
+
+
+def _fill_when_training(cfg, cell_dir, progress=None):
+    """A cell that fills the disk, then fails writing its predictions (ENOSPC mid-cell)."""
+    fill(Path(cell_dir).parents[2])
+    (Path(cell_dir) / "predictions.jsonl").write_bytes(b"x" * 65536)
+    raise AssertionError("unreachable: the disk is full")
+
+
+def test_full_disk_during_a_cell_is_one_clear_error(tmp_path):
+    from jepa_audit.audit.runner import run_audit
+    from jepa_audit.audit.store import StoreError
+    from jepa_audit.config import Config
+
+    cfg = Config()
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce"], [82]
+    with tmpfs(tmp_path / "mnt", size="256k") as out:
+        with pytest.raises(StoreError, match=r"No space left on device") as e:
+            run_audit(cfg, out, cell_fn=_fill_when_training, report=False, stream=io.StringIO())
+        assert str(out) in str(e.value) and e.value.__cause__ is None and e.value.__suppress_context__
+        assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
+        assert (out / ".lock").read_text() == ""  # released
+
+
+def _fill_then_report(out_dir, alpha, family):
+    from jepa_audit.report import write_report
+
+    fill(Path(out_dir))
+    return write_report(out_dir, alpha, family, bootstrap_reps=20, conditional_logit_metrics=())
+
+
+def test_full_disk_during_the_audits_report_is_one_clear_error(tmp_path):
+    """ENOSPC while the runner writes the report: one StoreError line (exit 2 in the CLI), the cells
+    committed, no report file half-written, no temporary file left."""
+    from _fake_cells import fast_cell
+    from jepa_audit.audit.runner import run_audit
+    from jepa_audit.audit.store import StoreError
+    from jepa_audit.config import Config
+
+    cfg = Config()
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce", "T1"], [82, 23]
+    with tmpfs(tmp_path / "mnt", size="512k") as out:
+        with pytest.raises(StoreError, match=r"cannot write the report \(No space left on device\)"):
+            run_audit(cfg, out, cell_fn=fast_cell, report_fn=_fill_then_report, stream=io.StringIO())
+        assert len((out / "results.jsonl").read_text().splitlines()) == 4
+        assert not any((out / n).exists() for n in ("summary.json", "report.md", "report.html"))
+        assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
