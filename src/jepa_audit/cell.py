@@ -56,11 +56,27 @@ def base_model_path(cfg: Config, progress: ProgressFn | None = None) -> Path:
     return _BASE_PATHS[key]
 
 
+def predictor_slots(cfg: Config) -> int:
+    """Predictor slots the published NL views need: the method's ``k`` parameter (llm-jepa), else 0; always
+    0 under views.nl=prefix (there the objective appends its predictor tokens itself)."""
+    from jepa_audit.objectives import get_objective_class
+
+    spec = get_objective_class(cfg.aux.method).spec
+    weight, params = cfg.aux.resolved(spec.default_weight)
+    if cfg.views.nl != "published" or weight <= 0 or "k" not in spec.params:
+        return 0
+    return int({**spec.params, **params}["k"])
+
+
 def _encoded_splits(cfg: Config, model_dir: Path, tok: PreTrainedTokenizerBase):
-    key = stable_hash([str(model_dir.resolve()), cfg.data.model_dump(), cfg.benchmark])
+    n_pred = predictor_slots(cfg)
+    key = stable_hash([str(model_dir.resolve()), cfg.data.model_dump(), cfg.benchmark, cfg.views.nl, n_pred])
     if key not in _ENCODED:
         splits = load_benchmark(cfg.data, cfg.benchmark)
-        enc = [encode_all(tok, cfg.data.system_prompt, s) for s in (splits.train, splits.val, splits.test)]
+        enc = [
+            encode_all(tok, cfg.data.system_prompt, s, cfg.views.nl, n_pred)
+            for s in (splits.train, splits.val, splits.test)
+        ]
         _ENCODED.clear()  # keep one benchmark's rows: bounded memory, and cells of a grid come in order
         _ENCODED[key] = (splits, *enc)
     return _ENCODED[key]
@@ -136,13 +152,16 @@ def run_cell(
 
     spec = get_objective_class(cfg.aux.method).spec  # unknown ids fail here, before any compute
     prep = prepare(cfg, report("base"))
-    weight = spec.default_weight if cfg.aux.weight is None else cfg.aux.weight
+    weight, params = cfg.aux.resolved(spec.default_weight)
     mcfg = prep.model.config
     objective = None
     if weight > 0:
+        from jepa_audit.models.load import init_embedding_rows
+
         objective = build_objective(
-            spec.id, cfg.aux.params, d_model=mcfg.hidden_size, n_layers=mcfg.num_hidden_layers, seed=cfg.seed
+            spec.id, params, d_model=mcfg.hidden_size, n_layers=mcfg.num_hidden_layers, seed=cfg.seed
         )
+        init_embedding_rows(objective, prep.model, objective.generator)
     pad = int(prep.tok.pad_token_id)
     curve_fn = None
     if cfg.geometry.curve_every:
@@ -183,6 +202,8 @@ def run_cell(
         "mode": cfg.adapter.mode,
         "family": spec.family,
         "weight": weight,
+        "views": cfg.views.nl,  # how the two views were built (data/views.py); only two-view objectives read them
+        "labels": cfg.train.labels,  # CE targets: answer (+ end-of-turn) or llm-jepa (the published collator's)
         "metrics": ev.metrics,
         "geometry": geometry,
         "grad_cosine": res.grad_cosine,
