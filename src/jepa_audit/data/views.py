@@ -36,6 +36,7 @@ from transformers import PreTrainedTokenizerBase
 
 from jepa_audit.data.batch import Batch
 from jepa_audit.data.examples import Example
+from jepa_audit.data.tokenizer import pad_was_chosen
 
 # Llama-3's template stamps today's date into the system turn unless told; a fixed date keeps rows stable
 # (this is the template's own fallback when it has no strftime_now).
@@ -140,8 +141,6 @@ def collator_pad_id(tok: PreTrainedTokenizerBase) -> int:
     """The id LLM-JEPA's ``DataCollatorForLanguageModeling(mlm=False)`` masks: its pad token, which
     finetune.py sets to eos when the tokenizer has none (Llama-3.2-Instruct: ``<|eot_id|>``).
     :func:`jepa_audit.data.tokenizer.ensure_pad` records whether the pad was ours."""
-    from jepa_audit.data.tokenizer import pad_was_chosen
-
     return int(tok.eos_token_id) if pad_was_chosen(tok) else int(tok.pad_token_id)
 
 
