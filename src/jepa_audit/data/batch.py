@@ -65,7 +65,7 @@ class Batch:
                              F.pad(self.nl_ids, (0, Tv - self.nl_ids.shape[1]))]).cpu()
             mask = torch.cat([F.pad(self.regex_mask, (0, Tv - self.regex_mask.shape[1])),
                               F.pad(self.nl_mask, (0, Tv - self.nl_mask.shape[1]))]).cpu()
-            p = pack_rows(ids, mask, max(self.input_ids.shape[1], Tv))
+            p = pack_rows(ids, mask, max(self.input_ids.shape[1], Tv), decreasing=True)
             self.views_packed_ids, self.views_packed_pos, self.views_unpack = (
                 p.ids.to(dev), p.pos.to(dev), p.unpack.to(dev)
             )
