@@ -23,10 +23,11 @@ def ragged(lens: list[int], vocab: int = 50, seed: int = 0) -> tuple[torch.Tenso
     return ids, mask
 
 
+@pytest.mark.parametrize("decreasing", [False, True])
 @pytest.mark.parametrize("lens,capacity", [([3, 5, 2, 7, 1, 4], 8), ([4], 4), ([2, 2, 2, 2], 100), ([5, 5, 5], 5)])
-def test_pack_rows_is_lossless_and_restarts_positions(lens, capacity):
+def test_pack_rows_is_lossless_and_restarts_positions(lens, capacity, decreasing):
     ids, mask = ragged(lens)
-    p = pack_rows(ids, mask, capacity, filler=0)
+    p = pack_rows(ids, mask, capacity, filler=0, decreasing=decreasing)
     R, C = p.ids.shape
     assert len(lens) >= R and capacity >= C
     assert sum(lens) <= R * C  # nothing dropped
@@ -47,6 +48,14 @@ def test_pack_rows_is_first_fit_and_deterministic():
     assert p.unpack[:, 0].tolist() == [0, 8 + 0, 5, 8 + 4]
     q = pack_rows(ids, mask, capacity=8)
     assert torch.equal(p.ids, q.ids) and torch.equal(p.pos, q.pos) and torch.equal(p.unpack, q.unpack)
+
+
+def test_pack_rows_first_fit_decreasing_places_longest_first():
+    ids, mask = ragged([2, 3, 5, 4, 6])
+    p = pack_rows(ids, mask, capacity=8, decreasing=True)
+    # 6 → row 0; 5 → row 1; 4 → row 2; 3 → row 1 (8); 2 → row 0 (8): 3 rows, where batch order needs 4
+    assert p.unpack[:, 0].tolist() == [0 * 8 + 6, 1 * 8 + 5, 1 * 8 + 0, 2 * 8 + 0, 0 * 8 + 0]
+    assert p.ids.shape[0] == 3 < pack_rows(ids, mask, capacity=8).ids.shape[0]
 
 
 def test_pack_rows_rejects_bad_input():

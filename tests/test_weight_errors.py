@@ -11,7 +11,7 @@ from jepa_audit.train import TrainError
 pytestmark = pytest.mark.slow  # each trains a tiny model for a few steps (~10 s on a shared core)
 
 TINY = [
-    "data.n_train=48", "data.n_test=4", "data.val_size=8", "base.pool_size=64", "base.steps=2",
+    "data.n_train=48", "data.n_test=4", "data.val_size=8", "data.geometry_size=8", "base.pool_size=64", "base.steps=2",
     "model.vocab_size=320", "train.steps=3", "train.batch_size=4", "geometry.enabled=false", "probe.every=1",
     "eval.max_new_tokens=4",
 ]

@@ -62,12 +62,27 @@ def base_model_path(cfg: Config, progress: ProgressFn | None = None) -> Path:
     return _BASE_PATHS[key]
 
 
+def predictor_slots(cfg: Config) -> int:
+    """Predictor slots the published NL views need: the method's ``k`` parameter (llm-jepa), else 0; always
+    0 under views.nl=prefix (there the objective appends its predictor tokens itself)."""
+    from jepa_audit.objectives import get_objective_class
+
+    spec = get_objective_class(cfg.aux.method).spec
+    weight, params = cfg.aux.resolved(spec.default_weight)
+    if cfg.views.nl != "published" or weight <= 0 or "k" not in spec.params:
+        return 0
+    return int({**spec.params, **params}["k"])
+
+
 def _encoded_splits(cfg: Config, model_dir: Path, tok: PreTrainedTokenizerBase):
-    key = stable_hash([str(model_dir.resolve()), cfg.data.model_dump(), cfg.benchmark])
+    n_pred = predictor_slots(cfg)
+    key = stable_hash([str(model_dir.resolve()), cfg.data.model_dump(), cfg.benchmark, cfg.views.nl, n_pred])
     if key not in _ENCODED:
         splits = load_benchmark(cfg.data, cfg.benchmark)
-        parts = (splits.train, splits.val, splits.test, splits.geometry)
-        enc = [encode_all(tok, cfg.data.system_prompt, s) for s in parts]
+        enc = [
+            encode_all(tok, cfg.data.system_prompt, s, cfg.views.nl, n_pred)
+            for s in (splits.train, splits.val, splits.test, splits.geometry)
+        ]
         _ENCODED.clear()  # keep one benchmark's rows: bounded memory, and cells of a grid come in order
         _ENCODED[key] = (splits, *enc)
     return _ENCODED[key]
@@ -130,15 +145,6 @@ def _eval_progress(progress: ProgressFn | None, total: int) -> Callable[[int], N
     return None if progress is None else (lambda k: progress({"phase": "eval", "step": k, "total": total}))
 
 
-def aux_weight(method: str, default: float, configured: float | None) -> float:
-    """λ of a cell: ``aux.weight`` when set, else the objective's default; always 0 for the ``ce``
-    baseline, which has no auxiliary (a global ``--set aux.weight=0.5`` over a grid must not turn the
-    baseline into a cell with a λ·0 term and nothing to train it)."""
-    if method == "ce":
-        return 0.0
-    return default if configured is None else configured
-
-
 def run_cell(
     cfg: Config, cell_dir: Path, progress: ProgressFn | None = None, save_model: Path | None = None
 ) -> dict[str, Any]:
@@ -162,13 +168,16 @@ def run_cell(
 
     spec = get_objective_class(cfg.aux.method).spec  # unknown ids fail here, before any compute
     prep = prepare(cfg, report("base"))
-    weight = aux_weight(spec.id, spec.default_weight, cfg.aux.weight)
+    weight, params = cfg.aux.resolved(spec.default_weight)
     mcfg = prep.model.config
     objective = None
     if weight > 0:
+        from jepa_audit.models.load import init_embedding_rows
+
         objective = build_objective(
-            spec.id, cfg.aux.params, d_model=mcfg.hidden_size, n_layers=mcfg.num_hidden_layers, seed=cfg.seed
+            spec.id, params, d_model=mcfg.hidden_size, n_layers=mcfg.num_hidden_layers, seed=cfg.seed
         )
+        init_embedding_rows(objective, prep.model, objective.generator)
     pad = int(prep.tok.pad_token_id)
     curve_fn = None
     if cfg.geometry.curve_every:
@@ -209,6 +218,8 @@ def run_cell(
         "mode": cfg.adapter.mode,
         "family": spec.family,
         "weight": weight,
+        "views": cfg.views.nl,  # how the two views were built (data/views.py); only two-view objectives read them
+        "labels": cfg.train.labels,  # CE targets: answer (+ end-of-turn) or llm-jepa (the published collator's)
         "metrics": ev.metrics,
         "geometry": geometry,
         "grad_cosine": res.grad_cosine,

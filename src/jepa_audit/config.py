@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 
 PRESET_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 PACKAGED_PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESETS = ("smoke", "quick", "cpu", "paper", "paper-full-ft")
+PRESETS = ("smoke", "quick", "cpu", "paper", "paper-full-ft", "replicate-llm-jepa")
 
 
 class ConfigError(ValueError):
@@ -126,12 +126,48 @@ class TrainCfg(Strict):
     deterministic: bool = Field(
         False, description="deterministic GPU kernels (bit-identical retries; slower): see jepa_audit/determinism.py"
     )
+    labels: Literal["answer", "llm-jepa"] = Field(
+        "answer",
+        description="CE targets: answer = the answer and its end-of-turn; llm-jepa = LLM-JEPA's collator "
+        "(DataCollatorForLanguageModeling(mlm=False): every token but its pad id, so the prompt is trained and, "
+        "with pad = eos = end-of-turn, no end-of-turn is)",
+    )
+
+
+class ViewsCfg(Strict):
+    """How the two views of a two-view objective are built (data/views.py)."""
+
+    nl: Literal["prefix", "published"] = Field(
+        "prefix",
+        description="prefix: NL view = the CE row's prefix (free), regex view = the assistant turn after BOS; "
+        "published: both exactly as LLM-JEPA's finetune.py (user-only / assistant-only rows rendered as text "
+        "then tokenised, k predictor tokens before the end-of-turn, last_token = -2)",
+    )
+
+
+class MethodOverride(Strict):
+    weight: float | None = Field(None, ge=0, description="λ for this method (beats aux.weight)")
+    params: dict[str, Any] = Field(default_factory=dict, description="parameters for this method (beat aux.params)")
 
 
 class AuxCfg(Strict):
     method: str = Field("ce", description="objective id from `jepa-audit aux list` (ce = no auxiliary)")
     weight: float | None = Field(None, ge=0, description="λ in CE + λ·aux; None = the registry default")
     params: dict[str, Any] = Field(default_factory=dict, description="overrides of the objective's parameters")
+    per_method: dict[str, MethodOverride] = Field(
+        default_factory=dict, description="method id → {weight, params}: settings of one method of a grid"
+    )
+
+    def resolved(self, default_weight: float) -> tuple[float, dict[str, Any]]:
+        """(λ, parameter overrides) of ``method``: per_method[method] over aux.weight/params over defaults.
+
+        Always λ = 0 for the ``ce`` baseline, which has no auxiliary: a global ``--set aux.weight=0.5`` over a
+        grid must not turn the baseline into a cell with a λ·0 term and nothing to train it."""
+        if self.method == "ce":
+            return 0.0, {}
+        ov = self.per_method.get(self.method, MethodOverride())
+        weight = ov.weight if ov.weight is not None else (self.weight if self.weight is not None else default_weight)
+        return weight, {**self.params, **ov.params}
 
 
 class ProbeCfg(Strict):
@@ -191,6 +227,7 @@ class Config(Strict):
     data: DataCfg = Field(default_factory=DataCfg)
     train: TrainCfg = Field(default_factory=TrainCfg)
     aux: AuxCfg = Field(default_factory=AuxCfg)
+    views: ViewsCfg = Field(default_factory=ViewsCfg)
     probe: ProbeCfg = Field(default_factory=ProbeCfg)
     geometry: GeometryCfg = Field(default_factory=GeometryCfg)
     eval: EvalCfg = Field(default_factory=EvalCfg)
@@ -208,7 +245,16 @@ class Config(Strict):
     def cell_hash(self) -> str:
         """Stable hash of what determines a cell's result (not the grid, not where caches live)."""
         d = self.model_dump(mode="json", exclude={"audit", "cache_dir", "preset", "tracking"})
+        # keys added after results existed leave the hash alone at their defaults (old runs still resume)
+        for section, key, default in _HASH_NEUTRAL_DEFAULTS:
+            if d.get(section, {}).get(key, default) == default:
+                d.get(section, {}).pop(key, None)
+        if d.get("views") == {"nl": "prefix"}:
+            d.pop("views")
         return stable_hash(d)
+
+
+_HASH_NEUTRAL_DEFAULTS: tuple[tuple[str, str, Any], ...] = (("train", "labels", "answer"), ("aux", "per_method", {}))
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:

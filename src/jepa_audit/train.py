@@ -28,7 +28,7 @@ from torch.profiler import record_function
 
 from jepa_audit.config import ProbeCfg, TrainCfg
 from jepa_audit.data.batch import Batch
-from jepa_audit.data.views import Encoded, collate
+from jepa_audit.data.views import Encoded, LabelMode, collate
 from jepa_audit.models.load import lm_head_weight
 from jepa_audit.objectives import AuxContext, Objective
 from jepa_audit.objectives.gradients import combine, grad_cosine, init_grad_state, layer_group
@@ -67,19 +67,22 @@ def lr_at(step: int, cfg: TrainCfg) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
 
 
-def batches(rows: Sequence[Encoded], batch_size: int, pad_id: int, seed: int) -> Iterator[Batch]:
-    """Endless shuffled micro-batches; the order depends on ``seed`` alone."""
+def batches(
+    rows: Sequence[Encoded], batch_size: int, pad_id: int, seed: int, labels: LabelMode = "answer"
+) -> Iterator[Batch]:
+    """Endless shuffled micro-batches; the order depends on ``seed`` alone (``labels``: see views.collate)."""
     g = torch.Generator().manual_seed(seed)
     while True:
         perm = torch.randperm(len(rows), generator=g).tolist()
         for i in range(0, len(perm) - batch_size + 1, batch_size):
-            yield collate([rows[j] for j in perm[i : i + batch_size]], pad_id)
+            yield collate([rows[j] for j in perm[i : i + batch_size]], pad_id, labels)
         if len(rows) < batch_size:  # tiny data: one short batch per epoch
-            yield collate([rows[j] for j in perm], pad_id)
+            yield collate([rows[j] for j in perm], pad_id, labels)
 
 
 def answer_ce(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean next-token CE over labelled (answer + end-of-turn) positions. logits (B,T,V), labels (B,T)."""
+    """Mean next-token CE over labelled positions (train.labels=answer: answer + end-of-turn; llm-jepa: every
+    token but the collator's pad id, as HF's shifted loss). logits (B,T,V), labels (B,T)."""
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
 
 
@@ -114,7 +117,7 @@ def train(
     )
     mode = objective.spec.grad_mode if use_aux else "add"
     probe = probe or ProbeCfg()
-    data = batches(rows, cfg.batch_size, pad_id, seed)
+    data = batches(rows, cfg.batch_size, pad_id, seed, cfg.labels)
     combine_state: dict[str, Any] = init_grad_state(objective.p if use_aux else {})
     result = TrainResult(steps=cfg.steps)
     cos_trace: list[tuple[int, float]] = []

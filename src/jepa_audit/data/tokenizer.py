@@ -51,9 +51,20 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTok
     return fast
 
 
+_CHOSEN_PAD = "jepa_audit_pad_chosen"  # init_kwargs flag: ensure_pad picked the pad (the tokenizer had none)
+
+
+def pad_was_chosen(tokenizer: PreTrainedTokenizerFast) -> bool:
+    """True when :func:`ensure_pad` picked the pad token because the tokenizer had none (real Llama-3)."""
+    return bool(tokenizer.init_kwargs.get(_CHOSEN_PAD, False))
+
+
 def ensure_pad(tokenizer: PreTrainedTokenizerFast) -> int:
-    """Real Llama tokenizers have no pad token: use a reserved special token, else eos (never attended)."""
+    """Real Llama tokenizers have no pad token: use a reserved special token, else eos (never attended).
+
+    Records that it chose (:func:`pad_was_chosen`): LLM-JEPA's collator would have used eos there."""
     if tokenizer.pad_token_id is None:
+        tokenizer.init_kwargs[_CHOSEN_PAD] = True
         for cand in ("<|finetune_right_pad_id|>", "<|reserved_special_token_0|>"):
             if cand in tokenizer.get_vocab():
                 tokenizer.pad_token = cand

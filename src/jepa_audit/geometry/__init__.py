@@ -161,16 +161,18 @@ def _cloud_metrics(
 @torch.no_grad()
 def _forward_states(
     model: nn.Module, b: Batch, layers: list[int] | None, max_rows: int
-) -> tuple[list[int], dict[int, Tensor], Tensor]:
-    """Hidden states of the full rows at the needed layers, and the regex-view embedding e_r.
+) -> tuple[list[int], dict[int, Tensor], Tensor, Tensor | None]:
+    """Hidden states of the full rows at the needed layers, the regex-view embedding e_r, and (views.nl=
+    published only, else None) the NL-view embedding e_u from the NL-view rows.
 
     Forwards ``max_rows`` rows at a time so that a large held-out batch (real scale: 512–1,700 rows) never holds
     every layer of every row at once; only the requested layers and the last are kept, in the model's dtype.
-    Returns (normalised layers, {hidden index: (B, T, d)}, e_r (B, d) fp32).
+    Returns (normalised layers, {hidden index: (B, T, d)}, e_r (B, d) fp32, e_u (B, d) fp32 or None).
     """
     B = b.input_ids.shape[0]
     kept: dict[int, list[Tensor]] = {}
     e_r: list[Tensor] = []
+    e_u_nl: list[Tensor] = []
     lays: list[int] = []
     for s in range(0, B, max_rows):
         sl = slice(s, s + max_rows)
@@ -195,7 +197,16 @@ def _forward_states(
         hr = out_r.hidden_states[-1]
         e_r.append(hr[torch.arange(hr.shape[0], device=hr.device), b.regex_last[sl]].float())
         del out_r
-    return lays, {l: torch.cat(v) for l, v in kept.items()}, torch.cat(e_r)
+        if b.published:  # views.nl=published: e_u from LLM-JEPA's own NL-view rows
+            out_n = model(input_ids=b.nl_ids[sl], attention_mask=b.nl_mask[sl], output_hidden_states=True,
+                          logits_to_keep=1)
+            hn = out_n.hidden_states[-1]
+            # the last NL token (before any predictor slot: those hold pad ids here, and causal attention
+            # keeps the slots out of this state)
+            e_u_nl.append(hn[torch.arange(hn.shape[0], device=hn.device), (b.nl_view_last - b.nl_pred)[sl]].float())
+            del out_n
+    e_u = torch.cat(e_u_nl) if e_u_nl else None
+    return lays, {l: torch.cat(v) for l, v in kept.items()}, torch.cat(e_r), e_u
 
 
 @torch.no_grad()
@@ -227,7 +238,7 @@ def compute_geometry(
     was_training = model.training
     model.eval()
     try:
-        lays, hidden, e_r = _forward_states(model, b, layers, max_rows_per_forward)
+        lays, hidden, e_r, e_u_view = _forward_states(model, b, layers, max_rows_per_forward)
     finally:
         model.train(was_training)
     L = max(hidden)
@@ -250,8 +261,9 @@ def compute_geometry(
     h_last = hidden[L].float()
     res["curvature_fisher_answer_Llast"] = fisher_turning_angle_deg(h_last, amask, W)
 
-    # JEPA alignment, logged for every run: e_u is a causal prefix of the full row (identical to the NL view).
-    e_u = h_last[rows, b.nl_last]
+    # JEPA alignment, logged for every run: e_u is a causal prefix of the full row (identical to the NL view),
+    # or, under views.nl=published, read from the NL-view rows (the views the two-view objectives trained on).
+    e_u = h_last[rows, b.nl_last] if e_u_view is None else e_u_view
     res["jepa_cos"] = _mean_finite(F.cosine_similarity(e_u, e_r, dim=-1))
     # V1: KL(sg(p(h[L, a0−1])) ‖ p(e_u)), in nats; target = the state that predicts the first answer token.
     logp_t = torch.log_softmax(h_last[rows, b.answer_start - 1] @ W.T, dim=-1)

@@ -112,3 +112,31 @@ def trainable_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter
 def lm_head_weight(model: nn.Module) -> torch.Tensor:
     """(V, d) unembedding of a plain or PEFT-wrapped model."""
     return model.get_output_embeddings().weight
+
+
+@torch.no_grad()
+def init_embedding_rows(objective: nn.Module, model: nn.Module, generator: torch.Generator) -> None:
+    """Treat an objective's new token rows (``objective.embedding_rows``: LLM-JEPA's predictor tokens) as
+    finetune.py does: new rows of the input embedding matrix.
+
+    Init as ``resize_token_embeddings`` (``mean_resizing``): each row ~ N(μ, 10⁻⁹·Σ), μ and Σ the mean and
+    covariance of the existing rows, i.e. the mean row up to noise of ~3e-5 of its spread (drawn from
+    ``generator``, CPU).  Trainable only when the embedding matrix trains: frozen under LoRA (the original's
+    ``--lora`` keeps the whole matrix, new rows included, frozen), trained under full fine-tuning or LoRA
+    with ``adapter.train_embeddings``.
+    """
+    names = getattr(objective, "embedding_rows", ())
+    emb = model.get_input_embeddings()
+    trains = any(p.requires_grad for p in emb.parameters())
+    W = emb.weight.detach().float()  # (V, d), on the model's device
+    mu = W.mean(0)
+    centred = W - mu
+    for name in names:
+        p = getattr(objective, name, None)
+        if p is None:
+            continue
+        k = p.shape[0]
+        z = torch.randn(k, W.shape[0], generator=generator).to(W.device)  # (z·Xc)/√V has covariance Σ
+        noise = (z @ centred) * (1e-9 / W.shape[0]) ** 0.5
+        p.copy_((mu + noise).to(device=p.device, dtype=p.dtype))
+        p.requires_grad_(trains)

@@ -157,9 +157,43 @@ def e_r(ctx: AuxContext, generator: torch.Generator, layer: int = -1) -> Tensor:
     return ctx.e_r(layer).float()
 
 
-def e_u(ctx: AuxContext, layer: int = -1) -> Tensor:
-    """NL-view embedding (B, d) in fp32: the CE row's state at the last NL content token (a causal prefix)."""
+def view_states(ctx: AuxContext, generator: torch.Generator) -> None:
+    """views.nl=published: run both views' packed forward once (cached on ``ctx``), under :func:`isolated_rng`."""
+    if ctx.batch.published and "view_hidden" not in ctx.__dict__:
+        with isolated_rng(generator, model_device(ctx.model)), caller_precision():
+            _ = ctx.view_hidden
+
+
+def e_u(ctx: AuxContext, layer: int = -1, generator: torch.Generator | None = None) -> Tensor:
+    """NL-view embedding (B, d) in fp32.  views.nl=prefix: the CE row's state at the last NL content token
+    (a causal prefix, free); published: the NL-view row's state at last_token = −2, from the views' packed
+    forward (shared with e_r), whose dropout draws come from ``generator``."""
+    if ctx.batch.published:
+        if generator is None:
+            raise ValueError("e_u under views.nl=published runs the view rows: pass the objective's generator")
+        view_states(ctx, generator)
     return ctx.e_u(layer).float()
+
+
+def nl_logits(ctx: AuxContext, generator: torch.Generator) -> Tensor:
+    """The head's logits at the NL-view embedding, (B, V) fp32: the CE row's logits at the last NL token
+    (prefix), or W·e_u at the NL view's last_token (published; W = the LM head, e_u post-final-norm)."""
+    if not ctx.batch.published:
+        return gather_rows(ctx.logits, ctx.batch.nl_last).float()
+    return e_u(ctx, -1, generator) @ ctx.lm_head_weight.float().T
+
+
+def published_predictor_views(ctx: AuxContext, pred_embeds: Tensor, generator: torch.Generator) -> None:
+    """views.nl=published with k > 0: run both views once with ``pred_embeds`` (k, d) in the NL views'
+    predictor slots and cache the states on ``ctx`` (``ctx.e_u``/``ctx.e_r`` then read them)."""
+    from jepa_audit.objectives.base import published_view_hidden
+
+    if "view_hidden" in ctx.__dict__:
+        return
+    with isolated_rng(generator, model_device(ctx.model)), caller_precision():
+        ctx.__dict__["view_hidden"] = published_view_hidden(
+            ctx.model, ctx.batch, pred_embeds, ctx.model.get_input_embeddings()
+        )
 
 
 def nl_predictor_view(

@@ -83,14 +83,38 @@ class AuxContext:
         dropout stream would differ from the baseline's (objectives add their own generator on top via
         ``objectives._common.regex_states``).
         """
+        if self.batch.published:  # the regex views share one packed forward with the NL views
+            B = self.batch.regex_ids.shape[0]
+            return tuple(h[:B, : self.batch.regex_ids.shape[1]] for h in self.view_hidden)
         dev = self.batch.regex_ids.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             return regex_view_hidden(self.model, self.batch)
 
+    @cached_property
+    def view_hidden(self) -> tuple[Tensor, ...]:
+        """views.nl=published: hidden states of both view rows, (2B, max(Tr, Tn), d) per layer, regex views
+        first: one packed forward (run once; objectives with predictor tokens fill this slot themselves)."""
+        if int(self.batch.nl_pred.max()) > 0:
+            raise ValueError("these NL views carry predictor slots: only llm-jepa (its k > 0) can run them")
+        dev = self.batch.regex_ids.device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            return published_view_hidden(self.model, self.batch)
+
+    @property
+    def nl_hidden(self) -> tuple[Tensor, ...]:
+        """views.nl=published: the NL-view rows' hidden states, (B, Tn, d) per layer."""
+        B, Tn = self.batch.nl_ids.shape
+        return tuple(h[B:, :Tn] for h in self.view_hidden)
+
     def e_u(self, layer: int = -1) -> Tensor:
-        """NL-view embedding (B, d): the full row's state at the last NL content token (a causal prefix)."""
+        """NL-view embedding (B, d): views.nl=prefix, the full row's state at the last NL content token (a
+        causal prefix); published, the NL-view row's state at its last_token (−2)."""
+        b = self.batch
+        if b.published:
+            h = self.nl_hidden[layer]
+            return h[torch.arange(h.shape[0], device=h.device), b.nl_view_last]
         h = self.hidden[layer]
-        return h[torch.arange(h.shape[0], device=h.device), self.batch.nl_last]
+        return h[torch.arange(h.shape[0], device=h.device), b.nl_last]
 
     def e_r(self, layer: int = -1) -> Tensor:
         """Regex-view embedding (B, d): the regex-only row's state at its last content token."""
@@ -111,6 +135,40 @@ def regex_view_hidden(forward: Callable[..., Any], batch: Batch) -> tuple[Tensor
         output_hidden_states=True,
     )  # fmt: skip
     return tuple(h.flatten(0, 1)[batch.regex_unpack] for h in out.hidden_states)
+
+
+def published_view_hidden(
+    forward: Callable[..., Any], batch: Batch, pred_embeds: Tensor | None = None, embed: nn.Module | None = None
+) -> tuple[Tensor, ...]:
+    """views.nl=published: both views' hidden states, (2B, max(Tr, Tn), d) per layer (regex views first),
+    from one forward of ``batch.views_packed_*`` (block-diagonal through restarting position ids).
+
+    ``pred_embeds`` (k, d): LLM-JEPA's predictor-token embeddings; slot i of each NL view (left to right,
+    positions nl_view_last − k + 1 … nl_view_last, where finetune.py has ``<|predictor_k|>`` …
+    ``<|predictor_1|>``) gets ``pred_embeds[i]``, and the packed rows go in as ``inputs_embeds`` looked up
+    through ``embed`` (the model's input embeddings).
+    """
+    b = batch
+    ids, pos = b.views_packed_ids, b.views_packed_pos
+    if pred_embeds is None or pred_embeds.shape[0] == 0:
+        out = forward(input_ids=ids, position_ids=pos, use_cache=False, output_hidden_states=True)
+    else:
+        k = pred_embeds.shape[0]
+        if embed is None:
+            raise ValueError("published_view_hidden: pred_embeds needs the model's input embeddings (embed)")
+        if int(b.nl_pred.min()) != k or int(b.nl_pred.max()) != k:
+            raise ValueError(
+                f"llm-jepa has k={k} predictor tokens but the NL views were built with "
+                f"{sorted(set(b.nl_pred.tolist()))} slots (views.nl=published builds them from aux.params.k)"
+            )
+        B = b.nl_ids.shape[0]
+        emb = embed(ids).flatten(0, 1)  # (R′·C′, d)
+        j = b.nl_view_last[:, None] - k + 1 + torch.arange(k, device=ids.device)  # (B, k) slot positions
+        flat = b.views_unpack[B:].gather(1, j)  # (B, k) packed positions of the slots
+        rows = pred_embeds.to(emb.dtype)[None].expand(B, -1, -1)  # (B, k, d): slot i ← pred_embeds[i]
+        emb = emb.index_put((flat.flatten(),), rows.flatten(0, 1)).view(*ids.shape, -1)
+        out = forward(inputs_embeds=emb, position_ids=pos, use_cache=False, output_hidden_states=True)
+    return tuple(h.flatten(0, 1)[b.views_unpack] for h in out.hidden_states)
 
 
 class Objective(nn.Module):

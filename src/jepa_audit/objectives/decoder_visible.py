@@ -43,7 +43,7 @@ class DecodeFirstToken(C.AuxObjective):
         b = ctx.batch
         # (B, V) each: the logits that predict the first answer token, and W e_u
         target = C.gather_rows(ctx.logits, b.answer_start - 1)
-        pred = C.gather_rows(ctx.logits, b.nl_last)
+        pred = C.nl_logits(ctx, self.generator)
         loss = C.kl_from_logits(target, pred, float(self.p["temperature"]), int(self.p["top_k"]))
         return AuxOut(loss=loss)
 
@@ -62,8 +62,8 @@ class BagOfRegex(C.AuxObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
-        logp = torch.log_softmax(C.gather_rows(ctx.logits, b.nl_last).float(), -1)  # (B, V)
-        y = b.labels.clamp_min(0)  # -100 → 0, masked out below
+        logp = torch.log_softmax(C.nl_logits(ctx, self.generator), -1)  # (B, V)
+        y = b.input_ids  # the answer tokens under answer_mask (labels may be llm-jepa's, with gaps)
         nll = -logp.gather(1, y)  # (B, T)
         per, has = C.row_mean(nll, b.answer_mask)
         return AuxOut(loss=C.mean_over(per, has))

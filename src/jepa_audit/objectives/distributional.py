@@ -87,7 +87,7 @@ class _TwoViewProjected(C.LayerObjective):
         self.projector = C.construct_seeded(generator, lambda: C.Projector(d_model, int(self.p["proj_dim"])))
 
     def views(self, ctx: AuxContext) -> tuple[torch.Tensor, torch.Tensor]:
-        zu = self.projector(C.e_u(ctx, self.layer))
+        zu = self.projector(C.e_u(ctx, self.layer, self.generator))
         zr = self.projector(C.e_r(ctx, self.generator, self.layer))
         return zu, zr
 

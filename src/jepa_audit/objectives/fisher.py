@@ -240,7 +240,7 @@ class FisherJepa(C.AuxObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         W = ctx.lm_head_weight
-        u = C.e_u(ctx)
+        u = C.e_u(ctx, -1, self.generator)
         r = C.e_r(ctx, self.generator).detach()
         p = F.softmax(head(W, r), -1)
         return AuxOut(loss=fisher_quadratic(W, p, u - r).mean())

@@ -31,7 +31,7 @@ class _ViewCosine(C.LayerObjective):
     """
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = C.e_u(ctx, self.layer)
+        u = C.e_u(ctx, self.layer, self.generator)
         r = C.e_r(ctx, self.generator, self.layer)
         pred, target = (u, r) if self.p["direction"] == "nl_to_regex" else (r, u)
         loss = C.view_cosine_loss(pred, target, self.p["stop_grad"])
@@ -71,7 +71,7 @@ class SymmetricPredictor(C.LayerObjective):
         self.q = C.construct_seeded(generator, lambda: C.MLPPredictor(d_model, int(self.p["hidden"])))
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = C.e_u(ctx, self.layer)
+        u = C.e_u(ctx, self.layer, self.generator)
         r = C.e_r(ctx, self.generator, self.layer)
         loss = -0.5 * (C.cosine(self.q(u), r.detach()) + C.cosine(self.q(r), u.detach())).mean()
         return AuxOut(loss=loss)
@@ -134,7 +134,7 @@ class EmaTarget(C.LayerObjective):
         return C.gather_rows(hidden[self.layer], b.regex_last).float()
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = self.q(C.e_u(ctx, self.layer))
+        u = self.q(C.e_u(ctx, self.layer, self.generator))
         target = self.target_embedding(ctx)
         return AuxOut(loss=(2.0 - 2.0 * C.cosine(u, target)).mean())
 
@@ -164,7 +164,7 @@ class LinearPredictor(C.LayerObjective):
         self.M = nn.Parameter(torch.eye(d_model))
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = C.e_u(ctx, self.layer) @ self.M.T
+        u = C.e_u(ctx, self.layer, self.generator) @ self.M.T
         return AuxOut(loss=C.view_cosine_loss(u, C.e_r(ctx, self.generator, self.layer)))
 
 
@@ -253,7 +253,7 @@ class InfoNCE(C.LayerObjective):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = C.e_u(ctx, self.layer)
+        u = C.e_u(ctx, self.layer, self.generator)
         r = C.e_r(ctx, self.generator, self.layer)
         return AuxOut(loss=C.info_nce(u, r, float(self.p["temperature"])))
 

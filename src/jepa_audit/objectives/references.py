@@ -3,7 +3,8 @@
 ``ce`` has default weight 0: the loop skips the auxiliary whenever λ == 0 (it never checks ids).
 ``llm-jepa`` is rbalestr-lab/llm-jepa's loss (auxiliaries.md §1.1): 1 − cos(e_u, e_r) at the last layer,
 no stop-gradient (both views are trained), e_u at the last NL token (k = 0) or at the last of k learned
-predictor tokens appended to the NL view (k > 0).
+predictor tokens appended to the NL view (k > 0).  Which rows the views are (the CE row's prefix, or
+finetune.py's own user-only and assistant-only rows) is ``views.nl`` (data/views.py).
 """
 
 from __future__ import annotations
@@ -52,13 +53,20 @@ class LlmJepa(C.LayerObjective):
         k = int(self.p["k"])
         if k < 0:
             raise ValueError(f"llm-jepa: k must be ≥ 0, got {k}")
-        # New special tokens <|predictor_i|>: learned embeddings, N(0, 0.02²) from the objective's generator
-        # (HF's initializer_range); only created when used, so k = 0 has no trainable parameters.
+        # New special tokens <|predictor_i|>: new rows of the input embedding matrix in finetune.py.  Here
+        # N(0, 0.02²) from the objective's generator until models.load.init_embedding_rows sets them as
+        # resize_token_embeddings does (the mean row) and trains them only when the embeddings train (so
+        # frozen under LoRA, as the original); only created when used, so k = 0 has no parameters.
         self.pred = nn.Parameter(torch.randn(k, d_model, generator=generator) * 0.02) if k else None
+
+    embedding_rows: ClassVar[tuple[str, ...]] = ("pred",)  # parameters that are rows of the input embeddings
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         if self.pred is None:
-            u = C.e_u(ctx, self.layer)
+            u = C.e_u(ctx, self.layer, self.generator)
+        elif ctx.batch.published:  # the NL views already hold k slots before the end-of-turn
+            C.published_predictor_views(ctx, self.pred, self.generator)
+            u = C.e_u(ctx, self.layer, self.generator)
         else:
             u = C.nl_predictor_view(ctx, self.pred, self.generator, self.layer)
         r = C.e_r(ctx, self.generator, self.layer)

@@ -52,11 +52,14 @@ class OneMinusCosTurn(_Curvature):
 
 
 class _Tube(C.LayerObjective):
-    """T3-Global and T3-Local: STP over 𝒫∪𝒜 with the user/assistant gap bridged; span cap from params."""
+    """T3-Global and T3-Local: STP over 𝒫∪𝒜 with the user/assistant gap bridged; span cap from params.
+
+    The path is STP's: each turn from the token before its content (``find_start_end``'s start) to its last
+    *content* token, so the step into the assistant's end-of-turn is not on it (𝒜 minus end-of-turn)."""
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
-        segments = (C.with_anchor(b.prompt_mask), C.with_anchor(b.answer_mask))
+        segments = (C.with_anchor(b.prompt_mask), C.with_anchor(b.answer_content_mask()))
         loss = C.stp_tube_loss(
             ctx.hidden[self.layer],
             segments,
@@ -72,8 +75,8 @@ class TubeGlobal(_Tube):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T3-Global",
         family="trajectory",
-        description="STP semantic tube: 1 − cos(before + after, patch), one random span [s,e) over 𝒫∪𝒜 per "
-        "sample (unbounded length), structural tokens between the turns bridged",
+        description="STP semantic tube: 1 − cos(before + after, patch), one random span [s,e) over the content "
+        "of 𝒫 and 𝒜 (end-of-turn excluded, as STP) per sample (unbounded length), turn structure bridged",
         core=True,
         default_weight=0.02,
         params={"layer": "last", "max_span": -1, "times": 1},

@@ -549,6 +549,9 @@ def _report_data(
             "modes": ", ".join(counts["modes"]) or "—",
             "methods": str(len(counts["methods"])),
             "seeds": ", ".join(str(s) for s in counts["seeds"]) or "—",
+            # how the two views and the CE labels were built (rows before these keys: prefix, answer)
+            "views": ", ".join(sorted({str(r.get("views", "prefix")) for r in rows})) or "—",
+            "labels": ", ".join(sorted({str(r.get("labels", "answer")) for r in rows})) or "—",
         },
         alpha=f"{alpha:g}",
         family=summary["family"],
