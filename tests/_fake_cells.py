@@ -97,3 +97,15 @@ def hang_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
     while not (audit_dir / "release").exists() and time.monotonic() - t0 < 60:
         time.sleep(0.05)
     return fast_cell(cfg, cell_dir, progress)
+
+
+def node_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    """slow_cell plus the Ray node it ran on (None outside Ray): shows a grid really spread over nodes."""
+    row = slow_cell(cfg, cell_dir, progress)
+    try:
+        import ray
+
+        row["ray_node"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except ImportError:
+        row["ray_node"] = None
+    return row
