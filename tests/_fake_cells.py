@@ -109,3 +109,17 @@ def node_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
     except ImportError:
         row["ray_node"] = None
     return row
+
+
+def memo_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    """fast_cell after the real :func:`jepa_audit.cell.prepare` (base, tokenizer, encoded splits, adapter),
+    reporting what this worker process had memoised before it (``memo_before``: base paths, encoded splits)
+    and how long prepare took (``prepare_s``)."""
+    from jepa_audit import cell as C
+
+    memo = [len(C._BASE_PATHS), len(C._ENCODED)]
+    t0 = time.perf_counter()
+    C.prepare(cfg)
+    row = fast_cell(cfg, cell_dir, progress)
+    row.update(memo_before=memo, prepare_s=time.perf_counter() - t0)
+    return row
