@@ -34,10 +34,11 @@ DEFAULT_STEP_TIME_S = 0.05
 # far cheaper than a training step).  0.3 overestimated that preset's wall time by 60 %.  On a GPU with a
 # real model the ratio differs: `jepa-audit bench --device cuda` measures the step, not this factor.
 EVAL_DECODE_FACTOR = 0.045
-# Seconds a worker spends on a cell besides training and decoding (load the cached base, wrap it, build the
-# objective, geometry, write predictions), once the base and encoded splits are memoised in the worker:
-# measured on the smoke preset's tiny model (docs/performance.md, "Per-cell start-up").
-CELL_STARTUP_S = 0.5
+# Seconds a worker spends on a cell besides training and decoding, once the base and the encoded splits are
+# memoised in the worker: load the cached base and wrap it (0.08-0.14 s warm on the tiny model), build the
+# objective, geometry, write predictions. The `cpu` preset's median cell: 20 s - train 15.4 s - eval 3.8 s
+# (docs/performance.md, "Per-cell start-up"). A worker's first cell pays its imports once more (not counted).
+CELL_STARTUP_S = 0.8
 # Test rows per benchmark of the real splits (the embedded corpus uses data.n_test).
 REAL_TEST_ROWS = {"llm-jepa": 2000, "deep-regex": 2500}
 
