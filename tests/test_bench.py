@@ -37,7 +37,8 @@ def test_phase_profile_reads_the_training_loops_labels(tmp_path):
     from jepa_audit.config import load_config
 
     cfg = load_config("smoke", None, [f"cache_dir={tmp_path}", "base.steps=2", "base.pool_size=200",
-                                      "data.n_train=64", "data.n_test=8", "data.val_size=8", "adapter.mode=lora"])
+                                      "data.n_train=64", "data.n_test=8", "data.val_size=8", "data.geometry_size=16",
+                                      "adapter.mode=lora"])
     prep = prepare(cfg)
     rows, pad = prep.train_rows[:4], int(prep.tok.pad_token_id)
     fns = {m: _step_fn(prep.model, rows, pad, cfg, None if m == "ce" else m) for m in ("ce", "V3", "llm-jepa")}
