@@ -97,3 +97,29 @@ def hang_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
     while not (audit_dir / "release").exists() and time.monotonic() - t0 < 60:
         time.sleep(0.05)
     return fast_cell(cfg, cell_dir, progress)
+
+
+def node_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    """slow_cell plus the Ray node it ran on (None outside Ray): shows a grid really spread over nodes."""
+    row = slow_cell(cfg, cell_dir, progress)
+    try:
+        import ray
+
+        row["ray_node"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except ImportError:
+        row["ray_node"] = None
+    return row
+
+
+def memo_cell(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    """fast_cell after the real :func:`jepa_audit.cell.prepare` (base, tokenizer, encoded splits, adapter),
+    reporting what this worker process had memoised before it (``memo_before``: base paths, encoded splits)
+    and how long prepare took (``prepare_s``)."""
+    from jepa_audit import cell as C
+
+    memo = [len(C._BASE_PATHS), len(C._ENCODED)]
+    t0 = time.perf_counter()
+    C.prepare(cfg)
+    row = fast_cell(cfg, cell_dir, progress)
+    row.update(memo_before=memo, prepare_s=time.perf_counter() - t0)
+    return row

@@ -37,7 +37,8 @@ def test_phase_profile_reads_the_training_loops_labels(tmp_path):
     from jepa_audit.config import load_config
 
     cfg = load_config("smoke", None, [f"cache_dir={tmp_path}", "base.steps=2", "base.pool_size=200",
-                                      "data.n_train=64", "data.n_test=8", "data.val_size=8", "adapter.mode=lora"])
+                                      "data.n_train=64", "data.n_test=8", "data.val_size=8", "data.geometry_size=16",
+                                      "adapter.mode=lora"])
     prep = prepare(cfg)
     rows, pad = prep.train_rows[:4], int(prep.tok.pad_token_id)
     fns = {m: _step_fn(prep.model, rows, pad, cfg, None if m == "ce" else m) for m in ("ce", "V3", "llm-jepa")}
@@ -62,3 +63,23 @@ def test_performance_doc_shows_cost_classes_and_the_profile(tmp_path):
     assert "| 1.30× (V3) |" in text  # gradient surgery, its own class
     assert "| 1.20× (P1) |" in text  # extra rows
     assert "| ce | 10.0 | 20.0 | 3.0 | 1.0 | 34.0 |" in text
+
+
+def test_cpu_preset_estimate_is_the_dry_runs_estimate():
+    """bench's cpu_preset_estimate_s comes from the runner's estimator (one home): the preset's 240 cells
+    on its workers, at the step time the dry run would measure."""
+    import io
+
+    from jepa_audit.audit.runner import run_audit
+    from jepa_audit.bench import cpu_preset_estimate
+    from jepa_audit.config import load_config
+
+    est = cpu_preset_estimate(step_time_fn=lambda cfg: 0.05)
+    cfg = load_config("cpu", None, [])
+    assert est["cells"] == est["pending"] == 240 and est["workers"] == cfg.audit.workers
+    assert est["step_time_source"] == "measured" and est["wall_s"] == est["total_s"] / cfg.audit.workers
+    out = io.StringIO()
+    run_audit(cfg, "/nonexistent/dry-run", dry_run=True, stream=out, step_time_fn=lambda cfg: 0.05)
+    from jepa_audit.audit.progress import fmt_duration
+
+    assert f"≈ {fmt_duration(est['wall_s'])} wall with {cfg.audit.workers} worker(s)" in out.getvalue()

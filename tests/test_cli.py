@@ -22,6 +22,28 @@ def test_aux_list_json_contract():
     assert sum(x["core"] for x in rows) == 22
 
 
+def test_aux_list_table_is_one_line_per_objective_at_any_width():
+    """80 columns used to wrap the description one word per line; now each objective is one line that fits,
+    the description cut with an ellipsis and the least wanted columns dropped (and named) when narrow."""
+    from rich.cells import cell_len
+
+    ids = [x["id"] for x in json.loads(runner.invoke(app, ["aux", "list", "--json"]).stdout)]
+    for width in (80, 200):
+        r = runner.invoke(app, ["aux", "list"], env={"COLUMNS": str(width)})
+        assert r.exit_code == 0
+        lines = r.stdout.splitlines()
+        assert all(cell_len(line) <= width for line in lines)
+        body = [line.split() for line in lines if line.split() and line.split()[0] in ids]
+        assert [b[0] for b in body] == ids  # each objective exactly once, on its own line, in registry order
+        assert len(lines) <= len(ids) + 4  # header, rule and at most a caption: nothing wrapped
+        t1 = next(b for b in body if b[0] == "T1")
+        assert "curvature:" in t1 and "trajectory" in t1  # description and family on the objective's line
+        if width == 80:
+            assert "…" in r.stdout and "hidden at this width" in r.stdout
+        else:
+            assert "grad" in lines[0] and "hidden" not in r.stdout
+
+
 def test_regex_equiv_json_and_pairs(tmp_path):
     r = runner.invoke(app, ["regex", "equiv", "(dog)|(cat)", "(cat)|(dog)", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["equivalent"] is True

@@ -8,7 +8,8 @@ interleaving gives every arm the same chances; absolute seconds are reported but
 (views.nl=published: LLM-JEPA's own two view rows packed into one extra forward), ``llm_jepa_three_row_ratio``, ``probe_overhead``,
 ``geometry_overhead``, ``decode_tokens_per_s``, ``decode_speedup_vs_hf_generate``, ``dfa_pairs_per_s``,
 ``cell_wall_s``, ``device``, ``regex_sweep_chars``, ``regex_parse_s``, ``regex_equiv_s``,
-``regex_parse_exponent``, ``regex_equiv_exponent`` (the regex length sweep); on ``--device cuda`` also
+``regex_parse_exponent``, ``regex_equiv_exponent`` (the regex length sweep), ``cpu_preset_estimate_s`` (with
+its breakdown in ``cpu_preset_estimate``); on ``--device cuda`` also
 ``paper_step_s``, ``paper_tokens_per_s``, ``paper_mfu`` and ``peak_memory`` ({lora, full} → {method class →
 peak_gb, model_gb, step_s}); plus ``step_profile_ms`` (where a step's time goes, per phase of the loop)
 and a few diagnostics (``probe_step_ratio``, ``decode_identical_to_hf``, …).
@@ -216,6 +217,11 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
 
     out.update(length_sweep())  # regex_sweep_chars, regex_{parse,equiv}_s, regex_{parse,equiv}_exponent
 
+    say("bench: the cpu preset's test grid, estimated as `audit --preset cpu --dry-run` does")
+    est = cpu_preset_estimate()
+    out["cpu_preset_estimate_s"] = est["wall_s"]
+    out["cpu_preset_estimate"] = est
+
     if device == "cuda":
         say("bench: Llama-3.2-1B-shaped LoRA step on the GPU (random weights)")
         out.update(paper_step_benchmark("cuda"))
@@ -224,6 +230,21 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     if write_docs:
         write_performance_doc(out)
     return out
+
+
+def cpu_preset_estimate(step_time_fn: Callable[[Config], float] | None = None) -> dict[str, Any]:
+    """The wall time of the ``cpu`` preset's test grid as ``jepa-audit audit --preset cpu --dry-run`` estimates
+    it (:func:`jepa_audit.audit.runner.estimate`: measured CE step time of the preset's model and batch ×
+    steps, the decode factor, per-cell start-up, with the preset's workers); λ calibration is not included.
+    Returns the estimator's dict plus ``cells``; ``wall_s`` is what ``bench`` reports as
+    ``cpu_preset_estimate_s``. Run from the repo root (the preset's ``data.path`` is relative); elsewhere the
+    step time falls back to the runner's documented guess and ``step_time_source`` says so."""
+    from jepa_audit.audit.grid import expand_grid
+    from jepa_audit.audit.runner import estimate, registry_methods
+
+    cfg = load_config("cpu", None, [])
+    cells = expand_grid(cfg, known_methods=registry_methods())
+    return {"cells": len(cells), **estimate(cfg, len(cells), cfg.audit.workers, step_time_fn)}
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -269,6 +290,9 @@ def write_performance_doc(r: dict[str, Any], path: Path = Path("docs/performance
         f"| decoding | {r['decode_tokens_per_s']:.0f} tok/s, {r['decode_speedup_vs_hf_generate']:.2f}× HF generate | ≥ 1.0× |",
         f"| DFA scoring | {r['dfa_pairs_per_s']:.0f} pairs/s | ≥ 1,000 |",
         f"| smoke cell wall time | {r['cell_wall_s']:.1f} s | — |",
+        *([f"| `cpu` preset test grid, dry-run estimate ({r['cpu_preset_estimate']['cells']} cells, "
+           f"{r['cpu_preset_estimate']['workers']} workers) | {r['cpu_preset_estimate_s'] / 60:.1f} min | ≤ 30 min |"]
+          if "cpu_preset_estimate" in r else []),
         "",
         "| objective | step ratio |",
         "|---|---|",

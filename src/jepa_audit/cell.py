@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from jepa_audit.config import Config, stable_hash
 from jepa_audit.data import Splits, load_benchmark
 from jepa_audit.data.views import Encoded, collate, encode_all
-from jepa_audit.models.load import ModelError, build_model, load_pretrained
+from jepa_audit.models.load import ModelError, build_model, load_pretrained, quiet_hf_progress
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -244,7 +244,8 @@ def save_hf(model: nn.Module, tok: PreTrainedTokenizerBase, path: Path) -> None:
 
         model = copy.deepcopy(model).merge_and_unload()
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
+    with quiet_hf_progress():
+        model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
 
 

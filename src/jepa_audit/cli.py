@@ -127,13 +127,53 @@ def aux_list(as_json: Annotated[bool, typer.Option("--json", help="machine-reada
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
-    from rich.table import Table
+    out = Console()
+    out.print(aux_table(rows, out.width))
 
-    t = Table("id", "family", "core", "+fwd", "+bwd", "λ", "grad", "description")
+
+# aux list columns after id and description, most wanted first: narrow terminals drop from the end
+AUX_COLUMNS = (("family", "family"), ("core", "core"), ("+fwd", "extra_forward"), ("+bwd", "extra_backward"),
+               ("λ", "default_weight"), ("grad", "grad_mode"))
+AUX_MIN_DESCRIPTION = 30  # characters of description kept before columns start to be dropped
+
+
+def _aux_cell(r: dict[str, Any], key: str) -> str:
+    v = r[key]
+    if key == "core":
+        return "★" if v else ""
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def aux_table(rows: list[dict[str, Any]], width: int) -> Any:
+    """The ``aux list`` table for a terminal ``width`` columns wide: one line per objective, never wrapped.
+
+    The description is cut with an ellipsis to what is left; when fewer than AUX_MIN_DESCRIPTION characters
+    would be left, the least wanted columns (grad, λ, +bwd, ...) are dropped and named in the caption.
+    ``--json`` always has every field in full."""
+    from rich import box
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    def need(name: str, key: str) -> int:  # content width + one space of padding either side + a separator
+        return max(cell_len(name), *(cell_len(_aux_cell(r, key)) for r in rows)) + 3
+
+    kept = list(AUX_COLUMNS)
+    fixed = need("id", "id") + 2  # plus the description's padding
+    while kept and fixed + sum(need(*c) for c in kept) + AUX_MIN_DESCRIPTION > width:
+        kept.pop()
+    dropped = [c[0] for c in AUX_COLUMNS if c not in kept]
+    caption = f"{', '.join(dropped)} hidden at this width; `aux list --json` has every field" if dropped else None
+    desc = max(10, width - fixed - sum(need(*c) for c in kept))  # what is left for the description
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, caption=caption, caption_justify="left")
+    t.add_column("id", no_wrap=True, min_width=need("id", "id") - 3)
+    for name, key in kept:
+        t.add_column(name, no_wrap=True, min_width=need(name, key) - 3)
+    t.add_column("description", no_wrap=True, overflow="ellipsis", max_width=desc)
     for r in rows:
-        t.add_row(r["id"], r["family"], "★" if r["core"] else "", str(r["extra_forward"]), str(r["extra_backward"]),
-                  f"{r['default_weight']:g}", r["grad_mode"], r["description"][:70])
-    Console().print(t)
+        cells = [r["id"], *(_aux_cell(r, key) for _, key in kept), r["description"]]
+        t.add_row(*(Text(c) for c in cells))  # registry text, never rich markup
+    return t
 
 
 @aux_app.command("calibrate")

@@ -34,6 +34,11 @@ DEFAULT_STEP_TIME_S = 0.05
 # far cheaper than a training step).  0.3 overestimated that preset's wall time by 60 %.  On a GPU with a
 # real model the ratio differs: `jepa-audit bench --device cuda` measures the step, not this factor.
 EVAL_DECODE_FACTOR = 0.045
+# Seconds a worker spends on a cell besides training and decoding, once the base and the encoded splits are
+# memoised in the worker: load the cached base and wrap it (0.08-0.14 s warm on the tiny model), build the
+# objective, geometry, write predictions. The `cpu` preset's median cell: 20 s - train 15.4 s - eval 3.8 s
+# (docs/performance.md, "Per-cell start-up"). A worker's first cell pays its imports once more (not counted).
+CELL_STARTUP_S = 0.8
 # Test rows per benchmark of the real splits (the embedded corpus uses data.n_test).
 REAL_TEST_ROWS = {"llm-jepa": 2000, "deep-regex": 2500}
 
@@ -129,31 +134,36 @@ def plan(
     console = Console(file=stream or sys.stdout, width=140)
     console.print(table)
 
-    step, source = _step_time(cfg, step_time_fn)
-    train_s, eval_s = estimate_cell_s(cfg, step)
-    base_s = cfg.base.steps * step if cfg.model.kind == "tiny" else 0.0  # once per corpus, then cached
-    cell_s = train_s + eval_s
-    total_s = pending * cell_s + base_s * len(cfg.audit.benchmarks)
-    wall_s = total_s / max(1, workers)
+    est = estimate(cfg, pending, workers, step_time_fn)
     console.print(
         f"{len(cells)} cells ({len(cells) - pending} done, {pending} to run); executor {kind}, {workers} worker(s)\n"
-        f"step time {step * 1000:.1f} ms ({source}); per cell: train {cfg.train.steps}×{cfg.train.grad_accum} "
-        f"steps ≈ {fmt_duration(train_s)}, eval ≈ {fmt_duration(eval_s)}; base pre-training ≈ "
-        f"{fmt_duration(base_s)} per benchmark (cached)\n"
-        f"estimate: {fmt_duration(total_s)} of compute, ≈ {fmt_duration(wall_s)} wall with {workers} worker(s). "
-        "Objectives with extra forwards (views) cost up to ~2× a CE step; `jepa-audit bench` measures them.",
+        f"step time {est['step_time_s'] * 1000:.1f} ms ({est['step_time_source']}); per cell: train "
+        f"{cfg.train.steps}×{cfg.train.grad_accum} steps ≈ {fmt_duration(est['train_s'])}, eval ≈ "
+        f"{fmt_duration(est['eval_s'])}, start-up ≈ {fmt_duration(CELL_STARTUP_S)}; base pre-training ≈ "
+        f"{fmt_duration(est['base_s'])} per benchmark (cached)\n"
+        f"estimate: {fmt_duration(est['total_s'])} of compute, ≈ {fmt_duration(est['wall_s'])} wall with "
+        f"{workers} worker(s). Objectives with extra forwards (views) cost up to ~2× a CE step; "
+        "`jepa-audit bench` measures them.",
         highlight=False,
         markup=False,
     )
-    return {
-        "cells": len(cells),
-        "pending": pending,
-        "step_time_s": step,
-        "step_time_source": source,
-        "cell_s": cell_s,
-        "total_s": total_s,
-        "wall_s": wall_s,
-    }
+    return {"cells": len(cells), **est}
+
+
+def estimate(cfg: Config, pending: int, workers: int, step_time_fn: StepTimeFn | None = None) -> dict[str, Any]:
+    """The compute estimate of ``pending`` cells of ``cfg`` on ``workers`` workers (``--dry-run``, ``bench``).
+
+    Seconds: ``train_s``/``eval_s`` per cell, ``cell_s`` (those plus CELL_STARTUP_S), ``base_s`` (tiny-base
+    pre-training, once per benchmark), ``total_s`` (compute) and ``wall_s`` (``total_s / workers``); plus
+    ``pending``, ``workers``, ``step_time_s`` and where it came from (``step_time_source``)."""
+    step, source = _step_time(cfg, step_time_fn)
+    train_s, eval_s = estimate_cell_s(cfg, step)
+    base_s = cfg.base.steps * step if cfg.model.kind == "tiny" else 0.0  # once per corpus, then cached
+    cell_s = train_s + eval_s + CELL_STARTUP_S
+    total_s = pending * cell_s + base_s * len(cfg.audit.benchmarks)
+    return {"pending": pending, "workers": workers, "step_time_s": step, "step_time_source": source,
+            "train_s": train_s, "eval_s": eval_s, "cell_s": cell_s, "base_s": base_s, "total_s": total_s,
+            "wall_s": total_s / max(1, workers)}
 
 
 # ----------------------------------------------------------------------------------------------------------

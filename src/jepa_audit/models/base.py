@@ -23,7 +23,7 @@ from jepa_audit.config import Config, TrainCfg, stable_hash
 from jepa_audit.data import load_benchmark, pretraining_pool
 from jepa_audit.data.tokenizer import train_tiny_tokenizer
 from jepa_audit.data.views import encode_all
-from jepa_audit.models.load import ModelError
+from jepa_audit.models.load import ModelError, quiet_hf_progress
 from jepa_audit.models.tiny import new_tiny_llama
 
 BASE_FORMAT = "tiny-base-v1"  # bump when the pre-training recipe changes: old caches are then ignored
@@ -102,7 +102,8 @@ def ensure_tiny_base(cfg: Config, progress: Callable[[dict[str, Any]], None] | N
         result = train(model, rows, pad_id=tok.pad_token_id, cfg=tcfg, seed=cfg.base.seed, progress=progress)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:
-            model.save_pretrained(tmp, safe_serialization=True)
+            with quiet_hf_progress():
+                model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             meta = {
                 "format": BASE_FORMAT,

@@ -93,6 +93,8 @@ def write_llama_dir(path: Path, texts: list[str], shape: dict[str, Any], templat
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    from jepa_audit.models.load import quiet_hf_progress
+
     path = Path(path)
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -110,7 +112,8 @@ def write_llama_dir(path: Path, texts: list[str], shape: dict[str, Any], templat
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
         model = LlamaForCausalLM(cfg).to(getattr(torch, dtype))
-    model.save_pretrained(path, safe_serialization=True)
+    with quiet_hf_progress():
+        model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     (path / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": tok.bos_token_id, "eos_token_id": eos, "do_sample": True, "temperature": 0.6, "top_p": 0.9}))

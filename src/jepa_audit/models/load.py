@@ -8,6 +8,8 @@ the same for both.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,6 +24,26 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 class ModelError(ValueError):
     """A model directory or checkpoint that cannot be used, with what was expected."""
+
+
+@contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """Silence transformers' own tqdm bars ("Loading weights", "Writing model shards") inside the block.
+
+    Always, not only off a TTY: every cell loads (and ``train`` saves) a model, so the bars repeat once per
+    cell, interleave with our rich display on a terminal and fill pool/Ray logs with carriage-return lines
+    off one; jepa-audit reports its own progress. Uses transformers' public switch and restores its previous
+    state afterwards, so a notebook that imports jepa-audit keeps its bars elsewhere (the
+    ``HF_HUB_DISABLE_PROGRESS_BARS`` variable is read once at import and would be global)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,13 +82,14 @@ def load_pretrained(path: str | Path, cfg: ModelCfg) -> tuple[nn.Module, PreTrai
     ensure_pad(tok)
     device = resolve_device(cfg.device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            local_files_only=True,
-            dtype=DTYPES[cfg.dtype],
-            attn_implementation=cfg.attn_implementation,
-            use_safetensors=True,
-        )
+        with quiet_hf_progress():
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                local_files_only=True,
+                dtype=DTYPES[cfg.dtype],
+                attn_implementation=cfg.attn_implementation,
+                use_safetensors=True,
+            )
     except Exception as e:  # noqa: BLE001
         raise ModelError(
             f"cannot load the weights in {path}: {type(e).__name__}: {str(e)[:300]} "
