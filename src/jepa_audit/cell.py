@@ -153,7 +153,7 @@ def run_cell(
     res = train(
         prep.model, prep.train_rows, pad_id=pad, cfg=cfg.train, seed=cfg.seed, objective=objective, weight=weight,
         probe=cfg.probe, progress=report("train"), curve_fn=curve_fn, curve_every=cfg.geometry.curve_every,
-        autocast=cfg.model.autocast,
+        autocast=cfg.model.autocast, target_dose=cfg.aux.dose,
     )
     t_eval = time.perf_counter()
     ev = evaluate(
@@ -182,7 +182,8 @@ def run_cell(
         "seed": cfg.seed,
         "mode": cfg.adapter.mode,
         "family": spec.family,
-        "weight": weight,
+        "weight": res.weight if objective is not None else weight,
+        "dose": res.dose,  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
         "metrics": ev.metrics,
         "geometry": geometry,
         "grad_cosine": res.grad_cosine,

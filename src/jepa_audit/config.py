@@ -123,6 +123,10 @@ class AuxCfg(Strict):
     method: str = Field("ce", description="objective id from `jepa-audit aux list` (ce = no auxiliary)")
     weight: float | None = Field(None, ge=0, description="λ in CE + λ·aux; None = the registry default")
     params: dict[str, Any] = Field(default_factory=dict, description="overrides of the objective's parameters")
+    dose: float | None = Field(
+        None, gt=0, description="λ calibration runs only: set λ at step 0 so that λ·‖∇aux‖/‖∇CE‖ = dose "
+        "(audit/calibration.py); None = use weight"
+    )
 
 
 class ProbeCfg(Strict):
