@@ -194,9 +194,9 @@ def train(
                         norm_trace.append((step, st.norm_aux, st.norm_ce))
                         for k, v in st.per_group.items():
                             per_layer_sum.setdefault(k, []).append(v)
-                        if step == 0 and target_dose is not None and not anchored:
-                            if st.norm_aux > 0.0 and st.norm_ce > 0.0 and math.isfinite(st.norm_aux):
-                                weight, anchored = target_dose * st.norm_ce / st.norm_aux, True
+                        anchor = step == 0 and target_dose is not None and not anchored
+                        if anchor and st.norm_aux > 0.0 and st.norm_ce > 0.0 and math.isfinite(st.norm_aux):
+                            weight, anchored = target_dose * st.norm_ce / st.norm_aux, True
                     update = combine(list(g_ce), g_aux, weight, mode, combine_state)
                     for p, u in zip(params, update, strict=True):
                         if u is not None:
