@@ -17,7 +17,8 @@ an auxiliary leaves the CE run's data order, init and dropout untouched.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal
@@ -45,6 +46,10 @@ class ObjectiveSpec:
     extra_forward: int = 0  # extra forward rows per example (0 = reads the CE forward only)
     grad_mode: GradMode = "add"  # how g_aux joins g_CE: plain sum, cone projection, cosine gate, GradVac
     source: str = ""  # where the formula comes from ([V] paper/code or [P] our proposal)
+    # geometry key(s) of a results row this objective acts on: what its manipulation check tests
+    # (stats/manipulation.py; reasons per objective in docs/objectives.md).  A "_Llast"/"_Lmid" suffix names
+    # the row's last / middle logged layer (:func:`resolve_target_key`), so one spec fits every model depth.
+    target_geometry: tuple[str, ...] = ()
 
     @property
     def extra_backward(self) -> int:
@@ -194,9 +199,40 @@ def spec_rows() -> list[dict[str, Any]]:
             "default_weight": s.default_weight,
             "grad_mode": s.grad_mode,
             "source": s.source,
+            "target_geometry": list(s.target_geometry),
         }
         for s in (c.spec for c in _REGISTRY.values())
     ]
+
+
+_LAYER_KEY = re.compile(r"^(?P<prefix>.+)_L(?P<layer>\d+)$")
+
+
+def resolve_target_key(template: str, geometry_keys: Iterable[str]) -> str | None:
+    """The geometry key a ``target_geometry`` entry names in a row whose geometry has ``geometry_keys``.
+
+    A key present as written is returned as is (``jepa_cos``, ``curvature_fisher_answer_Llast``).  Otherwise
+    ``<prefix>_Llast`` resolves to ``<prefix>_L{l}`` with the largest logged hidden-state index l, and
+    ``<prefix>_Lmid`` to the logged index nearest to half of that largest one (ties to the lower), e.g.
+    ``curvature_answer_Llast`` → ``curvature_answer_L2`` on the 2-layer tiny model (layers 1, 2).  None when the
+    row logs no such key.
+    """
+    keys = set(geometry_keys)
+    if template in keys:
+        return template
+    for suffix in ("_Llast", "_Lmid"):
+        if template.endswith(suffix):
+            prefix = template[: -len(suffix)]
+            layers = sorted(
+                int(m["layer"]) for k in keys if (m := _LAYER_KEY.match(k)) and m["prefix"] == prefix
+            )
+            if not layers:
+                return None
+            if suffix == "_Llast":
+                return f"{prefix}_L{layers[-1]}"
+            half = layers[-1] / 2
+            return f"{prefix}_L{min(layers, key=lambda l: (abs(l - half), l))}"
+    return None
 
 
 SpecFilter = Callable[[ObjectiveSpec], bool]
