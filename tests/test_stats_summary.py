@@ -229,7 +229,7 @@ def test_failed_cells_are_listed_and_excluded(per_benchmark) -> None:
 def test_verdicts_and_power(per_benchmark) -> None:
     v = next(
         v
-        for v in per_benchmark["verdicts"]
+        for v in per_benchmark["metric_verdicts"]
         if (v["benchmark"], v["mode"], v["metric"]) == ("synth", "lora", "exact_match")
     )
     single = [h["method"] for h in v["single"]]

@@ -184,6 +184,10 @@ def run_cell(
         "family": spec.family,
         "weight": res.weight if objective is not None else weight,
         "dose": res.dose,  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
+        "weight_source": (
+            "calibrated" if cfg.aux.calibrated else "preset" if cfg.aux.weight is not None else "registry"
+        ),
+        "target_geometry": list(spec.target_geometry),  # what stats/manipulation.py tests
         "metrics": ev.metrics,
         "geometry": geometry,
         "grad_cosine": res.grad_cosine,

@@ -127,6 +127,9 @@ class AuxCfg(Strict):
         None, gt=0, description="λ calibration runs only: set λ at step 0 so that λ·‖∇aux‖/‖∇CE‖ = dose "
         "(audit/calibration.py); None = use weight"
     )
+    calibrated: bool = Field(
+        False, description="set by the audit's λ calibration stage: weight is its validation pick (calibration.json)"
+    )
 
 
 class ProbeCfg(Strict):

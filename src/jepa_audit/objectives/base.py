@@ -17,7 +17,6 @@ an auxiliary leaves the CE run's data order, init and dropout untouched.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -205,34 +204,14 @@ def spec_rows() -> list[dict[str, Any]]:
     ]
 
 
-_LAYER_KEY = re.compile(r"^(?P<prefix>.+)_L(?P<layer>\d+)$")
-
-
 def resolve_target_key(template: str, geometry_keys: Iterable[str]) -> str | None:
-    """The geometry key a ``target_geometry`` entry names in a row whose geometry has ``geometry_keys``.
+    """The geometry key a ``target_geometry`` entry names among ``geometry_keys``: as written, else
+    ``<prefix>_Llast`` → the largest logged layer index, ``<prefix>_Lmid`` → the logged index nearest half of
+    it (e.g. ``curvature_answer_Llast`` → ``curvature_answer_L2`` on the 2-layer tiny model); None when absent.
+    One home: :func:`jepa_audit.stats.manipulation.resolve_key` (the statistics read rows without torch)."""
+    from jepa_audit.stats.manipulation import resolve_key
 
-    A key present as written is returned as is (``jepa_cos``, ``curvature_fisher_answer_Llast``).  Otherwise
-    ``<prefix>_Llast`` resolves to ``<prefix>_L{l}`` with the largest logged hidden-state index l, and
-    ``<prefix>_Lmid`` to the logged index nearest to half of that largest one (ties to the lower), e.g.
-    ``curvature_answer_Llast`` → ``curvature_answer_L2`` on the 2-layer tiny model (layers 1, 2).  None when the
-    row logs no such key.
-    """
-    keys = set(geometry_keys)
-    if template in keys:
-        return template
-    for suffix in ("_Llast", "_Lmid"):
-        if template.endswith(suffix):
-            prefix = template[: -len(suffix)]
-            layers = sorted(
-                int(m["layer"]) for k in keys if (m := _LAYER_KEY.match(k)) and m["prefix"] == prefix
-            )
-            if not layers:
-                return None
-            if suffix == "_Llast":
-                return f"{prefix}_L{layers[-1]}"
-            half = layers[-1] / 2
-            return f"{prefix}_L{min(layers, key=lambda l: (abs(l - half), l))}"
-    return None
+    return resolve_key(template, geometry_keys)
 
 
 SpecFilter = Callable[[ObjectiveSpec], bool]

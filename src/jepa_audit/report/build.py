@@ -379,7 +379,7 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
     figs: dict[str, list[Figure]] = {"forest": [], "ladder": [], "coupling": [], "grad": []}
     comps = summary["comparisons"]
     alpha = summary["alpha"]
-    for v in summary["verdicts"]:
+    for v in summary["metric_verdicts"]:
         members = [
             c
             for c in comps
@@ -490,7 +490,7 @@ def _report_data(
             }
             for f in summary["families"]
         ],
-        verdicts=[_verdict_view(v, alpha) for v in summary["verdicts"]],
+        verdicts=[_verdict_view(v, alpha) for v in summary["metric_verdicts"]],
         power=[_power_view(r) for r in summary["power"]],
         comparisons=[_comparison_view(c) for c in summary["comparisons"]],
         items=[_items_view(e, summary["settings"]["conditional_logit_metrics"]) for e in summary["items"]],

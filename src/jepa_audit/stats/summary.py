@@ -625,7 +625,7 @@ def build_summary(
 
     Top-level keys: ``alpha``, ``family``, ``comparisons`` (the DESIGN.md contract, plus ``mode``,
     ``aux_family``, ``seeds``, ``note``, ``family_id``, ``family_m`` and a few descriptive extras),
-    ``family_definition``, ``families``, ``verdicts``, ``power``, ``items``, ``coupling``,
+    ``family_definition``, ``families``, ``metric_verdicts`` (per metric: which methods pass), ``verdicts`` (per auxiliary), ``manipulation``, ``power``, ``items``, ``coupling``,
     ``grad_cosine``, ``failed``, ``warnings``, ``counts``.
     """
     if family not in FAMILIES:
@@ -677,7 +677,7 @@ def build_summary(
         "comparisons": comparisons,
         "family_definition": _family_definition(family, alpha, families),
         "families": families,
-        "verdicts": verdicts,
+        "metric_verdicts": verdicts,
         "power": _power_rows(comparisons, verdicts, alpha, power),
         "items": items,
         "items_note": items_note,
@@ -701,4 +701,13 @@ def build_summary(
             "conditional_logit_metrics": list(conditional_logit_metrics),
         },
     }
+    summary.update(_manipulation_section(idx, comparisons, alpha))
     return json_safe(summary)
+
+
+def _manipulation_section(idx: CellIndex, comparisons: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
+    """summary.json's ``manipulation`` and per-auxiliary ``verdicts`` (DESIGN.md; stats/manipulation.py)."""
+    from .manipulation import manipulation_checks, verdicts
+
+    manipulation = manipulation_checks(idx.cells, alpha)
+    return {"manipulation": manipulation, "verdicts": verdicts(idx.cells, manipulation, comparisons, alpha)}
