@@ -99,3 +99,25 @@ def test_degenerate_entry_counts_in_m_and_never_rejects():
     tested = [man[m]["p_t"] for m in ("P1", "T1", "V1")]
     holm = multipletests([*tested, 1.0], method="holm")[1][:3]  # m = 4 declared, the degenerate as p = 1
     assert [man[m]["p_holm"] for m in ("P1", "T1", "V1")] == pytest.approx(list(holm))
+
+
+def test_report_opens_with_headline_then_verdict_table(tmp_path):
+    import json
+
+    from jepa_audit.report import write_report
+
+    rows = _rows(np.random.default_rng(0))
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(tmp_path, 0.10)
+    md = (tmp_path / "report.md").read_text()
+    lines = md.splitlines()
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    head = "\n".join(lines[:first_table])
+    assert "## The answer" in head and "2 of 4 auxiliaries moved the geometry they target" in head
+    assert lines[first_table].startswith("| benchmark | mode | auxiliary | λ chosen | dose |")
+    assert "uninformative null (dose 0.25)" in md
+    html = (tmp_path / "report.html").read_text()
+    assert html.index("The answer") < html.index("<table>")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {v["verdict"] for v in summary["verdicts"]} <= {
+        "representation_without_reward", "representation_and_reward", "reward_without_representation", "no_effect"}

@@ -177,6 +177,8 @@ class ReportData:
     examples: list[dict[str, str]]
     figures: dict[str, list[Figure]] = field(default_factory=dict)
     bootstrap_note: str = ""
+    headline: str = ""  # stats.manipulation.headline: the result in words, before any table
+    aux_verdicts: list[dict[str, str]] = field(default_factory=list)  # stats.manipulation.verdict_table
 
 
 def _hits(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -464,9 +466,13 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
 def _report_data(
     summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], load: Callable[[str], Any]
 ) -> ReportData:
+    from jepa_audit.stats.manipulation import headline, verdict_table
+
     counts = summary["counts"]
     alpha = summary["alpha"]
     return ReportData(
+        headline=headline(summary["verdicts"], alpha),
+        aux_verdicts=verdict_table(summary["verdicts"]),
         title="jepa-audit report",
         counts={
             "rows": str(counts["rows"]),
