@@ -63,7 +63,7 @@ def test_picks_frozen_into_calibration_json_and_test_cells(tmp_path):
     rows = {r["cell"]: r for r in load_results(tmp_path)}
     assert len(rows) == 8 and all(r.get("kind") != "calibration" for r in rows.values())
     t1_cfg = load_config(file=tmp_path / "cells" / "synth__T1__s82__lora" / "config.yaml")
-    assert t1_cfg.aux.weight == pytest.approx(1.0) and t1_cfg.aux.calibrated
+    assert t1_cfg.aux.weight == pytest.approx(1.0) and t1_cfg.aux.calibrated_dose == 0.1
     assert load_config(file=tmp_path / "cells" / "synth__ce__s82__lora" / "config.yaml").aux.weight is None
     assert rows["synth__T1__s82__lora"]["config_hash"] == t1_cfg.cell_hash()
     # a rerun recomputes nothing: the calibration is frozen and every test cell is done

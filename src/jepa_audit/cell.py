@@ -185,7 +185,11 @@ def run_cell(
         "weight": res.weight if objective is not None else weight,
         "dose": res.dose,  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
         "weight_source": (
-            "calibrated" if cfg.aux.calibrated else "preset" if cfg.aux.weight is not None else "registry"
+            "calibrated" if cfg.aux.calibrated_dose else "preset" if cfg.aux.weight is not None else "registry"
+        ),
+        # the validation grid picked its smallest λ: an identical-to-ce result then says "too weak", not "no effect"
+        "calibration_smallest": (
+            cfg.aux.calibrated_dose == min(cfg.calibration.doses) if cfg.aux.calibrated_dose else None
         ),
         "target_geometry": list(spec.target_geometry),  # what stats/manipulation.py tests
         "metrics": ev.metrics,

@@ -127,8 +127,9 @@ class AuxCfg(Strict):
         None, gt=0, description="λ calibration runs only: set λ at step 0 so that λ·‖∇aux‖/‖∇CE‖ = dose "
         "(audit/calibration.py); None = use weight"
     )
-    calibrated: bool = Field(
-        False, description="set by the audit's λ calibration stage: weight is its validation pick (calibration.json)"
+    calibrated_dose: float | None = Field(
+        None, gt=0, description="set by the audit's λ calibration stage: weight is its validation pick, made at "
+        "this grid dose (calibration.json); None = not calibrated"
     )
 
 

@@ -15,7 +15,7 @@ run per (dose, calibration seed) on the training split and scores it on the vali
 - **freezing**: each (benchmark, method, mode)'s grid, scores, doses and pick go into ``DIR/calibration.json``
   the moment its runs have all been attempted, with a ``basis`` hash of its runs' configs; a pick whose basis
   still matches is never recomputed. :func:`apply_picks` writes the pick into each test cell's config
-  (``aux.weight``, ``aux.calibrated``), hence into its hash, before the runner registers the grid.
+  (``aux.weight``, ``aux.calibrated_dose``), hence into its hash, before the runner registers the grid.
 - **store**: the runs are cells of their own kind in the same store format, under ``DIR/calibration/``
   (its own results.jsonl, cells/, grid.json, lock), so a kill loses at most the runs in flight and a rerun
   skips every finished run; DIR/results.jsonl keeps only test cells (its DESIGN.md contract), so the report
@@ -237,7 +237,7 @@ def frozen_picks(out_dir: Path, pairs: dict[str, list[Cell]]) -> dict[str, dict[
 
 
 def apply_picks(cells: list[Cell], picks: dict[str, dict[str, Any]]) -> list[Cell]:
-    """The test cells with each pair's picked λ in their config (``aux.weight``, ``aux.calibrated``) and hash."""
+    """The test cells with each pair's picked λ in their config (``aux.weight``, ``aux.calibrated_dose``) and hash."""
     out = []
     for c in cells:
         entry = picks.get(pair_id(c.benchmark, c.method, c.mode))
@@ -246,7 +246,7 @@ def apply_picks(cells: list[Cell], picks: dict[str, dict[str, Any]]) -> list[Cel
             out.append(c)
             continue
         cfg = c.config.model_copy(deep=True)
-        cfg.aux.weight, cfg.aux.calibrated = float(pick["weight"]), True
+        cfg.aux.weight, cfg.aux.calibrated_dose = float(pick["weight"]), float(pick["dose_target"])
         out.append(replace(c, config=cfg, hash=cfg.cell_hash()))
     return out
 
@@ -348,3 +348,19 @@ def run_stage(
             frozen[pid] = entries[pid]
         write_calibration(out_dir, cfg, entries)
     return apply_picks(cells, frozen)
+
+
+def calibrate_method(
+    cfg: Config, method: str, out_dir: Path, *, workers: int = 1, stream: TextIO | None = None
+) -> dict[str, Any]:
+    """`jepa-audit aux calibrate ID`: the stage for one method on the config's benchmarks and modes, in
+    ``out_dir`` (resumable like an audit's). Returns calibration.json's entries for that method."""
+    from jepa_audit.audit.grid import expand_grid
+
+    c = cfg.model_copy(deep=True)
+    c.audit.methods = [method]
+    c.aux.weight = None
+    c.calibration.enabled = True
+    run_stage(c, expand_grid(c, known_methods=None), Path(out_dir), kind="local", workers=workers, stream=stream)
+    pairs = read_calibration(Path(out_dir))["pairs"]
+    return {pid: e for pid, e in pairs.items() if e["method"] == method}

@@ -199,7 +199,8 @@ def verdicts(
     ``reward_moved``, ``em_direction`` (``improvement``/``harm``/None), ``targets`` (per key: ``key, mean_diff,
     ci95_low, ci95_high, p_holm, moved``), ``em`` (``n, mean_diff`` pp, CI, ``p_holm``, ``identical_to_ce``: every
     paired seed's EM equal to ce's), ``weight`` and ``dose`` (medians over the method's rows of λ and of the
-    run's median λ·‖∇aux‖/‖∇CE‖), ``weight_source`` and a ``note``.
+    run's median λ·‖∇aux‖/‖∇CE‖), ``weight_source`` (calibrated / preset / registry), ``calibration_smallest``
+    (the validation grid picked its smallest λ) and a ``note``.
     """
     man: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for e in manipulation:
@@ -233,8 +234,12 @@ def verdicts(
                     "uninformative null: neither the target geometry nor EM moved"
                     + (f" (median dose {dose:.3g})" if dose is not None else " (dose not recorded)")
                 )
+            smallest = any(r.get("calibration_smallest") for r in rows)
             if identical:
-                notes.append("EM identical to ce on every paired seed")
+                notes.append(
+                    "EM identical to ce on every paired seed"
+                    + (": the validation grid picked its smallest λ" if smallest else "")
+                )
             out.append(
                 {
                     "benchmark": bench,
@@ -265,6 +270,7 @@ def verdicts(
                     },
                     "weight": _median([r.get("weight") for r in rows]),
                     "weight_source": _lambda_source(rows),
+                    "calibration_smallest": smallest,
                     "dose": dose,
                     "note": "; ".join(notes) or None,
                 }
@@ -346,6 +352,8 @@ def verdict_table(verdict_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, s
         if v["verdict"] == "no_effect":
             verdict = f"no effect: uninformative null (dose {_f(v['dose'])})"
         src = _LAMBDA_WORDS.get(v.get("weight_source") or "", "")
+        if v.get("calibration_smallest"):
+            src += ", the grid's smallest"
         rows.append(
             {
                 "benchmark": v["benchmark"],
