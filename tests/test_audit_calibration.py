@@ -135,6 +135,7 @@ def _lines(path: Path) -> list[bytes]:
     return [x for x in path.read_bytes().splitlines(keepends=True) if x.endswith(b"\n")] if path.exists() else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_during_the_stage_resumes_without_repeating_finished_runs(tmp_path, workers):
     env = dict(os.environ)
@@ -172,6 +173,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slow
 def test_real_calibration_run_reads_train_and_validation_only(tmp_path, monkeypatch):
     import jepa_audit.evaluate
     import jepa_audit.train

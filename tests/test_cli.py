@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from jepa_audit.cli import app
@@ -56,6 +57,7 @@ def test_data_fetch_refuses_and_points_to_local_path():
     assert r.exit_code == 2 and "data.path" in r.output
 
 
+@pytest.mark.slow
 def test_aux_calibrate_runs_the_audit_stage_on_validation(tmp_path):
     sets = ["data.n_train=120", "data.n_test=10", "data.val_size=16", "base.steps=2", "base.pool_size=200",
             "model.vocab_size=300", "train.steps=2", "train.batch_size=8", f"cache_dir={tmp_path}",

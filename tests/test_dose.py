@@ -33,6 +33,7 @@ def _run(tmp_path, weight, target_dose=None):
                  objective=obj, weight=weight, probe=cfg.probe, target_dose=target_dose)
 
 
+@pytest.mark.slow
 def test_dose_recorded_at_probe_steps_and_scales_with_lambda(tmp_path):
     r = _run(tmp_path, weight=0.1)
     d = r.dose
@@ -43,6 +44,7 @@ def test_dose_recorded_at_probe_steps_and_scales_with_lambda(tmp_path):
     assert r.grad_cosine["n_probes"] == d["n_probes"]
 
 
+@pytest.mark.slow
 def test_target_dose_sets_lambda_at_step_zero(tmp_path):
     base = _run(tmp_path, weight=0.1)
     r = _run(tmp_path, weight=0.1, target_dose=1.0)
