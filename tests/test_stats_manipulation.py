@@ -82,7 +82,9 @@ def test_verdicts_follow_the_design(summary_and_rows):
     assert v["T1"]["dose"] == 0.25 and v["T1"]["weight"] == 0.1
     text = headline(summary["verdicts"], 0.10)
     assert "2 of 4 auxiliaries moved the geometry" in text and "1 raised exact match (V1)" in text
-    assert "1 lowered it (P1)" in text and "uninformative null" in text
+    assert "1 lowered it (P1)" in text and "uninformative null" in text and "not calibrated" not in text
+    pinned = [{**v, "weight_source": "preset"} for v in summary["verdicts"]]
+    assert headline(pinned, 0.10).endswith("λ fixed by the preset, not calibrated.")
     table = {r["method"]: r for r in verdict_table(summary["verdicts"])}
     assert table["D7"]["verdict"].startswith("no effect: uninformative null (dose 0.25")
     assert "calibrated" in table["T1"]["weight"]

@@ -335,6 +335,12 @@ def headline(verdict_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
                 else "."
             )
         )
+    sources = {v.get("weight_source") for v in verdict_rows} - {None}
+    if sources and sources <= {"preset", "registry"}:
+        parts.append(
+            "λ fixed by the preset, not calibrated." if sources == {"preset"} else
+            "λ is not calibrated (registry defaults" + (" or the preset's" if "preset" in sources else "") + ")."
+        )
     return " ".join(parts)
 
 
