@@ -123,3 +123,19 @@ def test_report_opens_with_headline_then_verdict_table(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {v["verdict"] for v in summary["verdicts"]} <= {
         "representation_without_reward", "representation_and_reward", "reward_without_representation", "no_effect"}
+
+
+def test_declared_method_without_rows_counts_in_m():
+    from jepa_audit.stats.manipulation import manipulation_checks
+    from jepa_audit.stats.summary import index_rows
+
+    rows = _rows(np.random.default_rng(0))
+    idx = index_rows(rows)
+    base = manipulation_checks(idx.cells, 0.10)
+    grown = manipulation_checks(idx.cells, 0.10, declared={("synth", "lora"): ["ce", *DESIGN, "D6"]})
+    d6 = next(e for e in grown if e["method"] == "D6")
+    assert d6["n"] == 0 and d6["p_holm"] is None and d6["key"] == "anisotropy_L2"  # registry target, resolved
+    assert {e["family_m"] for e in grown} == {5} and {e["family_m"] for e in base} == {4}
+    p = [e["p_t"] for e in grown if e["p_t"] is not None]
+    assert [e["p_holm"] for e in grown if e["p_t"] is not None] == pytest.approx(
+        list(multipletests([*p, 1.0], method="holm")[1][:4]))

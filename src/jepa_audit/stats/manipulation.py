@@ -113,23 +113,30 @@ def _value_by_seed(by_seed: Mapping[Hashable, Mapping[str, Any]], template: str)
     return out, resolved
 
 
-def manipulation_checks(cells: Cells, alpha: float) -> list[dict[str, Any]]:
+def manipulation_checks(
+    cells: Cells, alpha: float, declared: Mapping[tuple[str, str], Iterable[str]] | None = None
+) -> list[dict[str, Any]]:
     """One entry per (benchmark, mode, method ≠ ce, declared target key); ``cells[(bench, mode)][method][seed]``
-    is a finished row (``stats.summary.CellIndex.cells``).
+    is a finished row (``stats.summary.CellIndex.cells``). ``declared``: the methods the grid defines per
+    (benchmark, mode); a declared method without finished rows still gets its entries (n = 0, from the
+    registry's targets), so the family size m is the declared one whatever the data do.
 
     Keys: ``benchmark, mode, method, target`` (the declared template), ``key`` (resolved), ``n, seeds,
     method_mean, baseline_mean, mean_diff, sd_diff, ci95_low, ci95_high, t, p_t, p_holm, reject_holm,
     degenerate, note, family_id, family_m`` (m: every entry of the benchmark and mode).
     """
     out: list[dict[str, Any]] = []
-    for bench, mode in sorted(cells):
-        by_method = cells[(bench, mode)]
+    declared = declared or {}
+    for bench, mode in sorted(set(cells) | set(declared)):
+        by_method = cells.get((bench, mode), {})
         base = by_method.get(BASELINE, {})
         family: list[dict[str, Any]] = []
-        for method in sorted(m for m in by_method if m != BASELINE):
-            templates, src_note = target_keys(by_method[method], method)
+        methods = set(by_method) | set(declared.get((bench, mode), ()))
+        for method in sorted(m for m in methods if m != BASELINE):
+            mine = by_method.get(method, {})
+            templates, src_note = target_keys(mine, method)
             for template in templates:
-                mvals, key_m = _value_by_seed(by_method[method], template)
+                mvals, key_m = _value_by_seed(mine, template)
                 bvals, key_b = _value_by_seed(base, template)
                 seeds, a, b = pair_by_seed(mvals, bvals)
                 res = paired_comparison(a - b)
