@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from jepa_audit.cli import app
@@ -78,13 +79,17 @@ def test_data_fetch_refuses_and_points_to_local_path():
     assert r.exit_code == 2 and "data.path" in r.output
 
 
-def test_aux_calibrate_uses_validation_and_picks_from_the_grid(tmp_path):
+@pytest.mark.slow
+def test_aux_calibrate_runs_the_audit_stage_on_validation(tmp_path):
     sets = ["data.n_train=120", "data.n_test=10", "data.val_size=16", "base.steps=2", "base.pool_size=200",
-            "model.vocab_size=300", "train.steps=2", "train.batch_size=8", f"cache_dir={tmp_path}"]
-    args = ["aux", "calibrate", "T2"] + [x for s in sets for x in ("--set", s)]
+            "model.vocab_size=300", "train.steps=2", "train.batch_size=8", f"cache_dir={tmp_path}",
+            "audit.benchmarks=[synth]", "calibration.doses=[0.001, 1.0]", "calibration.val_rows=8",
+            "eval.max_new_tokens=16"]
+    args = ["aux", "calibrate", "T2", "--out", str(tmp_path / "cal")] + [x for s in sets for x in ("--set", s)]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout[r.stdout.index("{"):])
-    grid = [float(k) for k in out["results"]]
-    assert 0.0 in grid and out["chosen_weight"] in grid and out["chosen_weight"] > 0
-    assert all({"val_ce", "val_em"} <= set(v) for v in out["results"].values())
+    entry = out["synth/T2/lora"]
+    assert [g["dose_target"] for g in entry["grid"]] == [0.001, 1.0]
+    assert entry["pick"]["weight"] in [g["weight"] for g in entry["grid"]]
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["pairs"]["synth/T2/lora"] == entry

@@ -19,7 +19,7 @@ from scipy.special import rel_entr
 from jepa_audit.data.batch import Batch
 from jepa_audit.objectives import AuxContext, build_objective
 from jepa_audit.objectives import _common as C
-from jepa_audit.objectives.calibrate import calibration_grid, choose_weight
+from jepa_audit.objectives.calibrate import choose_point
 from jepa_audit.objectives.fisher import fisher_bilinear, fisher_quadratic
 from jepa_audit.objectives.gradients import (
     CosineProbe,
@@ -531,22 +531,11 @@ def test_layer_group(name, group):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_calibration_grid_and_choice():
-    from jepa_audit.objectives import get_objective_class
-
-    grid = calibration_grid(get_objective_class("T3-Global").spec)
-    assert grid == pytest.approx([0.0002, 0.0006, 0.002, 0.006, 0.02])
-    assert calibration_grid(get_objective_class("ce").spec) == [0.0]
-    res = {
-        0.0: {"val_ce": 1.00, "val_em": 0.50},
-        0.1: {"val_ce": 1.005, "val_em": 0.52},
-        0.3: {"val_ce": 1.009, "val_em": 0.55},
-        1.0: {"val_ce": 1.05, "val_em": 0.60},
-        3.0: {"val_ce": float("nan"), "val_em": float("nan")},
-    }
-    assert choose_weight(res) == 0.3  # largest within 1 % of the baseline's CE
-    assert choose_weight(res, criterion="em") == 1.0
-    assert choose_weight({0.0: {"val_ce": 1.0}, 0.1: {"val_ce": 2.0}, 0.3: {"val_ce": 3.0}}) == 0.1
-    assert choose_weight({0.0: {"val_em": 0.1}, 0.1: {"val_em": 0.4}, 0.3: {"val_em": 0.4}}, "em") == 0.1
-    with pytest.raises(ValueError):
-        choose_weight({0.1: {"val_ce": 1.0}})
+def test_calibration_choice_rule():
+    nan = float("nan")
+    grid = [{"weight": 0.001, "val_em": 0.50}, {"weight": 0.01, "val_em": 0.55}, {"weight": 0.1, "val_em": 0.60},
+            {"weight": 1.0, "val_em": nan}]
+    assert choose_point(grid) == 2  # best validation EM; the non-finite point never wins
+    tie = [{"weight": 0.001, "val_em": 0.4}, {"weight": 0.01, "val_em": 0.4}]
+    assert choose_point(tie) == 0  # ties to the smaller λ
+    assert choose_point([{"weight": 0.1, "val_em": None}, {"weight": nan, "val_em": 0.9}]) is None

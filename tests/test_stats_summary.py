@@ -236,7 +236,7 @@ def test_failed_cells_are_listed_and_excluded(per_benchmark) -> None:
 def test_verdicts_and_power(per_benchmark) -> None:
     v = next(
         v
-        for v in per_benchmark["verdicts"]
+        for v in per_benchmark["metric_verdicts"]
         if (v["benchmark"], v["mode"], v["metric"]) == ("synth", "lora", "exact_match")
     )
     single = [h["method"] for h in v["single"]]
@@ -402,7 +402,7 @@ def test_declared_family_size_does_not_shrink_with_the_data() -> None:
 def test_verdict_lists_are_split_by_direction() -> None:
     rows = make_rows()
     s = build_summary(rows, alpha=0.5, conditional_logit_metrics=())  # large alpha: harms pass too
-    v = next(v for v in s["verdicts"] if (v["benchmark"], v["metric"]) == ("turk", "exact_match"))
+    v = next(v for v in s["metric_verdicts"] if (v["benchmark"], v["metric"]) == ("turk", "exact_match"))
     for name in ("single", "bonferroni", "holm", "bh"):
         ups, downs = v["improvements"][name], v["harms"][name]
         assert all(h["mean_diff"] > 0 for h in ups) and all(h["mean_diff"] < 0 for h in downs)

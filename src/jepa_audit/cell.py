@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from jepa_audit.config import Config, stable_hash
+from jepa_audit.config import Config, MethodOverride, stable_hash
 from jepa_audit.data import Splits, load_benchmark
 from jepa_audit.data.views import Encoded, collate, encode_all
 from jepa_audit.models.load import ModelError, build_model, load_pretrained, quiet_hf_progress
@@ -188,7 +188,7 @@ def run_cell(
     res = train(
         prep.model, prep.train_rows, pad_id=pad, cfg=cfg.train, seed=cfg.seed, objective=objective, weight=weight,
         probe=cfg.probe, progress=report("train"), curve_fn=curve_fn, curve_every=cfg.geometry.curve_every,
-        autocast=cfg.model.autocast,
+        autocast=cfg.model.autocast, target_dose=cfg.aux.dose,
     )
     t_eval = time.perf_counter()
     ev = evaluate(
@@ -217,7 +217,18 @@ def run_cell(
         "seed": cfg.seed,
         "mode": cfg.adapter.mode,
         "family": spec.family,
-        "weight": weight,
+        "weight": res.weight if objective is not None else weight,
+        "dose": res.dose,  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
+        "weight_source": (
+            "calibrated" if cfg.aux.calibrated_dose
+            else "preset" if cfg.aux.weight is not None or cfg.aux.per_method.get(spec.id, MethodOverride()).weight is not None
+            else "registry"
+        ),
+        # the validation grid picked its smallest λ: an identical-to-ce result then says "too weak", not "no effect"
+        "calibration_smallest": (
+            cfg.aux.calibrated_dose == min(cfg.calibration.doses) if cfg.aux.calibrated_dose else None
+        ),
+        "target_geometry": list(spec.target_geometry),  # what stats/manipulation.py tests
         "views": cfg.views.nl,  # how the two views were built (data/views.py); only two-view objectives read them
         "labels": cfg.train.labels,  # CE targets: answer (+ end-of-turn) or llm-jepa (the published collator's)
         "metrics": ev.metrics,

@@ -182,19 +182,20 @@ def aux_calibrate(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    criterion: Annotated[str, typer.Option(help="ce: largest λ within 1 % of CE's validation loss; em: best val EM")] = "ce",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="directory (default runs/calibrate-<ID>)")] = None,
 ) -> None:
-    """Choose λ for one objective on the validation slice (never test); prints the table and the pick as JSON."""
-    from jepa_audit.tune import calibrate_weight
+    """Choose λ for one objective on the validation slice (never test), exactly as the audit's calibration
+    stage does (dose grid, calibration seeds); writes OUT/calibration.json and prints its entries as JSON."""
+    from jepa_audit.audit.calibration import calibrate_method
+    from jepa_audit.objectives import get_objective_class
 
-    if criterion not in ("ce", "em"):
-        _fail(f"--criterion must be ce or em, got {criterion!r}")
     cfg = _config(preset, config, set_, default="quick")
     try:
-        out = calibrate_weight(cfg, method, criterion, log=_say)
-    except _user_errors() as e:
+        get_objective_class(method)
+        entries = calibrate_method(cfg, method, out or Path("runs") / f"calibrate-{method}", stream=sys.stderr)
+    except (*_user_errors(), ValueError) as e:
         _fail(str(e).strip("'\""))
-    typer.echo(json.dumps(out, indent=1))
+    typer.echo(json.dumps(entries, indent=1))
 
 
 @regex_app.command("equiv")

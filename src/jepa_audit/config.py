@@ -154,6 +154,14 @@ class AuxCfg(Strict):
     method: str = Field("ce", description="objective id from `jepa-audit aux list` (ce = no auxiliary)")
     weight: float | None = Field(None, ge=0, description="λ in CE + λ·aux; None = the registry default")
     params: dict[str, Any] = Field(default_factory=dict, description="overrides of the objective's parameters")
+    dose: float | None = Field(
+        None, gt=0, description="λ calibration runs only: set λ at step 0 so that λ·‖∇aux‖/‖∇CE‖ = dose "
+        "(audit/calibration.py); None = use weight"
+    )
+    calibrated_dose: float | None = Field(
+        None, gt=0, description="set by the audit's λ calibration stage: weight is its validation pick, made at "
+        "this grid dose (calibration.json); None = not calibrated"
+    )
     per_method: dict[str, MethodOverride] = Field(
         default_factory=dict, description="method id → {weight, params}: settings of one method of a grid"
     )
@@ -200,6 +208,31 @@ class TrackingCfg(Strict):
     tensorboard: bool = Field(False, description="write TensorBoard curves under the cell directory")
 
 
+class CalibrationCfg(Strict):
+    """The audit's λ calibration stage (audit/calibration.py): before the test grid, per (auxiliary,
+    benchmark, mode), short fine-tunes on train at each dose, scored on the validation slice (never test)."""
+
+    enabled: bool = Field(False, description="run the stage before the test grid (quick, cpu, paper: on)")
+    doses: list[float] = Field(
+        default_factory=lambda: [0.001, 0.01, 0.1, 1.0],
+        description="grid of step-0 doses λ·‖∇aux‖/‖∇CE‖; λ per run = dose·‖∇CE‖/‖∇aux‖ at step 0",
+    )
+    seeds: list[int] = Field(default_factory=lambda: [1001], description="calibration seeds, disjoint from audit.seeds")
+    steps: int | None = Field(None, gt=0, description="optimizer steps per run; None = train.steps")
+    val_rows: int | None = Field(None, gt=0, description="score on the first N validation rows; None = all")
+
+    @model_validator(mode="after")
+    def _check(self) -> CalibrationCfg:
+        d = self.doses
+        if not d or any(not (x > 0) for x in d) or sorted(set(d)) != d:
+            raise ValueError("calibration.doses must be positive, distinct and ascending")
+        if d[-1] < 1.0 or d[-1] / d[0] < 1000 * (1 - 1e-9):
+            raise ValueError("calibration.doses must reach 1 and span at least three decades (max/min ≥ 1000)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("calibration.seeds must be a non-empty list of distinct seeds")
+        return self
+
+
 class AuditCfg(Strict):
     """The grid: benchmark × method × seed × mode."""
 
@@ -233,6 +266,17 @@ class Config(Strict):
     eval: EvalCfg = Field(default_factory=EvalCfg)
     tracking: TrackingCfg = Field(default_factory=TrackingCfg)
     audit: AuditCfg = Field(default_factory=AuditCfg)
+    calibration: CalibrationCfg = Field(default_factory=CalibrationCfg)
+
+    @model_validator(mode="after")
+    def _calibration_seeds_disjoint(self) -> Config:
+        shared = sorted(set(self.calibration.seeds) & set(self.audit.seeds))
+        if self.calibration.enabled and shared:
+            raise ValueError(
+                f"calibration.seeds and audit.seeds share {shared}: calibration runs must use seeds the test "
+                "grid does not"
+            )
+        return self
 
     def cell(self, benchmark: str, method: str, seed: int, mode: str) -> Config:
         """The config of one grid cell (a copy)."""
@@ -244,7 +288,8 @@ class Config(Strict):
 
     def cell_hash(self) -> str:
         """Stable hash of what determines a cell's result (not the grid, not where caches live)."""
-        d = self.model_dump(mode="json", exclude={"audit", "cache_dir", "preset", "tracking"})
+        # the calibration stage reaches a test cell only through aux.weight (its pick), which is hashed
+        d = self.model_dump(mode="json", exclude={"audit", "calibration", "cache_dir", "preset", "tracking"})
         # keys added after results existed leave the hash alone at their defaults (old runs still resume)
         for section, key, default in _HASH_NEUTRAL_DEFAULTS:
             if d.get(section, {}).get(key, default) == default:

@@ -16,6 +16,7 @@ leaves data order and dropout of the CE run untouched.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from jepa_audit.data.batch import Batch
 from jepa_audit.data.views import Encoded, LabelMode, collate
 from jepa_audit.models.load import lm_head_weight
 from jepa_audit.objectives import AuxContext, Objective
-from jepa_audit.objectives.gradients import combine, grad_cosine, init_grad_state, layer_group
+from jepa_audit.objectives.gradients import combine, grad_cosine_stats, init_grad_state, layer_group
 
 
 def _blame_weight(weight: float, aux_trained: bool) -> str:
@@ -51,6 +52,33 @@ class TrainResult:
     grad_cosine: dict[str, Any] | None = None  # {mean, frac_positive, per_layer, trace}
     aux_skipped: int = 0  # steps whose auxiliary was non-finite and left out
     wall_s: float = 0.0
+    weight: float = 0.0  # λ actually used (differs from the argument only under ``target_dose``)
+    dose: dict[str, Any] | None = None  # see :func:`dose_summary`
+
+
+def dose_summary(trace: Sequence[tuple[int, float, float]], weight: float, anchored: bool | None) -> dict[str, Any]:
+    """results.jsonl's ``dose`` object from the probes' ``(step, ‖∇aux‖, ‖∇CE‖)`` (norms over the model's
+    trainable parameters, the objective's own predictor excluded, as in the cosine probe).
+
+    ``median`` / ``step0``: λ·‖∇aux‖/‖∇CE‖ (unitless; 1 = the auxiliary pushes as hard as CE) over the probes
+    and at the first probe; ``raw_median`` / ``raw_step0``: ‖∇aux‖/‖∇CE‖ without λ; ``trace``: [[step, raw]];
+    a probe with ‖∇CE‖ = 0 is left out.  ``anchored``: whether λ came from ``target_dose`` at step 0 (None when
+    no target was asked).  Values are None when nothing was probed.
+    """
+    raw = [(s, a / c) for s, a, c in trace if c > 0.0 and math.isfinite(a / c)]
+    vals = sorted(r for _, r in raw)
+    med = statistics.median(vals) if vals else None
+    first = raw[0][1] if raw and raw[0][0] == 0 else None
+    return {
+        "weight": weight,
+        "median": weight * med if med is not None else None,
+        "step0": weight * first if first is not None else None,
+        "raw_median": med,
+        "raw_step0": first,
+        "n_probes": len(raw),
+        "trace": [[s, r] for s, r in raw],
+        "anchored": anchored,
+    }
 
 
 def lr_at(step: int, cfg: TrainCfg) -> float:
@@ -100,8 +128,14 @@ def train(
     curve_fn: Callable[[tuple[Tensor, ...], Batch], dict[str, float]] | None = None,
     curve_every: int = 0,
     autocast: str = "none",
+    target_dose: float | None = None,
 ) -> TrainResult:
-    """Fine-tune ``model`` in place on ``rows``; return losses, gradient cosines and counters."""
+    """Fine-tune ``model`` in place on ``rows``; return losses, gradient cosines, the dose and counters.
+
+    ``target_dose`` (λ calibration, audit/calibration.py): replace ``weight`` at step 0 by
+    ``target_dose·‖∇CE‖/‖∇aux‖`` measured on the first micro-batch (the step-0 probe), so the run's step-0 dose
+    is ``target_dose`` whatever the auxiliary's scale; ``weight`` stays the fallback when a norm is zero.
+    """
     t0 = time.perf_counter()
     device = next(model.parameters()).device
     torch.manual_seed(seed)  # dropout stream; objectives draw from their own generators
@@ -122,6 +156,8 @@ def train(
     result = TrainResult(steps=cfg.steps)
     cos_trace: list[tuple[int, float]] = []
     per_layer_sum: dict[str, list[float]] = {}
+    norm_trace: list[tuple[int, float, float]] = []  # (step, ‖∇aux‖, ‖∇CE‖) at the probes: the dose
+    anchored: bool | None = None if target_dose is None else False
     recent: list[float] = []
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
     model.train()
@@ -130,7 +166,7 @@ def train(
         # ---- learning rate ------------------------------------------------------------------------------
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        probe_now = use_aux and probe.enabled and step % probe.every == 0
+        probe_now = use_aux and ((probe.enabled and step % probe.every == 0) or (step == 0 and target_dose is not None))
         separate = use_aux and (mode != "add" or probe_now)
         opt.zero_grad(set_to_none=True)
         loss_sum, ce_sum, aux_sum = 0.0, 0.0, 0.0
@@ -172,10 +208,14 @@ def train(
                     g_aux, g_obj = list(g_all[: len(params)]), list(g_all[len(params) :])
                     del g_all  # g_aux and g_obj hold the only references: combine can free as it goes
                     if probe_now:
-                        cos, per_layer = grad_cosine(g_aux, list(g_ce), groups)
-                        cos_trace.append((step, cos))
-                        for k, v in per_layer.items():
+                        st = grad_cosine_stats(g_aux, list(g_ce), groups)
+                        cos_trace.append((step, st.cos))
+                        norm_trace.append((step, st.norm_aux, st.norm_ce))
+                        for k, v in st.per_group.items():
                             per_layer_sum.setdefault(k, []).append(v)
+                        anchor = step == 0 and target_dose is not None and not anchored
+                        if anchor and st.norm_aux > 0.0 and st.norm_ce > 0.0 and math.isfinite(st.norm_aux):
+                            weight, anchored = target_dose * st.norm_ce / st.norm_aux, True
                     # memory: at 1B parameters each gradient set is ~5 GB in fp32. combine frees g_CE and g_aux
                     # entry by entry as it builds the update, and the update becomes .grad without a copy, so at
                     # most about two sets (plus an accumulating .grad) are alive, not four
@@ -232,6 +272,9 @@ def train(
             "trace": [{"step": s, "cos": c} for s, c in cos_trace],
             "n_probes": len(vals),
         }
+    result.weight = weight
+    if use_aux:
+        result.dose = dose_summary(norm_trace, weight, anchored)
     result.wall_s = time.perf_counter() - t0
     model.eval()
     return result

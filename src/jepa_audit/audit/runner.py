@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from jepa_audit.audit import calibration
 from jepa_audit.audit.executors import CellFn, CellJob, make_executor, read_progress
 from jepa_audit.audit.grid import Cell, expand_grid
 from jepa_audit.audit.progress import AuditProgress, fmt_duration
@@ -238,6 +239,7 @@ def run_audit(
     known_methods: set[str] | None = None,
     stream: TextIO | None = None,
     live: bool | None = None,
+    calibration_fn: CellFn | None = None,
 ) -> int:
     """Run (or resume) the audit grid of ``cfg`` in ``out_dir``. Returns 0 when every cell is done, else 1.
 
@@ -254,6 +256,9 @@ def run_audit(
     - ``known_methods``: ids to validate ``audit.methods`` against; by default the objectives registry when
       ``cell_fn`` is the real one (a custom ``cell_fn`` decides for itself).
     - ``stream``/``live``: where progress goes, and whether to force the live (rich) display on or off.
+    - ``calibration_fn``: the λ calibration stage's run function (default
+      :func:`jepa_audit.audit.calibration.run_calibration_cell`); the stage runs first when
+      ``calibration.enabled`` and λ is not pinned, and its picks enter the test cells' configs and hashes.
 
     Raises :class:`~jepa_audit.audit.store.StoreLockedError` when another runner owns ``out_dir`` and
     :class:`~jepa_audit.config.ConfigError` for an invalid grid; a failing cell never raises.
@@ -265,13 +270,18 @@ def run_audit(
         known_methods = registry_methods()
     cells = expand_grid(cfg, known_methods=known_methods)
     if dry_run:
+        cells = calibration.plan_stage(cfg, cells, out_dir, stream)
         plan(cfg, cells, out_dir, kind, n_workers, step_time_fn, stream)
         return 0
     if cell_fn is None:
         from jepa_audit.cell import run_cell as cell_fn
-    by_key = {c.key: c for c in cells}
 
     with _open_store(out_dir, stream) as store:
+        # λ calibration on validation (audit/calibration.py): frozen into the cells' configs before the grid
+        cells = calibration.run_stage(
+            cfg, cells, out_dir, kind=kind, workers=n_workers, fn=calibration_fn, stream=stream, live=live
+        )
+        by_key = {c.key: c for c in cells}
         changed = store.check_grid(cells, force=force, name=cfg.audit.name)
         if changed:
             _say(

@@ -17,7 +17,7 @@ an auxiliary leaves the CE run's data order, init and dropout untouched.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal
@@ -45,6 +45,10 @@ class ObjectiveSpec:
     extra_forward: int = 0  # extra forward rows per example (0 = reads the CE forward only)
     grad_mode: GradMode = "add"  # how g_aux joins g_CE: plain sum, cone projection, cosine gate, GradVac
     source: str = ""  # where the formula comes from ([V] paper/code or [P] our proposal)
+    # geometry key(s) of a results row this objective acts on: what its manipulation check tests
+    # (stats/manipulation.py; reasons per objective in docs/objectives.md).  A "_Llast"/"_Lmid" suffix names
+    # the row's last / middle logged layer (:func:`resolve_target_key`), so one spec fits every model depth.
+    target_geometry: tuple[str, ...] = ()
 
     @property
     def extra_backward(self) -> int:
@@ -252,9 +256,20 @@ def spec_rows() -> list[dict[str, Any]]:
             "default_weight": s.default_weight,
             "grad_mode": s.grad_mode,
             "source": s.source,
+            "target_geometry": list(s.target_geometry),
         }
         for s in (c.spec for c in _REGISTRY.values())
     ]
+
+
+def resolve_target_key(template: str, geometry_keys: Iterable[str]) -> str | None:
+    """The geometry key a ``target_geometry`` entry names among ``geometry_keys``: as written, else
+    ``<prefix>_Llast`` → the largest logged layer index, ``<prefix>_Lmid`` → the logged index nearest half of
+    it (e.g. ``curvature_answer_Llast`` → ``curvature_answer_L2`` on the 2-layer tiny model); None when absent.
+    One home: :func:`jepa_audit.stats.manipulation.resolve_key` (the statistics read rows without torch)."""
+    from jepa_audit.stats.manipulation import resolve_key
+
+    return resolve_key(template, geometry_keys)
 
 
 SpecFilter = Callable[[ObjectiveSpec], bool]

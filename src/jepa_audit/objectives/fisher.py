@@ -148,6 +148,7 @@ class _LogitTrajectory(C.AuxObjective):
 class FisherAcceleration(_LogitTrajectory):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F1",
+        target_geometry=("curvature_fisher_answer_Llast",),
         family="fisher",
         description="Fisher acceleration: mean_t a_tᵀF(h_t)a_t / (mean_t v_tᵀF(h_t)v_t + ε) over 𝒜 at l = L "
         "(T6 in the head's Fisher metric; computed in logit space)",
@@ -167,6 +168,7 @@ class FisherAcceleration(_LogitTrajectory):
 class TwinJacobi(_LogitTrajectory):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F2",
+        target_geometry=("curvature_answer_Llast",),
         family="fisher",
         description="twin-trajectory Jacobi residual: J_t = h[L,t](x′) − h[L,t](x) on the shared answer, x′ an "
         "embedding-noise copy (σ = 0.01·RMS(h[0])); mean_t r_tᵀF r_t / (mean_t J_tᵀF J_t + ε), "
@@ -192,6 +194,7 @@ class TwinJacobi(_LogitTrajectory):
 class DepthJacobi(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F3",
+        target_geometry=(),
         family="fisher",
         description="depth Jacobi: J_l = h[l,t](x′) − h[l,t](x) at answer tokens over layers first..L−1, "
         "mean ‖J_{l+1} − 2J_l + J_{l−1}‖² / (mean ‖J_l‖² + ε) (Euclidean), x′ the embedding-noise twin of the "
@@ -229,6 +232,7 @@ class DepthJacobi(C.AuxObjective):
 class FisherJepa(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F4",
+        target_geometry=("jepa_cos",),
         family="fisher",
         description="Fisher-norm JEPA: δ = e_u − sg(e_r), loss = mean_b δᵀF(e_r)δ (≈ 2·KL(p(e_r) ‖ p(e_u)))",
         core=True,
@@ -250,6 +254,7 @@ class FisherJepa(C.AuxObjective):
 class FisherAngle(_LogitTrajectory):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F5",
+        target_geometry=("curvature_fisher_answer_Llast",),
         family="fisher",
         description="Fisher-angle curvature: T2 with cos_F(v_t, v_{t+1}) = v_tᵀF v_{t+1} / (‖v_t‖_F ‖v_{t+1}‖_F), "
         "F at the shared vertex, l = L (computed in logit space)",

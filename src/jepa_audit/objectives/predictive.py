@@ -42,6 +42,7 @@ class _ViewCosine(C.LayerObjective):
 class StopGradTarget(_ViewCosine):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P1",
+        target_geometry=("jepa_cos",),
         family="predictive",
         description="stop-grad target: 1 − cos(e_u, sg(e_r))",
         core=True,
@@ -56,6 +57,7 @@ class StopGradTarget(_ViewCosine):
 class SymmetricPredictor(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P2",
+        target_geometry=("jepa_cos",),
         family="predictive",
         description="MLP predictor + stop-grad, symmetrised: ½[D(q(e_u), sg(e_r)) + D(q(e_r), sg(e_u))], D = −cos, "
         "q: d → 512 → d with LayerNorm",
@@ -81,6 +83,7 @@ class SymmetricPredictor(C.LayerObjective):
 class EmaTarget(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P3",
+        target_geometry=("jepa_cos",),
         family="predictive",
         description="EMA target (BYOL): 2 − 2 cos(q(e_u), sg(ē_r)), ē_r from a no-grad regex row run with an "
         "EMA copy of the trainable weights (under LoRA: the adapter weights only); τ 0.996 → 1 cosine",
@@ -149,6 +152,7 @@ class EmaTarget(C.LayerObjective):
 class LinearPredictor(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P4",
+        target_geometry=("jepa_cos",),
         family="predictive",
         description="linear predictor: 1 − cos(M e_u, e_r), M ∈ R^{d×d} initialised to I, no bias, gradient "
         "through both views",
@@ -198,6 +202,7 @@ class TransformerPredictor(nn.Module):
 class DeepPredictor(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P5",
+        target_geometry=("jepa_cos",),
         family="predictive",
         description="predictor depth: a D_p-block transformer predictor (width 256) reads the NL-view token "
         "states and predicts e_r, 1 − cos(q, e_r), gradient through both views (as P0); k predictor tokens "
@@ -229,6 +234,7 @@ class DeepPredictor(C.LayerObjective):
 class ReversePrediction(_ViewCosine):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P6",
+        target_geometry=("jepa_cos",),
         family="predictive",
         description="reverse direction: the regex view predicts the NL view, 1 − cos(e_r, sg(e_u))",
         core=False,
@@ -243,6 +249,7 @@ class ReversePrediction(_ViewCosine):
 class InfoNCE(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P7",
+        target_geometry=("jepa_cos",),
         family="predictive",
         description="InfoNCE: cross-entropy over in-batch cos(e_u, e_r)/τ, positives on the diagonal, τ = 0.07",
         core=True,
@@ -262,6 +269,7 @@ class InfoNCE(C.LayerObjective):
 class MidLayerStopGrad(_ViewCosine):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P8",
+        target_geometry=("jepa_cos",),
         family="predictive",
         description="P1 at a middle layer: 1 − cos(e_u, sg(e_r)) with e_u, e_r from h[mid, ·]",
         core=False,

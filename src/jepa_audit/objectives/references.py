@@ -22,6 +22,7 @@ from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, regist
 class CrossEntropyOnly(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="ce",
+        target_geometry=(),
         family="reference",
         description="baseline: cross-entropy on the answer tokens only (no auxiliary; λ = 0)",
         core=False,
@@ -38,6 +39,7 @@ class CrossEntropyOnly(C.AuxObjective):
 class LlmJepa(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="llm-jepa",
+        target_geometry=("jepa_cos",),
         family="reference",
         description="LLM-JEPA as published (P0): 1 − cos(e_u, e_r), NL view with k predictor tokens, regex view at "
         "its last content token, gradient through both views; k > 0 adds one NL-prefix row (+k tokens)",

@@ -29,6 +29,7 @@ class _Curvature(C.LayerObjective):
 class TurningAngle(_Curvature):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T1",
+        target_geometry=("curvature_answer_Llast",),
         family="trajectory",
         description="curvature: mean_{t∈𝒜} arccos(clip(cos(v_t, v_{t+1}), −1+ε, 1−ε)) at layer l (radians)",
         core=True,
@@ -42,6 +43,7 @@ class TurningAngle(_Curvature):
 class OneMinusCosTurn(_Curvature):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T2",
+        target_geometry=("curvature_answer_Llast",),
         family="trajectory",
         description="local straightening: mean_{t∈𝒜} (1 − cos(v_t, v_{t+1})) at layer l",
         core=True,
@@ -74,6 +76,7 @@ class _Tube(C.LayerObjective):
 class TubeGlobal(_Tube):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T3-Global",
+        target_geometry=("curvature_prompt_Llast", "curvature_answer_Llast"),
         family="trajectory",
         description="STP semantic tube: 1 − cos(before + after, patch), one random span [s,e) over the content "
         "of 𝒫 and 𝒜 (end-of-turn excluded, as STP) per sample (unbounded length), turn structure bridged",
@@ -88,6 +91,7 @@ class TubeGlobal(_Tube):
 class TubeLocal(_Tube):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T3-Local",
+        target_geometry=("curvature_prompt_Llast", "curvature_answer_Llast"),
         family="trajectory",
         description="GUESS (auxiliaries.md §4 reading 1): STP tube loss with local spans, e − s ≤ w (w = 2); "
         "reading 2 (local vs global curvature) is covered by T1/T2/T6 and T4/T5",
@@ -107,6 +111,7 @@ def _answer_chord(h, mask):
 class ChordAlignment(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T4",
+        target_geometry=("curvature_answer_Llast",),
         family="trajectory",
         description="chord alignment: mean_{t∈𝒜} (1 − cos(v_t, h[l,end] − h[l,start])) over the answer span",
         core=True,
@@ -129,6 +134,7 @@ class ChordAlignment(C.LayerObjective):
 class Tortuosity(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T5",
+        target_geometry=("curvature_answer_Llast",),
         family="trajectory",
         description="tortuosity: Σ_t ‖v_t‖ / ‖h[l,end] − h[l,start]‖ − 1 over the answer span, mean over sequences",
         core=False,
@@ -153,6 +159,7 @@ class Tortuosity(C.LayerObjective):
 class EuclideanAcceleration(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T6",
+        target_geometry=("curvature_answer_Llast",),
         family="trajectory",
         description="Euclidean acceleration: mean_t ‖a_t‖² / (mean_t ‖v_t‖² + ε) over 𝒜, per sequence then "
         "averaged (flat-space geodesic residual)",
@@ -173,6 +180,7 @@ class EuclideanAcceleration(C.LayerObjective):
 class DepthStraightening(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T7",
+        target_geometry=(),
         family="trajectory",
         description="depth straightening: u_l = h[l+1,t] − h[l,t], mean_{t∈𝒜, l} (1 − cos(u_l, u_{l+1})) over "
         "layers first..L−1 of the residual stream",
@@ -200,6 +208,7 @@ class DepthStraightening(C.AuxObjective):
 class ContextualCurvature(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T8",
+        target_geometry=("curvature_prompt_Lmid",),
         family="trajectory",
         description="contextual curvature: T1 over the last c tokens before each answer token, at a middle layer",
         core=False,

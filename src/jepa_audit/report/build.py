@@ -238,6 +238,8 @@ class ReportData:
     figures: dict[str, list[Figure]] = field(default_factory=dict)
     bootstrap_note: str = ""
     logit_label: str = ""
+    headline: str = ""  # stats.manipulation.headline: the result in words, before any table
+    aux_verdicts: list[dict[str, str]] = field(default_factory=list)  # stats.manipulation.verdict_table
 
 
 def _hits(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -451,7 +453,7 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
     figs: dict[str, list[Figure]] = {"forest": [], "ladder": [], "coupling": [], "grad": []}
     comps = summary["comparisons"]
     alpha = summary["alpha"]
-    for v in summary["verdicts"]:
+    for v in summary["metric_verdicts"]:
         members = [
             c
             for c in comps
@@ -537,9 +539,13 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
 def _report_data(
     summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], load: Callable[[str], Any]
 ) -> ReportData:
+    from jepa_audit.stats.manipulation import headline, verdict_table
+
     counts = summary["counts"]
     alpha = summary["alpha"]
     return ReportData(
+        headline=headline(summary["verdicts"], alpha),
+        aux_verdicts=verdict_table(summary["verdicts"]),
         title="jepa-audit report",
         counts={
             "rows": str(counts["rows"]),
@@ -567,7 +573,7 @@ def _report_data(
             }
             for f in summary["families"]
         ],
-        verdicts=[_verdict_view(v, alpha) for v in summary["verdicts"]],
+        verdicts=[_verdict_view(v, alpha) for v in summary["metric_verdicts"]],
         power=[_power_view(r) for r in summary["power"]],
         comparisons=[_comparison_view(c) for c in summary["comparisons"]],
         items=[_items_view(e, summary["settings"]["conditional_logit_metrics"]) for e in summary["items"]],

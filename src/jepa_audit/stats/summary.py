@@ -821,9 +821,11 @@ def build_summary(
     Top-level keys: ``alpha``, ``family``, ``comparisons`` (the DESIGN.md contract, plus ``mode``,
     ``aux_family``, ``seeds``, ``note``, ``family_id``, ``family_m``, ``n_test``, ``item_step_pp``,
     ``sd_below_item_step`` and a few descriptive extras), ``family_definition``, ``family_fwer``,
-    ``families``, ``verdicts`` (each list also split into ``improvements`` and ``harms``), ``power``,
-    ``items`` (``item_level``: the seed-level McNemar log-odds t-test), ``coupling`` (one point per method,
-    with ``p_bh``), ``coupling_label``, ``grad_cosine``, ``failed``, ``warnings``, ``counts``, ``settings``.
+    ``families``, ``metric_verdicts`` (per metric: which methods pass; each list also split into
+    ``improvements`` and ``harms``), ``verdicts`` (per auxiliary: representation vs reward),
+    ``manipulation``, ``power``, ``items`` (``item_level``: the seed-level McNemar log-odds t-test),
+    ``coupling`` (one point per method, with ``p_bh``), ``coupling_label``, ``grad_cosine``, ``failed``,
+    ``warnings``, ``counts``, ``settings``.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {list(FAMILIES)}, got {family!r}")
@@ -875,7 +877,7 @@ def build_summary(
         "family_definition": _family_definition(family, alpha, families),
         "family_fwer": _family_fwer(family, alpha, families),
         "families": families,
-        "verdicts": verdicts,
+        "metric_verdicts": verdicts,
         "power": _power_rows(comparisons, verdicts, alpha, power),
         "items": items,
         "items_note": items_note,
@@ -902,4 +904,16 @@ def build_summary(
             "declared_from_grid": declared is not None,
         },
     }
+    summary.update(_manipulation_section(idx, comparisons, alpha, grid))
     return json_safe(summary)
+
+
+def _manipulation_section(
+    idx: CellIndex, comparisons: list[dict[str, Any]], alpha: float, grid: Mapping[tuple[str, str], Any]
+) -> dict[str, Any]:
+    """summary.json's ``manipulation`` and per-auxiliary ``verdicts`` (DESIGN.md; stats/manipulation.py);
+    ``grid``: the declared methods per (benchmark, mode), so each manipulation family's m is the declared one."""
+    from .manipulation import manipulation_checks, verdicts
+
+    manipulation = manipulation_checks(idx.cells, alpha, declared=grid)
+    return {"manipulation": manipulation, "verdicts": verdicts(idx.cells, manipulation, comparisons, alpha)}

@@ -1,0 +1,372 @@
+"""The audit's λ calibration stage: a best-shot λ per (auxiliary, benchmark, mode), chosen on validation.
+
+Before any test cell runs, for every (benchmark, method ≠ ce, mode) of the grid, the stage fine-tunes one
+run per (dose, calibration seed) on the training split and scores it on the validation slice:
+
+- **dose grid**: ``calibration.doses`` (default 10⁻³, 10⁻², 10⁻¹, 1). A run with dose δ sets
+  λ = δ·‖∇CE‖/‖∇aux‖ from the step-0 probe (``train.train(target_dose=δ)``), so the grid spans three decades
+  of λ and reaches an auxiliary gradient as large as CE's for every auxiliary, whatever its loss scale.
+  When ‖∇aux‖ is 0 at step 0 the run keeps the fallback λ = registry default × δ/0.01 (``anchored: false``).
+- **seeds**: ``calibration.seeds``, disjoint from ``audit.seeds`` (the config refuses an overlap).
+- **score**: validation exact match on the first ``calibration.val_rows`` rows of the validation slice carved
+  from train (the test split is never decoded here); the mean over calibration seeds per dose; the pick is
+  :func:`objectives.calibrate.choose_point` (best score, ties to the smaller λ, non-finite never wins); its λ
+  is the geometric mean over seeds of the λ the runs resolved.
+- **freezing**: each (benchmark, method, mode)'s grid, scores, doses and pick go into ``DIR/calibration.json``
+  the moment its runs have all been attempted, with a ``basis`` hash of its runs' configs; a pick whose basis
+  still matches is never recomputed. :func:`apply_picks` writes the pick into each test cell's config
+  (``aux.weight``, ``aux.calibrated_dose``), hence into its hash, before the runner registers the grid.
+- **store**: the runs are cells of their own kind in the same store format, under ``DIR/calibration/``
+  (its own results.jsonl, cells/, grid.json, lock), so a kill loses at most the runs in flight and a rerun
+  skips every finished run; DIR/results.jsonl keeps only test cells (its DESIGN.md contract), so the report
+  and the statistics never see a calibration row.
+
+Why a plain grid and not successive halving: with 3–4 grid points, halving (η = 2) costs 4·½ + 2·1 = 4 full
+runs for a 4-point grid, the same as running it whole, and its low rung (half the steps) would rank doses by
+an earlier, noisier EM. The presets instead size the grid (docs/audit.md gives the arithmetic).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from jepa_audit.audit.executors import CellFn, CellJob, make_executor, read_progress
+from jepa_audit.audit.grid import Cell, cell_key
+from jepa_audit.audit.progress import AuditProgress
+from jepa_audit.audit.store import Store, atomic_write
+from jepa_audit.config import Config, stable_hash
+
+SUBDIR = "calibration"
+FILE = "calibration.json"
+FORMAT = 1
+FALLBACK_DOSE = 0.01  # the dose the registry default λ stands for when a run cannot anchor (‖∇aux‖ = 0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The runs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def pair_id(benchmark: str, method: str, mode: str) -> str:
+    return f"{benchmark}/{method}/{mode}"
+
+
+def _default_weight(method: str) -> float:
+    from jepa_audit.objectives import get_objective_class
+
+    return float(get_objective_class(method).spec.default_weight)
+
+
+def calibration_cells(cfg: Config, cells: list[Cell], default_weight: Callable[[str], float] = _default_weight) -> dict[str, list[Cell]]:
+    """The runs of the stage, per pair id, for the (benchmark, method ≠ ce, mode) of ``cells``.
+
+    Each run's config is the test cell's with the calibration seed, ``train.steps = calibration.steps``,
+    ``aux.dose`` set and ``aux.weight`` the fallback; its key ``cal__<bench>__<method>__s<seed>__<mode>__d<dose>``
+    and hash cover ``calibration.val_rows`` too (it changes the score).
+    """
+    cal = cfg.calibration
+    pairs: dict[str, list[Cell]] = {}
+    for c in cells:
+        if c.method == "ce":
+            continue
+        pid = pair_id(c.benchmark, c.method, c.mode)
+        if pid in pairs:
+            continue
+        pinned = cfg.aux.per_method.get(c.method)
+        if pinned is not None and pinned.weight is not None:  # λ fixed by the preset for this method
+            continue
+        base_w = default_weight(c.method)
+        if base_w <= 0:  # nothing to calibrate (a reference with λ = 0)
+            continue
+        runs = []
+        for dose in cal.doses:
+            for seed in cal.seeds:
+                rc = cfg.cell(c.benchmark, c.method, seed, c.mode)
+                rc.aux.dose = float(dose)
+                rc.aux.weight = base_w * dose / FALLBACK_DOSE
+                if cal.steps is not None:
+                    rc.train.steps = cal.steps
+                key = f"cal__{cell_key(c.benchmark, c.method, seed, c.mode)}__d{dose:g}"
+                runs.append(Cell(c.benchmark, c.method, seed, c.mode, rc, key, stable_hash([rc.cell_hash(), cal.val_rows])))
+        pairs[pid] = runs
+    return pairs
+
+
+def run_calibration_cell(cfg: Config, cell_dir: Path, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """One calibration run: fine-tune on train at ``cfg.aux.dose``, score on the validation slice only.
+
+    Returns a row like a test cell's (``metrics.exact_match`` / ``dfa_accuracy`` are **validation** scores,
+    ``metrics.split = "validation"``), plus ``kind = "calibration"``, ``target_dose``, the resolved ``weight``
+    and the run's ``dose``. The test split is never decoded, and never handed to anything here.
+    """
+    from jepa_audit.cell import prepare
+    from jepa_audit.evaluate import evaluate
+    from jepa_audit.models.load import init_embedding_rows
+    from jepa_audit.objectives import build_objective
+    from jepa_audit.train import train
+
+    if cfg.aux.dose is None:
+        raise ValueError("run_calibration_cell: the config has no aux.dose (not a calibration run)")
+    prep = prepare(cfg)
+    if not prep.val_rows:
+        raise ValueError("data.val_size is 0: the λ calibration needs a validation slice")
+    mc = prep.model.config
+    _, params = cfg.aux.resolved(0.0)  # the method's parameters as its test cells get them (aux.per_method)
+    obj = build_objective(cfg.aux.method, params, mc.hidden_size, mc.num_hidden_layers, cfg.seed)
+    init_embedding_rows(obj, prep.model, obj.generator)  # predictor rows, as run_cell does
+    rep = None if progress is None else (lambda d: progress({"phase": "calibrate", **d}))
+    res = train(
+        prep.model, prep.train_rows, pad_id=int(prep.tok.pad_token_id), cfg=cfg.train, seed=cfg.seed,
+        objective=obj, weight=float(cfg.aux.weight or 0.0), probe=cfg.probe, progress=rep,
+        autocast=cfg.model.autocast, target_dose=cfg.aux.dose,
+    )  # fmt: skip
+    n = cfg.calibration.val_rows or len(prep.val_rows)
+    rows, examples = prep.val_rows[:n], prep.splits.val[:n]
+    ev = evaluate(prep.model, prep.tok, rows, examples, cfg.eval)
+    return {
+        "kind": "calibration",
+        "benchmark": cfg.benchmark,
+        "method": cfg.aux.method,
+        "seed": cfg.seed,
+        "mode": cfg.adapter.mode,
+        "target_dose": cfg.aux.dose,
+        "weight": res.weight,
+        "dose": res.dose,
+        "metrics": {
+            "exact_match": ev.metrics["exact_match"],
+            "dfa_accuracy": ev.metrics["dfa_accuracy"],
+            "n_val": len(rows),
+            "split": "validation",
+        },
+        "train": {"steps": res.steps, "final_loss": res.final_loss, "aux_skipped": res.aux_skipped},
+        "status": "done",
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Picks and calibration.json
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def _geomean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if _finite(x) and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def summarise_pair(cfg: Config, runs: list[Cell], rows: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """calibration.json's entry for one pair from its runs' rows (None = failed run = non-finite score)."""
+    from jepa_audit.objectives.calibrate import choose_point
+
+    first = runs[0]
+    grid = []
+    for dose in cfg.calibration.doses:
+        mine = [c for c in runs if c.config.aux.dose == dose]
+        got = [rows.get(c.key) for c in mine]
+        ems = [(r or {}).get("metrics", {}).get("exact_match") for r in got]
+        finite = all(_finite(x) for x in ems) and bool(ems)
+        weights = [(r or {}).get("weight") for r in got]
+        doses = [((r or {}).get("dose") or {}).get("median") for r in got]
+        grid.append(
+            {
+                "dose_target": dose,
+                "weight": _geomean([w for w in weights if _finite(w)]) if finite else None,
+                "weights": weights,
+                "val_em": sum(ems) / len(ems) if finite else None,
+                "val_em_per_seed": ems,
+                "dose_median": _geomean([d for d in doses if _finite(d)]),
+                "anchored": [((r or {}).get("dose") or {}).get("anchored") for r in got],
+                "runs": [c.key for c in mine],
+            }
+        )
+    i = choose_point(grid)
+    return {
+        "benchmark": first.benchmark,
+        "method": first.method,
+        "mode": first.mode,
+        "seeds": list(cfg.calibration.seeds),
+        "basis": stable_hash(sorted(c.hash for c in runs)),
+        "grid": grid,
+        "pick": None if i is None else {
+            "weight": grid[i]["weight"], "dose_target": grid[i]["dose_target"], "val_em": grid[i]["val_em"],
+            "dose_median": grid[i]["dose_median"], "smallest": i == 0,
+        },
+        "note": None if i is not None else "no grid point had a finite validation score: registry default λ kept",
+    }  # fmt: skip
+
+
+def read_calibration(out_dir: Path) -> dict[str, Any]:
+    """DIR/calibration.json, or an empty one. Raises ValueError naming the file when it is not valid."""
+    path = Path(out_dir) / FILE
+    if not path.exists():
+        return {"format": FORMAT, "pairs": {}}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore or delete it to recalibrate") from None
+    if not isinstance(data, dict) or not isinstance(data.get("pairs"), dict):
+        raise ValueError(f"{path}: expected an object with a 'pairs' mapping")
+    return data
+
+
+def write_calibration(out_dir: Path, cfg: Config, pairs: dict[str, Any]) -> None:
+    cal = cfg.calibration
+    doc = {
+        "format": FORMAT,
+        "rule": "validation exact match, mean over calibration seeds; ties to the smaller λ; non-finite never wins",
+        "doses": cal.doses,
+        "seeds": cal.seeds,
+        "steps": cal.steps if cal.steps is not None else cfg.train.steps,
+        "val_rows": cal.val_rows,
+        "pairs": dict(sorted(pairs.items())),
+    }
+    atomic_write(Path(out_dir) / FILE, json.dumps(doc, indent=1, allow_nan=False))
+
+
+def frozen_picks(out_dir: Path, pairs: dict[str, list[Cell]]) -> dict[str, dict[str, Any]]:
+    """The entries of calibration.json whose basis matches the current runs (frozen: never recomputed)."""
+    known = read_calibration(out_dir)["pairs"]
+    return {
+        pid: known[pid]
+        for pid, runs in pairs.items()
+        if pid in known and known[pid].get("basis") == stable_hash(sorted(c.hash for c in runs))
+    }
+
+
+def apply_picks(cells: list[Cell], picks: dict[str, dict[str, Any]]) -> list[Cell]:
+    """The test cells with each pair's picked λ in their config (``aux.weight``, ``aux.calibrated_dose``) and hash."""
+    out = []
+    for c in cells:
+        entry = picks.get(pair_id(c.benchmark, c.method, c.mode))
+        pick = (entry or {}).get("pick")
+        if c.method == "ce" or not pick:
+            out.append(c)
+            continue
+        cfg = c.config.model_copy(deep=True)
+        cfg.aux.weight, cfg.aux.calibrated_dose = float(pick["weight"]), float(pick["dose_target"])
+        out.append(replace(c, config=cfg, hash=cfg.cell_hash()))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stage (called by audit/runner.py)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def active(cfg: Config) -> bool:
+    """Whether the stage runs: asked for by the config and λ not pinned by it (``aux.weight``)."""
+    return cfg.calibration.enabled and cfg.aux.weight is None
+
+
+def plan_stage(cfg: Config, cells: list[Cell], out_dir: Path, stream: TextIO | None = None) -> list[Cell]:
+    """``--dry-run``: print what the stage will run (touches nothing); return the test cells with the picks
+    already frozen applied (the other cells' hashes change once their λ is picked)."""
+
+    def say(msg: str) -> None:
+        print(msg, file=stream or sys.stdout, flush=True)
+
+    if not active(cfg):
+        if cfg.calibration.enabled:
+            say("calibration stage: off, λ fixed by the preset (aux.weight), not calibrated")
+        return cells
+    pairs = calibration_cells(cfg, cells)
+    frozen = frozen_picks(out_dir, pairs)
+    sub = Path(out_dir) / SUBDIR
+    store = Store(sub, lock=False) if sub.exists() else None
+    todo = [c for pid, runs in pairs.items() if pid not in frozen for c in runs]
+    pending = sum(1 for c in todo if not (store and store.is_done(c)))
+    steps = cfg.calibration.steps or cfg.train.steps
+    test_steps = sum(c.config.train.steps for c in cells)
+    say(
+        f"calibration stage: {len(pairs)} (auxiliary, benchmark, mode) pairs × {len(cfg.calibration.doses)} doses × "
+        f"{len(cfg.calibration.seeds)} seed(s) = {sum(map(len, pairs.values()))} runs of {steps} steps; "
+        f"{len(frozen)} pair(s) frozen in {Path(out_dir) / FILE}; {pending} run(s) to go "
+        f"(≈ {pending * steps / max(1, test_steps):.0%} of the test grid's training steps, plus decoding "
+        f"{cfg.calibration.val_rows or cfg.data.val_size} validation rows each)"
+    )
+    return apply_picks(cells, frozen)
+
+
+def run_stage(
+    cfg: Config,
+    cells: list[Cell],
+    out_dir: Path,
+    *,
+    kind: str,
+    workers: int,
+    fn: CellFn | None = None,
+    stream: TextIO | None = None,
+    live: bool | None = None,
+) -> list[Cell]:
+    """Run the missing calibration runs, freeze every complete pair into calibration.json, and return
+    ``cells`` with the picks applied. ``fn`` (default :func:`run_calibration_cell`) has the cell contract
+    ``(cfg, cell_dir, progress) -> row``; a failed run counts as a non-finite score (it never wins)."""
+    if not active(cfg):
+        return cells
+    out_dir = Path(out_dir)
+    fn = fn or run_calibration_cell
+    pairs = calibration_cells(cfg, cells)
+    frozen = frozen_picks(out_dir, pairs)
+    todo_pairs = {pid: runs for pid, runs in pairs.items() if pid not in frozen}
+    if todo_pairs:
+        all_runs = [c for runs in todo_pairs.values() for c in runs]
+        by_key = {c.key: c for c in all_runs}
+        failed: dict[str, str] = {}
+        with Store(out_dir / SUBDIR) as store:
+            store.check_grid(all_runs, force=True, name=f"{cfg.audit.name}-calibration")
+            todo = [c for c in all_runs if not store.is_done(c)]
+            jobs = [CellJob(c.key, c.config.model_copy(deep=True), str(store.prepare_cell(c)), c.hash) for c in todo]
+            with AuditProgress(len(all_runs), len(all_runs) - len(todo), workers, stream=stream, live=live) as prog:
+                prog.log(f"calibration stage: {len(todo)} of {len(all_runs)} run(s) to go (validation slice only)")
+
+                def poll() -> None:
+                    for key in list(prog.running):
+                        ev = read_progress(store.cell_dir(key))
+                        if ev is not None and ev != prog.running[key]["event"]:
+                            prog.update(key, ev)
+
+                runner = make_executor(kind, workers, cfg)
+                for out in runner.run(jobs, fn, on_start=prog.started, tick=poll, listener=prog.update):
+                    cell = by_key[out.key]
+                    row, error = out.row, out.error
+                    em = ((row or {}).get("metrics") or {}).get("exact_match")
+                    if error is None and row is not None and _finite(em):
+                        store.commit(cell, {**row, "wall_s": round(out.wall_s, 3)})
+                        prog.finished(cell.key, True, out.wall_s, row=row)
+                    else:
+                        error = error or f"validation exact_match is {em!r}, not a finite number"
+                        store.record_failure(cell, error, out.traceback, out.wall_s)
+                        failed[cell.key] = error
+                        prog.finished(cell.key, False, out.wall_s, error=error)
+            rows = {c.key: store.row(c) for c in all_runs}
+        entries = dict(read_calibration(out_dir)["pairs"])
+        for pid, runs in todo_pairs.items():
+            entries[pid] = summarise_pair(cfg, runs, rows)
+            frozen[pid] = entries[pid]
+        write_calibration(out_dir, cfg, entries)
+    return apply_picks(cells, frozen)
+
+
+def calibrate_method(
+    cfg: Config, method: str, out_dir: Path, *, workers: int = 1, stream: TextIO | None = None
+) -> dict[str, Any]:
+    """`jepa-audit aux calibrate ID`: the stage for one method on the config's benchmarks and modes, in
+    ``out_dir`` (resumable like an audit's). Returns calibration.json's entries for that method."""
+    from jepa_audit.audit.grid import expand_grid
+
+    c = cfg.model_copy(deep=True)
+    c.audit.methods = [method]
+    c.aux.weight = None
+    c.calibration.enabled = True
+    run_stage(c, expand_grid(c, known_methods=None), Path(out_dir), kind="local", workers=workers, stream=stream)
+    pairs = read_calibration(Path(out_dir))["pairs"]
+    return {pid: e for pid, e in pairs.items() if e["method"] == method}

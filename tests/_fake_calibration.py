@@ -1,0 +1,40 @@
+"""A fake λ-calibration run for the stage's tests: fast, deterministic, importable by spawned workers.
+
+Validation EM is a designed function of (method, dose): T1 peaks at dose 0.1, llm-jepa is flat (a tie: the
+smallest λ must win), V1's dose-1 run is NaN (non-finite never wins). Every call appends its key to
+``DIR/cal_calls.log`` (DIR = the audit directory).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from jepa_audit.config import Config
+
+EM = {
+    "T1": {0.001: 0.30, 0.01: 0.35, 0.1: 0.50, 1.0: 0.40},
+    "llm-jepa": {0.001: 0.42, 0.01: 0.42, 0.1: 0.42, 1.0: 0.42},
+    "V1": {0.001: 0.20, 0.01: 0.25, 0.1: 0.30, 1.0: float("nan")},
+}
+
+
+def fake_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    audit_dir = Path(cell_dir).parents[2]  # DIR/calibration/cells/<key>
+    with open(audit_dir / "cal_calls.log", "a") as f:
+        f.write(Path(cell_dir).name + "\n")
+    dose = float(cfg.aux.dose)
+    em = EM.get(cfg.aux.method, {}).get(dose, 0.3) + 0.001 * (cfg.seed % 2)
+    return {
+        "kind": "calibration", "benchmark": cfg.benchmark, "method": cfg.aux.method, "seed": cfg.seed,
+        "mode": cfg.adapter.mode, "target_dose": dose, "weight": 10.0 * dose,
+        "dose": {"median": dose, "step0": dose, "anchored": True},
+        "metrics": {"exact_match": em, "dfa_accuracy": em, "n_val": 10, "split": "validation"},
+        "status": "done",
+    }
+
+
+def slow_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    time.sleep(0.3)
+    return fake_calibration(cfg, cell_dir, progress)

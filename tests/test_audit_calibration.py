@@ -1,0 +1,207 @@
+"""The audit's λ calibration stage: picks on validation, frozen into calibration.json and the test cells'
+hashes before they run; seeds disjoint from the test seeds; resumable after kill -9; never reads test rows."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _fake_calibration import fake_calibration
+from _fake_cells import fast_cell
+from jepa_audit.audit.calibration import (
+    apply_picks,
+    calibration_cells,
+    read_calibration,
+    run_calibration_cell,
+)
+from jepa_audit.audit.grid import expand_grid
+from jepa_audit.audit.runner import run_audit
+from jepa_audit.audit.store import GridChangedError, load_results
+from jepa_audit.config import Config, ConfigError, load_config
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _cfg(**cal) -> Config:
+    cfg = Config()
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce", "T1", "llm-jepa", "V1"], [82, 23]
+    cfg.calibration.enabled = True
+    for k, v in cal.items():
+        setattr(cfg.calibration, k, v)
+    return cfg
+
+
+def _run(cfg: Config, out: Path, **kw) -> int:
+    return run_audit(cfg, out, workers=1, cell_fn=fast_cell, calibration_fn=fake_calibration, report=False,
+                     live=False, **kw)
+
+
+def test_picks_frozen_into_calibration_json_and_test_cells(tmp_path):
+    cfg = _cfg(seeds=[1001, 1002])
+    assert _run(cfg, tmp_path) == 0
+    cal = read_calibration(tmp_path)
+    pairs = cal["pairs"]
+    assert sorted(pairs) == ["synth/T1/lora", "synth/V1/lora", "synth/llm-jepa/lora"]
+    t1 = pairs["synth/T1/lora"]
+    assert [g["dose_target"] for g in t1["grid"]] == [0.001, 0.01, 0.1, 1.0]
+    assert t1["grid"][2]["val_em"] == pytest.approx(0.5005)  # mean over the two calibration seeds
+    assert t1["pick"]["dose_target"] == 0.1 and t1["pick"]["weight"] == pytest.approx(1.0)
+    assert pairs["synth/llm-jepa/lora"]["pick"]["dose_target"] == 0.001  # a tie goes to the smaller λ
+    v1 = pairs["synth/V1/lora"]
+    assert v1["grid"][3]["val_em"] is None and v1["pick"]["dose_target"] == 0.1  # NaN never wins
+    grid_span = t1["grid"][-1]["weight"] / t1["grid"][0]["weight"]
+    assert grid_span >= 1000 * (1 - 1e-9) and t1["grid"][-1]["dose_median"] >= 1.0  # 3 decades, dose ≥ 1
+    # the test cells ran with the pick, and their rows carry its hash
+    rows = {r["cell"]: r for r in load_results(tmp_path)}
+    assert len(rows) == 8 and all(r.get("kind") != "calibration" for r in rows.values())
+    t1_cfg = load_config(file=tmp_path / "cells" / "synth__T1__s82__lora" / "config.yaml")
+    assert t1_cfg.aux.weight == pytest.approx(1.0) and t1_cfg.aux.calibrated_dose == 0.1
+    assert load_config(file=tmp_path / "cells" / "synth__ce__s82__lora" / "config.yaml").aux.weight is None
+    assert rows["synth__T1__s82__lora"]["config_hash"] == t1_cfg.cell_hash()
+    # a rerun recomputes nothing: the calibration is frozen and every test cell is done
+    calls = (tmp_path / "cal_calls.log").read_text().split()
+    assert len(calls) == len(set(calls)) == 3 * 4 * 2
+    assert _run(cfg, tmp_path) == 0
+    assert (tmp_path / "cal_calls.log").read_text().split() == calls
+
+
+def test_calibration_json_round_trips_and_a_changed_pick_changes_hashes(tmp_path):
+    cfg = _cfg()
+    assert _run(cfg, tmp_path) == 0
+    cells = expand_grid(cfg)
+    picks = read_calibration(tmp_path)["pairs"]
+    applied = {c.key: c.hash for c in apply_picks(cells, picks)}
+    rows = {r["cell"]: r["config_hash"] for r in load_results(tmp_path)}
+    assert applied == rows  # calibration.json alone reproduces the test cells' hashes
+    doc = json.loads((tmp_path / "calibration.json").read_text())
+    doc["pairs"]["synth/T1/lora"]["pick"]["weight"] = 0.123
+    (tmp_path / "calibration.json").write_text(json.dumps(doc))
+    changed = {c.key: c.hash for c in apply_picks(cells, read_calibration(tmp_path)["pairs"])}
+    assert {k for k in changed if changed[k] != rows[k]} == {"synth__T1__s82__lora", "synth__T1__s23__lora"}
+    with pytest.raises(GridChangedError):  # the frozen (edited) pick reaches the grid and is refused
+        _run(cfg, tmp_path)
+
+
+def test_calibration_seeds_disjoint_from_test_seeds():
+    cfg = _cfg(seeds=[1001, 1002])
+    runs = [c for rs in calibration_cells(cfg, expand_grid(cfg)).values() for c in rs]
+    assert runs and {c.seed for c in runs}.isdisjoint(cfg.audit.seeds)
+    with pytest.raises(ConfigError, match="share"):
+        load_config(None, None, ["calibration.enabled=true", "audit.seeds=[1, 2]", "calibration.seeds=[2, 3]"])
+    with pytest.raises(ConfigError, match="three decades"):
+        load_config(None, None, ["calibration.doses=[0.01, 1.0]"])
+
+
+def test_pinned_lambda_skips_the_stage_and_dry_run_counts_runs(tmp_path, capsys):
+    import io
+
+    buf = io.StringIO()
+    cfg = _cfg()
+    run_audit(cfg, tmp_path / "d", dry_run=True, cell_fn=fast_cell, step_time_fn=lambda c: 0.01, stream=buf)
+    assert "= 12 runs" in buf.getvalue() and "12 run(s) to go" in buf.getvalue()
+    assert not (tmp_path / "d").exists()
+    pinned = _cfg()
+    pinned.aux.weight = 0.05
+    assert _run(pinned, tmp_path / "p") == 0
+    assert not (tmp_path / "p" / "calibration.json").exists() and not (tmp_path / "p" / "cal_calls.log").exists()
+    assert {r["config_hash"] for r in load_results(tmp_path / "p")} == {c.hash for c in expand_grid(pinned)}
+
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from _fake_calibration import slow_calibration
+from _fake_cells import fast_cell
+from jepa_audit.audit.runner import run_audit
+from jepa_audit.config import Config
+
+cfg = Config()
+cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce", "T1", "V1"], [82, 23]
+cfg.calibration.enabled = True
+sys.exit(run_audit(cfg, Path(sys.argv[1]), workers=int(sys.argv[2]), cell_fn=fast_cell,
+                   calibration_fn=slow_calibration, report=False, live=False))
+"""
+
+
+def _lines(path: Path) -> list[bytes]:
+    return [x for x in path.read_bytes().splitlines(keepends=True) if x.endswith(b"\n")] if path.exists() else []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_during_the_stage_resumes_without_repeating_finished_runs(tmp_path, workers):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-c", SCRIPT, str(tmp_path), str(workers)]
+    res = tmp_path / "calibration" / "results.jsonl"
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    t0 = time.time()
+    while p.poll() is None and time.time() - t0 < 60:
+        if len(_lines(res)) >= 2:
+            os.killpg(p.pid, signal.SIGKILL)  # the runner and its workers, mid-stage
+            break
+        time.sleep(0.05)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, p.stderr.read().decode()[-500:]
+    before = _lines(res)
+    done_before = {json.loads(x)["cell"] for x in before}
+    assert 2 <= len(done_before) < 7 and not (tmp_path / "calibration.json").exists()
+    n_calls = len((tmp_path / "cal_calls.log").read_text().split())
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+    after_calls = (tmp_path / "cal_calls.log").read_text().split()[n_calls:]
+    assert done_before.isdisjoint(after_calls)  # no finished run ran again
+    after = _lines(res)
+    # 8 runs, 7 committed: V1 at dose 1 scores NaN (a failure, recorded, never committed)
+    assert after[: len(before)] == before and len({json.loads(x)["cell"] for x in after}) == len(after) == 7
+    assert set(read_calibration(tmp_path)["pairs"]) == {"synth/T1/lora", "synth/V1/lora"}
+    assert len(load_results(tmp_path)) == 6  # then the test grid
+
+
+SMALL = [
+    "data.n_train=160", "data.n_test=20", "data.val_size=16", "base.pool_size=300", "model.vocab_size=300",
+    "base.steps=1", "train.steps=4", "train.batch_size=8", "probe.every=2", "eval.max_new_tokens=24",
+    "aux.method=T1", "aux.dose=0.1", "aux.weight=0.01", "calibration.val_rows=10",
+]
+
+
+@pytest.mark.slow
+def test_real_calibration_run_reads_train_and_validation_only(tmp_path, monkeypatch):
+    import jepa_audit.evaluate
+    import jepa_audit.train
+    from jepa_audit.cell import prepare
+
+    cfg = load_config(None, None, [*SMALL, f"cache_dir={tmp_path / 'cache'}"])
+    seen: dict[str, list] = {"eval": [], "train": []}
+    real_eval, real_train = jepa_audit.evaluate.evaluate, jepa_audit.train.train
+
+    def spy_eval(model, tok, rows, examples, *a, **k):
+        seen["eval"].append((list(rows), list(examples)))
+        return real_eval(model, tok, rows, examples, *a, **k)
+
+    def spy_train(model, rows, **k):
+        seen["train"].append(list(rows))
+        return real_train(model, rows, **k)
+
+    monkeypatch.setattr(jepa_audit.evaluate, "evaluate", spy_eval)
+    monkeypatch.setattr(jepa_audit.train, "train", spy_train)
+    row = run_calibration_cell(cfg, tmp_path / "cell")
+    prep = prepare(cfg)
+    (rows, examples), = seen["eval"]
+    assert examples == list(prep.splits.val[:10]) and len(rows) == 10
+    test_items = {(e.nl, e.regex) for e in prep.splits.test}
+    assert not test_items & {(e.nl, e.regex) for e in examples}  # not one test item is decoded
+    # the last call is the fine-tune (an earlier one may be the tiny base's pre-training on its own pool)
+    assert [r.full for r in seen["train"][-1]] == [r.full for r in prep.train_rows]
+    assert row["metrics"]["split"] == "validation" and row["metrics"]["n_val"] == 10
+    assert math.isfinite(row["metrics"]["exact_match"])
+    assert row["dose"]["anchored"] and row["dose"]["step0"] == pytest.approx(0.1, rel=1e-5)
+    assert row["weight"] != 0.01  # λ resolved from the dose, not the fallback

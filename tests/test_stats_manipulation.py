@@ -1,0 +1,141 @@
+"""Manipulation checks and verdicts on a synthetic results file with designed geometry shifts, checked
+against scipy's paired t-test and statsmodels' Holm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+from statsmodels.stats.multitest import multipletests
+
+from jepa_audit.stats.manipulation import headline, verdict_table
+from jepa_audit.stats.summary import build_summary
+
+SEEDS = [1, 2, 3, 4, 5]
+# method → (declared targets, per-target shift of the target key, EM shift in fractions)
+DESIGN = {
+    "T1": (["curvature_answer_Llast"], {"curvature_answer_L2": -8.0}, 0.0),  # moves geometry, not EM
+    "D7": (["anisotropy_Llast"], {"anisotropy_L2": 0.0}, 0.0),  # moves nothing
+    "V1": (["v1_kl"], {"v1_kl": -0.5}, 0.06),  # moves both
+    "P1": (["jepa_cos"], {"jepa_cos": 0.0}, -0.06),  # EM only (harm)
+}
+
+
+def _rows(rng: np.random.Generator) -> list[dict]:
+    rows = []
+    base_geo = {s: {"curvature_answer_L1": 70.0, "curvature_answer_L2": 60 + rng.normal(0, 1),
+                    "anisotropy_L2": 0.3 + rng.normal(0, 0.01), "v1_kl": 2.0 + rng.normal(0, 0.05),
+                    "jepa_cos": 0.5 + rng.normal(0, 0.01)} for s in SEEDS}
+    base_em = {s: 0.5 + rng.normal(0, 0.005) for s in SEEDS}
+    for s in SEEDS:
+        rows.append({"benchmark": "synth", "method": "ce", "seed": s, "mode": "lora", "status": "done",
+                     "metrics": {"exact_match": base_em[s], "dfa_accuracy": base_em[s]},
+                     "geometry": base_geo[s], "target_geometry": []})
+    for method, (targets, shifts, em_shift) in DESIGN.items():
+        for s in SEEDS:
+            geo = {k: v + shifts.get(k, 0.0) + rng.normal(0, 0.2 * (abs(shifts.get(k, 0.0)) or 0.01))
+                   for k, v in base_geo[s].items()}
+            em = base_em[s] + em_shift + rng.normal(0, 0.01)
+            rows.append({"benchmark": "synth", "method": method, "seed": s, "mode": "lora", "status": "done",
+                         "metrics": {"exact_match": em, "dfa_accuracy": em}, "geometry": geo,
+                         "target_geometry": targets, "weight": 0.1, "weight_source": "calibrated",
+                         "dose": {"median": 0.25}})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def summary_and_rows():
+    rows = _rows(np.random.default_rng(0))
+    return build_summary(rows, alpha=0.10, conditional_logit_metrics=()), rows
+
+
+def _geo(rows, method, key):
+    return np.array([next(r for r in rows if r["method"] == method and r["seed"] == s)["geometry"][key] for s in SEEDS])
+
+
+def test_manipulation_equals_scipy_and_statsmodels(summary_and_rows):
+    summary, rows = summary_and_rows
+    man = summary["manipulation"]
+    assert {(e["method"], e["key"]) for e in man} == {
+        ("T1", "curvature_answer_L2"), ("D7", "anisotropy_L2"), ("V1", "v1_kl"), ("P1", "jepa_cos")}
+    raw = []
+    for e in sorted(man, key=lambda e: e["method"]):
+        a, b = _geo(rows, e["method"], e["key"]), _geo(rows, "ce", e["key"])
+        ref = scipy.stats.ttest_rel(a, b)
+        assert e["n"] == 5 and e["mean_diff"] == pytest.approx(float((a - b).mean()))  # the key's own units
+        assert e["t"] == pytest.approx(ref.statistic) and e["p_t"] == pytest.approx(ref.pvalue)
+        ci = scipy.stats.t.interval(0.95, 4, loc=(a - b).mean(), scale=scipy.stats.sem(a - b))
+        assert (e["ci95_low"], e["ci95_high"]) == pytest.approx(ci)
+        raw.append(e)
+    holm = multipletests([e["p_t"] for e in raw], alpha=0.10, method="holm")[1]
+    assert [e["p_holm"] for e in raw] == pytest.approx(list(holm))
+    assert all(e["family_m"] == 4 and e["family_id"] == "manipulation / synth / lora" for e in raw)
+
+
+def test_verdicts_follow_the_design(summary_and_rows):
+    summary, _ = summary_and_rows
+    v = {x["method"]: x for x in summary["verdicts"]}
+    assert v["T1"]["verdict"] == "representation_without_reward"
+    assert v["D7"]["verdict"] == "no_effect" and "uninformative null" in v["D7"]["note"]
+    assert v["V1"]["verdict"] == "representation_and_reward" and v["V1"]["em_direction"] == "improvement"
+    assert v["P1"]["verdict"] == "reward_without_representation" and v["P1"]["em_direction"] == "harm"
+    assert v["T1"]["dose"] == 0.25 and v["T1"]["weight"] == 0.1
+    text = headline(summary["verdicts"], 0.10)
+    assert "2 of 4 auxiliaries moved the geometry" in text and "1 raised exact match (V1)" in text
+    assert "1 lowered it (P1)" in text and "uninformative null" in text and "not calibrated" not in text
+    pinned = [{**v, "weight_source": "preset"} for v in summary["verdicts"]]
+    assert headline(pinned, 0.10).endswith("λ fixed by the preset, not calibrated.")
+    table = {r["method"]: r for r in verdict_table(summary["verdicts"])}
+    assert table["D7"]["verdict"].startswith("no effect: uninformative null (dose 0.25")
+    assert "calibrated" in table["T1"]["weight"]
+
+
+def test_degenerate_entry_counts_in_m_and_never_rejects():
+    rows = _rows(np.random.default_rng(1))
+    for r in rows:  # D7 identical to ce on its target: zero variance
+        if r["method"] == "D7":
+            r["geometry"]["anisotropy_L2"] = next(
+                x for x in rows if x["method"] == "ce" and x["seed"] == r["seed"])["geometry"]["anisotropy_L2"]
+    man = {e["method"]: e for e in build_summary(rows, conditional_logit_metrics=())["manipulation"]}
+    assert man["D7"]["p_t"] is None and man["D7"]["p_holm"] is None and "zero variance" in man["D7"]["note"]
+    tested = [man[m]["p_t"] for m in ("P1", "T1", "V1")]
+    holm = multipletests([*tested, 1.0], method="holm")[1][:3]  # m = 4 declared, the degenerate as p = 1
+    assert [man[m]["p_holm"] for m in ("P1", "T1", "V1")] == pytest.approx(list(holm))
+
+
+def test_report_opens_with_headline_then_verdict_table(tmp_path):
+    import json
+
+    from jepa_audit.report import write_report
+
+    rows = _rows(np.random.default_rng(0))
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(tmp_path, 0.10)
+    md = (tmp_path / "report.md").read_text()
+    lines = md.splitlines()
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    head = "\n".join(lines[:first_table])
+    assert "## The answer" in head and "2 of 4 auxiliaries moved the geometry they target" in head
+    assert lines[first_table].startswith("| benchmark | mode | auxiliary | λ chosen | dose |")
+    assert "uninformative null (dose 0.25)" in md
+    html = (tmp_path / "report.html").read_text()
+    assert html.index("The answer") < html.index("<table>")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {v["verdict"] for v in summary["verdicts"]} <= {
+        "representation_without_reward", "representation_and_reward", "reward_without_representation", "no_effect"}
+
+
+def test_declared_method_without_rows_counts_in_m():
+    from jepa_audit.stats.manipulation import manipulation_checks
+    from jepa_audit.stats.summary import index_rows
+
+    rows = _rows(np.random.default_rng(0))
+    idx = index_rows(rows)
+    base = manipulation_checks(idx.cells, 0.10)
+    grown = manipulation_checks(idx.cells, 0.10, declared={("synth", "lora"): ["ce", *DESIGN, "D6"]})
+    d6 = next(e for e in grown if e["method"] == "D6")
+    assert d6["n"] == 0 and d6["p_holm"] is None and d6["key"] == "anisotropy_L2"  # registry target, resolved
+    assert {e["family_m"] for e in grown} == {5} and {e["family_m"] for e in base} == {4}
+    p = [e["p_t"] for e in grown if e["p_t"] is not None]
+    assert [e["p_holm"] for e in grown if e["p_t"] is not None] == pytest.approx(
+        list(multipletests([*p, 1.0], method="holm")[1][:4]))
