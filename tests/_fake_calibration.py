@@ -21,7 +21,7 @@ EM = {
 
 
 def fake_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
-    audit_dir = Path(cell_dir).parents[2]  # DIR/calibration/cells/<key>
+    audit_dir = Path(cell_dir).parents[3]  # DIR/calibration/cells/<key>/<attempt>
     with open(audit_dir / "cal_calls.log", "a") as f:
         f.write(Path(cell_dir).name + "\n")
     dose = float(cfg.aux.dose)

@@ -334,11 +334,12 @@ def test_view_and_label_keys_leave_default_hashes_alone():
 
     base = load_config("quick")
     assert base.views.nl == "prefix" and base.train.labels == "answer"
-    d = base.model_dump(mode="json", exclude={"audit", "cache_dir", "preset", "tracking"})
+    d = base.model_dump(mode="json", exclude={"audit", "calibration", "cache_dir", "preset", "tracking"})
     for key in ("views",):
         d.pop(key)
     d["train"].pop("labels")
-    d["aux"].pop("per_method")
+    for key in ("per_method", "dose", "calibrated_dose"):
+        d["aux"].pop(key)
     from jepa_audit.config import stable_hash
 
     assert base.cell_hash() == stable_hash(d)  # as before these keys existed

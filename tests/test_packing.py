@@ -144,7 +144,7 @@ def test_packed_views_of_an_hf_llama_directory_equal_its_padded_rows(tmp_path):
     texts = ["lines containing the word dog", ".*dog.*", "lines with a number", ".*[0-9].*"] * 20
     d = make_hf_llama_dir(tmp_path / "llama", texts)
     cfg = load_config(None, None, ["model.kind=hf", f"model.path={d}", "data.n_train=64", "data.n_test=8",
-                                   "data.val_size=8", "adapter.dropout=0.0"])
+                                   "data.val_size=8", "data.geometry_size=16", "adapter.dropout=0.0"])
     prep = prepare(cfg)
     b = collate(prep.train_rows[:12], int(prep.tok.pad_token_id))
     assert b.regex_packed_ids.shape[0] < 12  # the views did pack into fewer rows

@@ -299,7 +299,12 @@ class Config(Strict):
         return stable_hash(d)
 
 
-_HASH_NEUTRAL_DEFAULTS: tuple[tuple[str, str, Any], ...] = (("train", "labels", "answer"), ("aux", "per_method", {}))
+_HASH_NEUTRAL_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
+    ("train", "labels", "answer"),
+    ("aux", "per_method", {}),
+    ("aux", "dose", None),
+    ("aux", "calibrated_dose", None),
+)
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
