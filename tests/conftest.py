@@ -80,6 +80,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# A few NL-RX-style (description, regex) pairs and the system prompt, shared by the view, fidelity and
+# Llama-3.2 tests (the first four are the views tests' fixed rows).
+SYSTEM_PROMPT = "Convert natural language to regular expression."
+NLRX_PAIRS = [
+    ("lines containing the word dog", ".*dog.*"),
+    ("lines with a vowel at least 3 times", "(([AEIOUaeiou]){3,})"),
+    ("lines not having a number", "~(.*[0-9].*)"),
+    ("words starting with a capital letter", "\\b([A-Z])(.*)\\b"),
+    ("lines that end with truck", ".*truck"),
+    ("lines with the letter a before a number", ".*a.*[0-9].*"),
+]
+
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
     "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"

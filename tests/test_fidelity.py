@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import processors
 
-from conftest import LLAMA32_TEMPLATE, make_hf_llama_dir, make_tiny_llama
+from conftest import LLAMA32_TEMPLATE, NLRX_PAIRS, SYSTEM_PROMPT, make_hf_llama_dir, make_tiny_llama
 from jepa_audit.data.batch import Batch
 from jepa_audit.data.examples import Example
 from jepa_audit.data.tokenizer import ensure_pad, train_tiny_tokenizer
@@ -24,13 +24,7 @@ from jepa_audit.data.views import TEMPLATE_KWARGS, collate, encode_all
 from jepa_audit.objectives import AuxContext, build_objective
 from jepa_audit.objectives._common import draw_spans
 
-SYSTEM = "Convert natural language to regular expression."
-PAIRS = [
-    ("lines containing the word dog", ".*dog.*"),
-    ("lines with a vowel at least 3 times", "(([AEIOUaeiou]){3,})"),
-    ("lines not having a number", "~(.*[0-9].*)"),
-    ("words starting with a capital letter", "\\b([A-Z])(.*)\\b"),
-]
+SYSTEM, PAIRS = SYSTEM_PROMPT, NLRX_PAIRS[:4]
 EXAMPLES = [Example(n, r, i) for i, (n, r) in enumerate(PAIRS)]
 DATE = TEMPLATE_KWARGS["date_string"]
 

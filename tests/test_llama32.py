@@ -8,22 +8,14 @@ import datetime
 import pytest
 import torch
 
-from conftest import LLAMA32_TEMPLATE, make_hf_llama_dir
+from conftest import LLAMA32_TEMPLATE, NLRX_PAIRS, SYSTEM_PROMPT, make_hf_llama_dir
 from jepa_audit.config import AdapterCfg, ModelCfg
 from jepa_audit.data.examples import Example
 from jepa_audit.data.views import TEMPLATE_KWARGS, encode_all
 from jepa_audit.decode import end_ids, greedy_decode
 from jepa_audit.models.load import build_model, load_pretrained
 
-SYSTEM = "Convert natural language to regular expression."
-PAIRS = [
-    ("lines containing the word dog", ".*dog.*"),
-    ("lines with a vowel at least 3 times", "(([AEIOUaeiou]){3,})"),
-    ("lines not having a number", "~(.*[0-9].*)"),
-    ("words starting with a capital letter", "\\b([A-Z])(.*)\\b"),
-    ("lines that end with truck", ".*truck"),
-    ("lines with the letter a before a number", ".*a.*[0-9].*"),
-]
+SYSTEM, PAIRS = SYSTEM_PROMPT, NLRX_PAIRS
 MAX_NEW = 12
 
 

@@ -12,17 +12,12 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import NLRX_PAIRS, SYSTEM_PROMPT
 from jepa_audit.data.examples import Example
 from jepa_audit.data.tokenizer import train_tiny_tokenizer
 from jepa_audit.data.views import collate, encode_example
 
-SYSTEM = "Convert natural language to regular expression."
-PAIRS = [
-    ("lines containing the word dog", ".*dog.*"),
-    ("lines with a vowel at least 3 times", "(([AEIOUaeiou]){3,})"),
-    ("lines not having a number", "~(.*[0-9].*)"),
-    ("words starting with a capital letter", "\\b([A-Z])(.*)\\b"),
-]
+SYSTEM, PAIRS = SYSTEM_PROMPT, NLRX_PAIRS[:4]
 
 
 def _tok():
