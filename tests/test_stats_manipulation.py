@@ -139,3 +139,23 @@ def test_declared_method_without_rows_counts_in_m():
     p = [e["p_t"] for e in grown if e["p_t"] is not None]
     assert [e["p_holm"] for e in grown if e["p_t"] is not None] == pytest.approx(
         list(multipletests([*p, 1.0], method="holm")[1][:4]))
+
+
+def test_identical_em_marks_the_reward_half_uninformative():
+    """Target moved but no decoded answer changed: the verdict stays (DESIGN.md), the table and the headline
+    call the reward half an uninformative null and name the grid's smallest λ."""
+    row = {
+        "benchmark": "turk", "mode": "lora", "method": "T1", "verdict": "representation_without_reward",
+        "representation_moved": True, "reward_moved": False, "em_direction": None,
+        "targets": [{"key": "curvature_answer_L2", "mean_diff": -0.08, "ci95_low": -0.09, "ci95_high": -0.07,
+                     "p_holm": 0.01, "moved": True}],
+        "em": {"n": 3, "mean_diff": 7.4e-17, "ci95_low": None, "ci95_high": None, "p_holm": None,
+               "identical_to_ce": True},
+        "weight": 0.0045, "dose": 0.00128, "weight_source": "calibrated", "calibration_smallest": True,
+    }  # fmt: skip
+    (t,) = verdict_table([row])
+    assert t["verdict"].startswith("representation without reward; reward half an uninformative null")
+    assert "at the grid's smallest λ" in t["verdict"] and "dose 0.00128" in t["verdict"]
+    assert t["em"] == "+0 (no CI) (identical to ce)"  # float noise of exact ties prints as 0
+    text = headline([row], 0.10)
+    assert "1 changed no decoded answer at all" in text and "T1" in text

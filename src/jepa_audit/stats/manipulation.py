@@ -295,7 +295,11 @@ def _f(x: float | None, digits: int = 3) -> str:
 def _ci(x: float | None, lo: float | None, hi: float | None) -> str:
     if x is None:
         return "—"
-    return f"{x:+.3g}" + (f" [{lo:+.3g}, {hi:+.3g}]" if lo is not None and hi is not None else " (no CI)")
+
+    def g(v: float) -> str:
+        return f"{0.0 if abs(v) < 1e-12 else v:+.3g}"  # a mean of exact ties prints as +0, not +7.4e-17
+
+    return g(x) + (f" [{g(lo)}, {g(hi)}]" if lo is not None and hi is not None else " (no CI)")
 
 
 _LAMBDA_WORDS = {
@@ -321,6 +325,7 @@ def headline(verdict_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
         down = [v["method"] for v in vs if v["reward_moved"] and v["em_direction"] == "harm"]
         rwr = sum(v["verdict"] == "representation_without_reward" for v in vs)
         null = [v["method"] for v in vs if v["verdict"] == "no_effect"]
+        same = [v["method"] for v in vs if v["verdict"] != "no_effect" and v["em"]["identical_to_ce"]]
         em_words = (
             "none moved exact match"
             if not up and not down
@@ -340,6 +345,12 @@ def headline(verdict_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
                 f"; {len(null)} moved neither, an uninformative null, not evidence of no effect ({', '.join(null)})."
                 if null
                 else "."
+            )
+            + (
+                f" {len(same)} changed no decoded answer at all (EM identical to ce on every seed: for reward an "
+                f"uninformative null, read the dose; {', '.join(same)})."
+                if same
+                else ""
             )
         )
     sources = {v.get("weight_source") for v in verdict_rows} - {None}
@@ -364,6 +375,13 @@ def verdict_table(verdict_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, s
         verdict = v["verdict"].replace("_", " ")
         if v["verdict"] == "no_effect":
             verdict = f"no effect: uninformative null (dose {_f(v['dose'])})"
+        elif e["identical_to_ce"]:
+            # the representation moved but not one decoded answer changed: the reward half is uninformative
+            verdict += (
+                "; reward half an uninformative null (EM identical to ce"
+                + (" at the grid's smallest λ" if v.get("calibration_smallest") else "")
+                + f", dose {_f(v['dose'])})"
+            )
         src = _LAMBDA_WORDS.get(v.get("weight_source") or "", "")
         if v.get("calibration_smallest"):
             src += ", the grid's smallest"
