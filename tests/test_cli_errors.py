@@ -19,7 +19,7 @@ runner = CliRunner()
 SMOKE = ["--preset", "smoke", "--set", "audit.methods=[ce]", "--set", "audit.seeds=[82]"]
 
 
-def _one_error_line(r, *needles: str) -> str:
+def _assert_one_error_line(r, *needles: str) -> str:
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output
     lines = [x for x in r.output.splitlines() if x.strip()]
@@ -32,21 +32,21 @@ def _one_error_line(r, *needles: str) -> str:
 def test_bracketed_user_text_is_printed_literally(tmp_path):
     for name in ("run[red]1", "a[/]b", "x[/bold]"):
         r = runner.invoke(app, ["report", str(tmp_path / name)])
-        _one_error_line(r, str(tmp_path / name))
+        _assert_one_error_line(r, str(tmp_path / name))
     r = runner.invoke(app, ["audit", "--set", "audit.modes=[qlora]", "--out", str(tmp_path / "o")])
-    _one_error_line(r, "audit.modes=[qlora]")
+    _assert_one_error_line(r, "audit.modes=[qlora]")
 
 
 @pytest.mark.parametrize("bad", ["0", "-3"])
 def test_workers_must_be_positive(tmp_path, bad):
     r = runner.invoke(app, ["audit", *SMOKE, "--workers", bad, "--out", str(tmp_path / "o")])
-    _one_error_line(r, "--workers", bad)
+    _assert_one_error_line(r, "--workers", bad)
     assert not (tmp_path / "o").exists()
 
 
 def test_seed_true_is_refused(tmp_path):
     r = runner.invoke(app, ["audit", *SMOKE, "--set", "audit.seeds=[true]", "--out", str(tmp_path / "o")])
-    _one_error_line(r, "audit.seeds")
+    _assert_one_error_line(r, "audit.seeds")
 
 
 def test_results_or_lock_being_a_directory(tmp_path):
@@ -54,9 +54,9 @@ def test_results_or_lock_being_a_directory(tmp_path):
         out = tmp_path / name.strip(".")
         (out / name).mkdir(parents=True)
         r = runner.invoke(app, ["audit", *SMOKE, "--out", str(out)])
-        _one_error_line(r, str(out / name), "Is a directory")
+        _assert_one_error_line(r, str(out / name), "Is a directory")
     r = runner.invoke(app, ["report", str(tmp_path / "results.jsonl")])
-    _one_error_line(r, "is a directory")
+    _assert_one_error_line(r, "is a directory")
 
 
 def test_read_only_out_is_one_clear_error(tmp_path):
@@ -64,7 +64,7 @@ def test_read_only_out_is_one_clear_error(tmp_path):
         make_read_only(mnt)
         for out in (mnt, mnt / "new"):
             r = runner.invoke(app, ["audit", *SMOKE, "--out", str(out)])
-            _one_error_line(r, str(out), "Read-only file system")
+            _assert_one_error_line(r, str(out), "Read-only file system")
 
 
 def test_stale_lock_notice_is_one_plain_line(tmp_path):
