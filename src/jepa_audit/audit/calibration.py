@@ -325,14 +325,12 @@ def run_stage(
             store.check_grid(all_runs, force=True, name=f"{cfg.audit.name}-calibration")
             todo = [c for c in all_runs if not store.is_done(c)]
             jobs = [CellJob(c.key, c.config.model_copy(deep=True), str(store.prepare_cell(c)), c.hash) for c in todo]
+            attempts = {j.key: Path(j.cell_dir) for j in jobs}  # where each run writes its progress, this attempt
             with AuditProgress(len(all_runs), len(all_runs) - len(todo), workers, stream=stream, live=live) as prog:
                 prog.log(f"calibration stage: {len(todo)} of {len(all_runs)} run(s) to go (validation slice only)")
 
                 def poll() -> None:
-                    for key in list(prog.running):
-                        ev = read_progress(store.cell_dir(key))
-                        if ev is not None and ev != prog.running[key]["event"]:
-                            prog.update(key, ev)
+                    prog.poll(lambda key: read_progress(attempts[key]))
 
                 runner = make_executor(kind, workers, cfg)
                 for out in runner.run(jobs, fn, on_start=prog.started, tick=poll, listener=prog.update):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 PLAIN_EVERY_S = 30.0
@@ -125,6 +126,14 @@ class AuditProgress:
         elif time.monotonic() - info["last_plain"] >= PLAIN_EVERY_S:
             info["last_plain"] = time.monotonic()
             self.log(f"      {key} {phase} {step}/{total}" + (f" loss {loss:.4f}" if "loss" in text else ""))
+
+    def poll(self, read: Callable[[str], dict[str, Any] | None]) -> None:
+        """Show what pool or Ray workers reported since the last call. ``read(key)`` is a running cell's latest
+        progress event (its attempt folder's progress.json: ``executors.read_progress``), or None."""
+        for key in list(self.running):
+            ev = read(key)
+            if ev is not None and ev != self.running[key]["event"]:
+                self.update(key, ev)
 
     def finished(
         self, key: str, ok: bool, wall_s: float, row: dict[str, Any] | None = None, error: str | None = None

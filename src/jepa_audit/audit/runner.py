@@ -309,11 +309,8 @@ def run_audit(
 
         with AuditProgress(len(cells), len(cells) - len(todo), n_workers, stream=stream, live=live) as prog:
 
-            def poll() -> None:  # pool/Ray workers report through cells/<key>/progress.json
-                for key in list(prog.running):
-                    ev = read_progress(attempts[key])
-                    if ev is not None and ev != prog.running[key]["event"]:
-                        prog.update(key, ev)
+            def poll() -> None:  # pool/Ray workers report through cells/<key>/<attempt>/progress.json
+                prog.poll(lambda key: read_progress(attempts[key]))
 
             for out in runner.run(jobs, cell_fn, on_start=prog.started, tick=poll, listener=prog.update):
                 cell = by_key[out.key]
