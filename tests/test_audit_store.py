@@ -276,3 +276,5 @@ def test_reader_excludes_rows_of_another_config(tmp_path):
     assert list(found.rows) == [c.key for c in cells[:3]]
     reasons = {d["line"]: d["reason"] for d in found.excluded()}
     assert "not the grid's" in reasons[4] and reasons[5].startswith("torn last line")
+    # load_results (the read-only helper) is exactly as strict: the foreign row is left out there too
+    assert [r["cell"] for r in load_results(tmp_path)] == [c.key for c in cells[:3]]

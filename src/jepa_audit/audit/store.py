@@ -326,8 +326,9 @@ def read_results(path: str | Path, hashes: Mapping[str, str] | None = None) -> R
 
 
 def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The trusted rows of an audit directory, read-only, through :func:`read_results` (no repair)."""
-    return list(read_results(Path(out_dir) / RESULTS).rows.values())
+    """The trusted rows of an audit directory, read-only, through :func:`read_results` (no repair), with the
+    same strictness as the runner and ``report``: rows of another config than grid.json's are left out."""
+    return list(read_results(Path(out_dir) / RESULTS, manifest_hashes(out_dir)).rows.values())
 
 
 def manifest_hashes(out_dir: str | Path) -> dict[str, str] | None:
