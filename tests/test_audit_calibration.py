@@ -45,7 +45,7 @@ def _run(cfg: Config, out: Path, **kw) -> int:
 
 
 def test_picks_frozen_into_calibration_json_and_test_cells(tmp_path):
-    cfg = _cfg(seeds=[1001, 1002])
+    cfg = _cfg(seeds=[1001, 1002], rule="best")
     assert _run(cfg, tmp_path) == 0
     cal = read_calibration(tmp_path)
     pairs = cal["pairs"]
@@ -71,6 +71,31 @@ def test_picks_frozen_into_calibration_json_and_test_cells(tmp_path):
     assert len(calls) == len(set(calls)) == 3 * 4 * 2
     assert _run(cfg, tmp_path) == 0
     assert (tmp_path / "cal_calls.log").read_text().split() == calls
+
+
+def test_one_se_rule_picks_the_strongest_dose_validation_cannot_tell_from_the_best(tmp_path):
+    """calibration.rule = one_se (the default): T1's dose 1 (0.40) is within one SE of its best (0.5005 at 0.1,
+    SE = √(p(1−p)/20) ≈ 0.11 over 2 seeds × 10 rows); a flat grid goes to its largest λ; NaN still never wins.
+    Switching the rule afterwards re-picks from the stored runs without rerunning any."""
+    cfg = _cfg(seeds=[1001, 1002])
+    assert cfg.calibration.rule == "one_se"
+    assert _run(cfg, tmp_path) == 0
+    pairs = read_calibration(tmp_path)["pairs"]
+    t1 = pairs["synth/T1/lora"]["pick"]
+    assert t1["dose_target"] == 1.0 and t1["rule"] == "one_se" and not t1["smallest"]
+    assert t1["best_val_em"] == pytest.approx(0.5005)
+    assert t1["se"] == pytest.approx(math.sqrt(0.5005 * 0.4995 / 20))
+    assert pairs["synth/llm-jepa/lora"]["pick"]["dose_target"] == 1.0
+    assert pairs["synth/V1/lora"]["pick"]["dose_target"] == 0.1
+    t1_cfg = load_config(file=tmp_path / "cells" / "synth__T1__s82__lora" / "config.yaml")
+    assert t1_cfg.aux.calibrated_dose == 1.0
+    calls = (tmp_path / "cal_calls.log").read_text().split()
+    best = _cfg(seeds=[1001, 1002], rule="best")
+    assert _run(best, tmp_path, force=True) == 0
+    again = (tmp_path / "cal_calls.log").read_text().split()
+    # no finished run repeated: only V1's two failed (NaN) dose-1 runs are retried, as any failed cell is
+    assert again[: len(calls)] == calls and len(again) == len(calls) + 2
+    assert read_calibration(tmp_path)["pairs"]["synth/T1/lora"]["pick"]["dose_target"] == 0.1
 
 
 def test_calibration_json_round_trips_and_a_changed_pick_changes_hashes(tmp_path):

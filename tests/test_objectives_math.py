@@ -7,6 +7,7 @@ re-computes the formula under test.
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from scipy.special import rel_entr
 from jepa_audit.data.batch import Batch
 from jepa_audit.objectives import AuxContext, build_objective
 from jepa_audit.objectives import _common as C
-from jepa_audit.objectives.calibrate import choose_point
+from jepa_audit.objectives.calibrate import choose_point, score_se
 from jepa_audit.objectives.fisher import fisher_bilinear, fisher_quadratic
 from jepa_audit.objectives.gradients import (
     CosineProbe,
@@ -539,3 +540,27 @@ def test_calibration_choice_rule():
     tie = [{"weight": 0.001, "val_em": 0.4}, {"weight": 0.01, "val_em": 0.4}]
     assert choose_point(tie) == 0  # ties to the smaller λ
     assert choose_point([{"weight": 0.1, "val_em": None}, {"weight": nan, "val_em": 0.9}]) is None
+
+
+def test_calibration_one_se_rule():
+    """one_se: the largest λ whose score is ≥ best − SE(best); SE = √(p(1−p)/(n·k)), at least SD/√k over k seeds."""
+    nan = float("nan")
+    # best 0.655 at dose index 1; SE = √(.655·.345/200) = 0.0336 → floor 0.6214: 0.625 qualifies, the NaN never wins
+    grid = [{"weight": 0.001, "val_em": 0.645}, {"weight": 0.01, "val_em": 0.655}, {"weight": 0.4, "val_em": 0.625},
+            {"weight": 4.0, "val_em": nan}]
+    assert choose_point(grid, "best") == 1
+    assert choose_point(grid, "one_se", n_items=200) == 2
+    grid[2]["val_em"] = 0.62  # just outside one SE
+    assert choose_point(grid, "one_se", n_items=200) == 1
+    assert choose_point([{"weight": 0.1, "val_em": 0.4}, {"weight": 1.0, "val_em": 0.4}], "one_se", n_items=50) == 1
+    assert choose_point([{"weight": 0.1, "val_em": 0.0}, {"weight": 1.0, "val_em": 0.0}], "one_se", n_items=50) == 1
+    # two seeds that disagree widen the SE beyond the binomial one
+    point = {"weight": 1.0, "val_em": 0.5, "val_em_per_seed": [0.3, 0.7]}
+    assert score_se(point, 1000) == pytest.approx(statistics.stdev([0.3, 0.7]) / math.sqrt(2))
+    assert score_se({"weight": 1.0, "val_em": 0.5, "val_em_per_seed": [0.5, 0.5]}, 10) == pytest.approx(
+        math.sqrt(0.25 / 20))
+    with pytest.raises(ValueError, match="n_items"):
+        choose_point(grid, "one_se")
+    with pytest.raises(ValueError, match="calibration.rule"):
+        choose_point(grid, "median")  # type: ignore[arg-type]
+    assert choose_point([{"weight": 0.1, "val_em": None}], "one_se", n_items=10) is None

@@ -159,3 +159,32 @@ def test_identical_em_marks_the_reward_half_uninformative():
     assert t["em"] == "+0 (no CI) (identical to ce)"  # float noise of exact ties prints as 0
     text = headline([row], 0.10)
     assert "1 changed no decoded answer at all" in text and "T1" in text
+
+
+def test_shift_is_sized_against_the_ce_seeds_sd(summary_and_rows):
+    """Each check says how large its shift is against seed noise: mean_diff / SD(ce over the paired seeds)."""
+    summary, rows = summary_and_rows
+    e = next(x for x in summary["manipulation"] if x["method"] == "T1")
+    sd = float(np.std(_geo(rows, "ce", e["key"]), ddof=1))
+    assert e["baseline_sd"] == pytest.approx(sd)
+    assert e["shift_in_seed_sds"] == pytest.approx(e["mean_diff"] / sd) and e["shift_in_seed_sds"] < -1
+    v = next(x for x in summary["verdicts"] if x["method"] == "T1")
+    assert v["targets"][0]["shift_in_seed_sds"] == pytest.approx(e["shift_in_seed_sds"])
+    assert "seed SD" in next(r for r in verdict_table(summary["verdicts"]) if r["method"] == "T1")["target"]
+
+
+def test_a_tiny_consistent_shift_is_flagged_as_small():
+    """A shift far below the ce seeds' spread but the same on every seed passes Holm; the verdict says it is small."""
+    rows = []
+    for s, base in zip(SEEDS, [0.30, 0.34, 0.28, 0.33, 0.31], strict=True):
+        geo = {"anisotropy_L2": base}
+        rows.append({"benchmark": "synth", "method": "ce", "seed": s, "mode": "lora", "status": "done",
+                     "metrics": {"exact_match": 0.5 + 0.01 * s, "dfa_accuracy": 0.5}, "geometry": geo,
+                     "target_geometry": []})
+        rows.append({"benchmark": "synth", "method": "D7", "seed": s, "mode": "lora", "status": "done",
+                     "metrics": {"exact_match": 0.5 + 0.01 * s, "dfa_accuracy": 0.5},
+                     "geometry": {"anisotropy_L2": base + 0.001 + 1e-5 * s}, "target_geometry": ["anisotropy_Llast"]})
+    summary = build_summary(rows, alpha=0.10, conditional_logit_metrics=())
+    v = summary["verdicts"][0]
+    assert v["representation_moved"] and abs(v["targets"][0]["shift_in_seed_sds"]) < 1
+    assert "less than one ce seed SD" in v["note"]

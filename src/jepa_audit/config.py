@@ -220,6 +220,11 @@ class CalibrationCfg(Strict):
     seeds: list[int] = Field(default_factory=lambda: [1001], description="calibration seeds, disjoint from audit.seeds")
     steps: int | None = Field(None, gt=0, description="optimizer steps per run; None = train.steps")
     val_rows: int | None = Field(None, gt=0, description="score on the first N validation rows; None = all")
+    rule: Literal["one_se", "best"] = Field(
+        "one_se",
+        description="pick: one_se = the largest λ within one standard error of the best validation score "
+        "(glmnet's lambda.1se); best = the best score, ties to the smaller λ (objectives/calibrate.py)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CalibrationCfg:

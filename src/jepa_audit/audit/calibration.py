@@ -10,11 +10,12 @@ run per (dose, calibration seed) on the training split and scores it on the vali
 - **seeds**: ``calibration.seeds``, disjoint from ``audit.seeds`` (the config refuses an overlap).
 - **score**: validation exact match on the first ``calibration.val_rows`` rows of the validation slice carved
   from train (the test split is never decoded here); the mean over calibration seeds per dose; the pick is
-  :func:`objectives.calibrate.choose_point` (best score, ties to the smaller λ, non-finite never wins); its λ
-  is the geometric mean over seeds of the λ the runs resolved.
+  :func:`objectives.calibrate.choose_point` under ``calibration.rule`` (default ``one_se``: the largest λ within
+  one standard error of the best score; ``best``: ties to the smaller λ; non-finite never wins); its λ is the
+  geometric mean over seeds of the λ the runs resolved.
 - **freezing**: each (benchmark, method, mode)'s grid, scores, doses and pick go into ``DIR/calibration.json``
-  the moment its runs have all been attempted, with a ``basis`` hash of its runs' configs; a pick whose basis
-  still matches is never recomputed. :func:`apply_picks` writes the pick into each test cell's config
+  the moment its runs have all been attempted, with a ``basis`` hash of its runs' configs and the rule; a pick
+  whose basis still matches is never recomputed (a changed rule re-picks from the stored runs, no rerun). :func:`apply_picks` writes the pick into each test cell's config
   (``aux.weight``, ``aux.calibrated_dose``), hence into its hash, before the runner registers the grid.
 - **store**: the runs are cells of their own kind in the same store format, under ``DIR/calibration/``
   (its own results.jsonl, cells/, grid.json, lock), so a kill loses at most the runs in flight and a rerun
@@ -46,6 +47,11 @@ SUBDIR = "calibration"
 FILE = "calibration.json"
 FORMAT = 1
 FALLBACK_DOSE = 0.01  # the dose the registry default λ stands for when a run cannot anchor (‖∇aux‖ = 0)
+RULES = {
+    "one_se": "validation exact match, mean over calibration seeds; the largest λ whose score is within one "
+    "standard error of the best (one-SE rule); non-finite never wins",
+    "best": "validation exact match, mean over calibration seeds; ties to the smaller λ; non-finite never wins",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -163,9 +169,14 @@ def _geomean(xs: list[float]) -> float | None:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
+def basis(cfg: Config, runs: list[Cell]) -> str:
+    """What a frozen pick depends on: its runs' configs and the selection rule."""
+    return stable_hash([sorted(c.hash for c in runs), cfg.calibration.rule])
+
+
 def summarise_pair(cfg: Config, runs: list[Cell], rows: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     """calibration.json's entry for one pair from its runs' rows (None = failed run = non-finite score)."""
-    from jepa_audit.objectives.calibrate import choose_point
+    from jepa_audit.objectives.calibrate import best_point, choose_point, score_se
 
     first = runs[0]
     grid = []
@@ -188,17 +199,23 @@ def summarise_pair(cfg: Config, runs: list[Cell], rows: dict[str, dict[str, Any]
                 "runs": [c.key for c in mine],
             }
         )
-    i = choose_point(grid)
+    rule = cfg.calibration.rule
+    n_val = [((rows.get(c.key) or {}).get("metrics") or {}).get("n_val") for c in runs]
+    n_items = min((int(n) for n in n_val if isinstance(n, int) and n > 0), default=0)
+    i = choose_point(grid, rule, n_items) if n_items or rule == "best" else best_point(grid)
+    b = best_point(grid)
     return {
         "benchmark": first.benchmark,
         "method": first.method,
         "mode": first.mode,
         "seeds": list(cfg.calibration.seeds),
-        "basis": stable_hash(sorted(c.hash for c in runs)),
+        "basis": basis(cfg, runs),
         "grid": grid,
         "pick": None if i is None else {
             "weight": grid[i]["weight"], "dose_target": grid[i]["dose_target"], "val_em": grid[i]["val_em"],
-            "dose_median": grid[i]["dose_median"], "smallest": i == 0,
+            "dose_median": grid[i]["dose_median"], "smallest": i == 0, "rule": rule,
+            "best_val_em": grid[b]["val_em"] if b is not None else None,
+            "se": score_se(grid[b], n_items) if b is not None and n_items else None,
         },
         "note": None if i is not None else "no grid point had a finite validation score: registry default λ kept",
     }  # fmt: skip
@@ -222,7 +239,7 @@ def write_calibration(out_dir: Path, cfg: Config, pairs: dict[str, Any]) -> None
     cal = cfg.calibration
     doc = {
         "format": FORMAT,
-        "rule": "validation exact match, mean over calibration seeds; ties to the smaller λ; non-finite never wins",
+        "rule": RULES[cfg.calibration.rule],
         "doses": cal.doses,
         "seeds": cal.seeds,
         "steps": cal.steps if cal.steps is not None else cfg.train.steps,
@@ -232,13 +249,13 @@ def write_calibration(out_dir: Path, cfg: Config, pairs: dict[str, Any]) -> None
     atomic_write(Path(out_dir) / FILE, json.dumps(doc, indent=1, allow_nan=False))
 
 
-def frozen_picks(out_dir: Path, pairs: dict[str, list[Cell]]) -> dict[str, dict[str, Any]]:
+def frozen_picks(cfg: Config, out_dir: Path, pairs: dict[str, list[Cell]]) -> dict[str, dict[str, Any]]:
     """The entries of calibration.json whose basis matches the current runs (frozen: never recomputed)."""
     known = read_calibration(out_dir)["pairs"]
     return {
         pid: known[pid]
         for pid, runs in pairs.items()
-        if pid in known and known[pid].get("basis") == stable_hash(sorted(c.hash for c in runs))
+        if pid in known and known[pid].get("basis") == basis(cfg, runs)
     }
 
 
@@ -279,7 +296,7 @@ def plan_stage(cfg: Config, cells: list[Cell], out_dir: Path, stream: TextIO | N
             say("calibration stage: off, λ fixed by the preset (aux.weight), not calibrated")
         return cells
     pairs = calibration_cells(cfg, cells)
-    frozen = frozen_picks(out_dir, pairs)
+    frozen = frozen_picks(cfg, out_dir, pairs)
     sub = Path(out_dir) / SUBDIR
     store = Store(sub, lock=False) if sub.exists() else None
     todo = [c for pid, runs in pairs.items() if pid not in frozen for c in runs]
@@ -315,7 +332,7 @@ def run_stage(
     out_dir = Path(out_dir)
     fn = fn or run_calibration_cell
     pairs = calibration_cells(cfg, cells)
-    frozen = frozen_picks(out_dir, pairs)
+    frozen = frozen_picks(cfg, out_dir, pairs)
     todo_pairs = {pid: runs for pid, runs in pairs.items() if pid not in frozen}
     if todo_pairs:
         all_runs = [c for runs in todo_pairs.values() for c in runs]

@@ -8,6 +8,7 @@ the same for both.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,7 +126,11 @@ def build_model(model: nn.Module, adapter: AdapterCfg, seed: int) -> nn.Module:
         modules_to_save=["embed_tokens", "lm_head"] if adapter.train_embeddings else None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lcfg)
+    with warnings.catch_warnings():
+        # PEFT reads transformers' deprecated `is_gradient_checkpointing` alias: a version-skew FutureWarning
+        # printed once per worker into every audit log, about code that is not ours
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lcfg)
 
 
 def trainable_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -123,7 +123,11 @@ def manipulation_checks(
 
     Keys: ``benchmark, mode, method, target`` (the declared template), ``key`` (resolved), ``n, seeds,
     method_mean, baseline_mean, mean_diff, sd_diff, ci95_low, ci95_high, t, p_t, p_holm, reject_holm,
-    degenerate, note, family_id, family_m`` (m: every entry of the benchmark and mode).
+    degenerate, note, family_id, family_m`` (m: every entry of the benchmark and mode), and the size of the
+    shift against seed noise: ``baseline_sd`` (SD of the key over the paired ce seeds, n − 1) and
+    ``shift_in_seed_sds`` (mean_diff / baseline_sd; None when undefined). Paired deterministic runs make a
+    shift far smaller than what a change of seed does to the same key detectable at n = 3; this number says
+    how large it is, the test only that it is there.
     """
     out: list[dict[str, Any]] = []
     declared = declared or {}
@@ -140,6 +144,12 @@ def manipulation_checks(
                 bvals, key_b = _value_by_seed(base, template)
                 seeds, a, b = pair_by_seed(mvals, bvals)
                 res = paired_comparison(a - b)
+                base_sd = float(np.std(b, ddof=1)) if b.size >= 2 else None
+                shift = (
+                    res.mean_diff / base_sd
+                    if base_sd and res.mean_diff is not None and math.isfinite(res.mean_diff)
+                    else None
+                )
                 notes = [n for n in (src_note, res.note) if n]
                 if not base:
                     notes.insert(0, f"no {BASELINE} cells on {bench}/{mode}")
@@ -165,6 +175,8 @@ def manipulation_checks(
                         "p_holm": None,
                         "reject_holm": False,
                         "degenerate": res.degenerate,
+                        "baseline_sd": base_sd,
+                        "shift_in_seed_sds": shift,
                         "note": "; ".join(notes) or None,
                         "family_id": f"manipulation / {bench} / {mode}",
                         "family_m": None,
@@ -236,6 +248,15 @@ def verdicts(
             notes = []
             if not entries:
                 notes.append("no target geometry declared: the representation half is untested")
+            small = [
+                e["key"] for e in entries
+                if e["reject_holm"] and e.get("shift_in_seed_sds") is not None and abs(e["shift_in_seed_sds"]) < 1
+            ]  # fmt: skip
+            if rep and len(small) == sum(1 for e in entries if e["reject_holm"]):
+                notes.append(
+                    f"the target moved by less than one ce seed SD ({', '.join(small)}): consistent across the "
+                    "paired seeds, small against seed noise"
+                )
             if verdict == "no_effect":
                 notes.append(
                     "uninformative null: neither the target geometry nor EM moved"
@@ -264,6 +285,7 @@ def verdicts(
                             "ci95_high": e["ci95_high"],
                             "p_holm": e["p_holm"],
                             "moved": e["reject_holm"],
+                            "shift_in_seed_sds": e.get("shift_in_seed_sds"),
                         }
                         for e in entries
                     ],
@@ -368,7 +390,9 @@ def verdict_table(verdict_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, s
     rows = []
     for v in verdict_rows:
         targets = "; ".join(
-            f"{t['key']} {_ci(t['mean_diff'], t['ci95_low'], t['ci95_high'])}" + (" *" if t["moved"] else "")
+            f"{t['key']} {_ci(t['mean_diff'], t['ci95_low'], t['ci95_high'])}"
+            + (f" ({t['shift_in_seed_sds']:+.2g} seed SD)" if t.get("shift_in_seed_sds") is not None else "")
+            + (" *" if t["moved"] else "")
             for t in v["targets"]
         )
         e = v["em"]
