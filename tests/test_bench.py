@@ -50,6 +50,33 @@ def test_phase_profile_reads_the_training_loops_labels(tmp_path):
         assert all(row[ph] > 0 for ph in PHASES)  # each label was entered inside the profiled steps
 
 
+def test_step_options_time_each_overhead_choice_against_the_loops_own(tmp_path):
+    """Every option arm runs a real CE step and comes back as a finite ratio, or says why it could not run;
+    the weights are restored afterwards, so later bench arms see the same model."""
+    import torch
+
+    from jepa_audit.bench import step_option_ratios
+    from jepa_audit.cell import prepare
+    from jepa_audit.config import load_config
+
+    cfg = load_config("smoke", None, [f"cache_dir={tmp_path}", "base.steps=2", "base.pool_size=200",
+                                      "data.n_train=64", "data.n_test=8", "data.val_size=8", "data.geometry_size=16",
+                                      "adapter.mode=lora"])
+    prep = prepare(cfg)
+    before = {n: p.detach().clone() for n, p in prep.model.named_parameters()}
+    r = step_option_ratios(prep.model, prep.train_rows[:4], int(prep.tok.pad_token_id), repeats=1,
+                           compile_model=False)
+    assert set(r["ratio"]) | set(r["unavailable"]) == {"for_loop", "fused", "threads_2"}
+    assert all(math.isfinite(v) and v > 0 for v in r["ratio"].values()) and r["foreach_step_s"] > 0
+    assert all(torch.equal(p, before[n]) for n, p in prep.model.named_parameters())
+    doc = tmp_path / "performance.md"
+    write_performance_doc({"device": "cpu: test", "ce_step_s": 0.05, "aux_step_ratio": {}, "packed_two_view_ratio": 1.3,
+                           "llm_jepa_three_row_ratio": 2.0, "probe_overhead": 0.02, "geometry_overhead": 0.01,
+                           "decode_tokens_per_s": 9000.0, "decode_speedup_vs_hf_generate": 1.3,
+                           "dfa_pairs_per_s": 2500.0, "cell_wall_s": 20.0, "step_options": r}, doc)
+    assert "| for_loop |" in doc.read_text()
+
+
 def test_performance_doc_shows_cost_classes_and_the_profile(tmp_path):
     doc = tmp_path / "performance.md"
     r = {"device": "cpu: test", "ce_step_s": 0.05, "aux_step_ratio": {"T1": 1.02, "V3": 1.3, "P1": 1.2},

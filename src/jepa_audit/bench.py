@@ -7,7 +7,8 @@ interleaving gives every arm the same chances; absolute seconds are reported but
 ``aux_step_ratio``, ``packed_two_view_ratio`` (views.nl=prefix), ``published_two_view_ratio``
 (views.nl=published: LLM-JEPA's own two view rows packed into one extra forward), ``llm_jepa_three_row_ratio``, ``probe_overhead``,
 ``geometry_overhead``, ``decode_tokens_per_s``, ``decode_speedup_vs_hf_generate``, ``dfa_pairs_per_s``,
-``cell_wall_s``, ``device``, ``regex_sweep_chars``, ``regex_parse_s``, ``regex_equiv_s``,
+``cell_wall_s``, ``device``, ``step_options`` (the per-operator overhead options as ratios to the loop's
+own AdamW(foreach) step: ``for_loop``, ``fused``, ``threads_2``, ``compile`` with ``--compile``), ``regex_sweep_chars``, ``regex_parse_s``, ``regex_equiv_s``,
 ``regex_parse_exponent``, ``regex_equiv_exponent`` (the regex length sweep), ``cpu_preset_estimate_s`` (with
 its breakdown in ``cpu_preset_estimate``); on ``--device cuda`` also
 ``paper_step_s``, ``paper_tokens_per_s``, ``paper_mfu`` and ``peak_memory`` ({lora, full} → {method class →
@@ -106,6 +107,76 @@ def _three_row_step(model: nn.Module, rows: list[Encoded], pad: int) -> Callable
     return steps
 
 
+def step_option_ratios(model: nn.Module, rows: list[Encoded], pad: int, repeats: int = 15,
+                       compile_model: bool = True) -> dict[str, Any]:
+    """What each way of cutting a tiny model's per-operator overhead does to one CE step, as ratios to the
+    training loop's own choice (AdamW ``foreach=True``, ``train.threads`` = 1), measured in one run.
+
+    Arms (each STEPS_PER_CALL plain CE steps on one fixed batch, interleaved, fastest repetition):
+    ``for_loop`` (AdamW ``foreach=False``), ``fused`` (AdamW ``fused=True``, a single fused kernel per
+    parameter group), ``threads_2`` (``torch.set_num_threads(2)`` inside the step: intra-op parallelism;
+    two audit workers on two cores then compete for the same cores), ``compile`` (``torch.compile`` of the
+    model with inductor; ``compile_s`` is its one-off compile time, paid once per cell and per batch shape,
+    and shapes change every batch unless rows are padded to buckets). A ratio < 1 is a gain. An arm that
+    cannot run here says why in ``unavailable``.
+    """
+    from jepa_audit.train import answer_ce
+
+    batch = collate(rows, pad)
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+
+    def make(opt_kw: dict[str, Any], fwd: Callable[..., Any] = model, threads: int | None = None) -> Callable[[], None]:
+        opt = torch.optim.AdamW(params, lr=1e-9, **opt_kw)
+
+        def steps() -> None:
+            n0 = torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(threads)
+            try:
+                for _ in range(STEPS_PER_CALL):
+                    opt.zero_grad(set_to_none=True)
+                    out = fwd(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                    answer_ce(out.logits, batch.labels).backward()
+                    opt.step()
+            finally:
+                torch.set_num_threads(n0)
+
+        return steps
+
+    fns: dict[str, Callable[[], None]] = {"foreach": make({"foreach": True}), "for_loop": make({"foreach": False})}
+    unavailable: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    try:
+        fused = make({"fused": True})
+        fused()
+        fns["fused"] = fused
+    except (RuntimeError, TypeError) as e:  # fused AdamW needs a supported device/dtype
+        unavailable["fused"] = str(e).splitlines()[0][:160]
+    if (os.cpu_count() or 1) >= 2:
+        fns["threads_2"] = make({"foreach": True}, threads=2)
+    else:
+        unavailable["threads_2"] = "one core"
+    if compile_model:
+        try:
+            compiled = torch.compile(model)
+            fn = make({"foreach": True}, fwd=compiled)
+            t = time.perf_counter()
+            fn()  # compiles (and recompiles for backward) on the first call
+            out["compile_s"] = time.perf_counter() - t
+            fns["compile"] = fn
+        except Exception as e:  # noqa: BLE001 - inductor needs a C++ toolchain; say why it is out, keep the bench going
+            unavailable["compile"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    t = _fastest_times(fns, repeats)
+    with torch.no_grad():  # lr 1e-9 moved them by ~nothing; restore exactly anyway so later arms are unaffected
+        for p, s in zip(params, saved, strict=True):
+            p.copy_(s)
+    out["ratio"] = {k: t[k] / t["foreach"] for k in fns if k != "foreach"}
+    out["foreach_step_s"] = t["foreach"] / STEPS_PER_CALL
+    out["unavailable"] = unavailable
+    return out
+
+
 PROFILED = ("ce", "T1", "llm-jepa", "V3")  # CE; a single-pass, a two-view and a gradient-surgery objective
 PHASES = ("forward", "backward", "optimizer")  # train.py's record_function labels, "train.<phase>"
 
@@ -145,8 +216,11 @@ def _machine() -> str:
 
 
 def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False, repeats: int = 15,
-              preset: str = BENCH_PRESET) -> dict[str, Any]:
-    """Run every measurement and return the JSON-able result (see module docstring for keys)."""
+              preset: str = BENCH_PRESET, compile_model: bool = False) -> dict[str, Any]:
+    """Run every measurement and return the JSON-able result (see module docstring for keys).
+
+    ``compile_model``: also time a ``torch.compile``d step in ``step_options`` (1–3 min of inductor compile
+    on a 2-core CPU, hence opt-in: ``bench --compile``)."""
     from jepa_audit.cell import prepare, run_cell
     from jepa_audit.decode import decode_benchmark, end_ids
     from jepa_audit.objectives import spec_rows
@@ -192,6 +266,8 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     out["probe_overhead"] = max(0.0, t["probe_T1"] - t["T1"]) / cfg.probe.every / t["T1"]
     say(f"bench: phase profile of {', '.join(PROFILED)}")
     out["step_profile_ms"] = phase_profile({m: fns[m] for m in PROFILED})
+    say("bench: per-operator overhead options (optimizer kernels, threads" + (", torch.compile)" if compile_model else ")"))
+    out["step_options"] = step_option_ratios(model, rows, pad, repeats, compile_model=compile_model)
 
     # ---- decoding ------------------------------------------------------------------------------------------
     say("bench: greedy decoding vs model.generate")
@@ -297,6 +373,13 @@ def write_performance_doc(r: dict[str, Any], path: Path = Path("docs/performance
         "| objective | step ratio |",
         "|---|---|",
         *[f"| {k} | {v:.2f}× |" for k, v in sorted(r["aux_step_ratio"].items())],
+        *(["", "Per-operator overhead options, CE step time as a ratio to the loop's AdamW(foreach=True), 1 thread:",
+           "", "| option | step ratio |", "|---|---|",
+           *[f"| {k} | {v:.2f}× |" for k, v in sorted(r["step_options"]["ratio"].items())],
+           *[f"| {k} | not measured: {why} |" for k, why in sorted(r["step_options"]["unavailable"].items())],
+           *([f"| torch.compile one-off compile time | {r['step_options']['compile_s']:.0f} s |"]
+             if "compile_s" in r["step_options"] else [])]
+          if "step_options" in r else []),
         "",
         "Profile (torch.profiler, CPU side, ms per step; the profiler inflates absolute times):",
         "",

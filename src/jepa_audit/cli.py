@@ -218,11 +218,14 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     write_docs: Annotated[bool, typer.Option(help="update docs/performance.md with the table")] = False,
+    compile_: Annotated[
+        bool, typer.Option("--compile", help="also time a torch.compile'd step (minutes of inductor compile)")
+    ] = False,
 ) -> None:
     """Measure step-time ratios, probe/geometry overhead, decoding and DFA throughput in one run."""
     from jepa_audit.bench import run_bench
 
-    result = run_bench(device=device, quiet=as_json, write_docs=write_docs)
+    result = run_bench(device=device, quiet=as_json, write_docs=write_docs, compile_model=compile_)
     typer.echo(json.dumps(result, indent=1) if as_json else _bench_table(result))
 
 
