@@ -188,3 +188,41 @@ def test_a_tiny_consistent_shift_is_flagged_as_small():
     v = summary["verdicts"][0]
     assert v["representation_moved"] and abs(v["targets"][0]["shift_in_seed_sds"]) < 1
     assert "less than one ce seed SD" in v["note"]
+
+
+def test_equal_em_with_changed_answers_is_not_called_an_unchanged_output():
+    """EM identical to ce on every seed is not "no decoded answer changed": with predictions files the summary
+    counts, per paired seed, the items whose answer differs from ce's. T4 flips one item each way (EM equal,
+    two answers changed); T1 decodes ce's answers exactly."""
+    preds = {
+        "ce": ["a", "b", "c", "d"],
+        "T4": ["a", "x", "c", "d"],  # item 1 right → wrong ...
+        "T1": ["a", "b", "c", "d"],
+    }
+    gold = ["a", "b", "c", "z"]
+    files = {}
+    rows = []
+    for method, p in preds.items():
+        for s in (1, 2, 3):
+            answers = list(p)
+            if method == "T4":
+                answers[3] = "z"  # ... and item 3 wrong → right: EM unchanged
+            items = [{"item": i, "pred": a, "gold": g, "exact": a == g, "dfa": a == g}
+                     for i, (a, g) in enumerate(zip(answers, gold, strict=True))]
+            name = f"{method}_{s}.jsonl"
+            files[name] = items
+            em = sum(x["exact"] for x in items) / 4
+            rows.append({"benchmark": "turk", "method": method, "seed": s, "mode": "lora", "status": "done",
+                         "metrics": {"exact_match": em, "dfa_accuracy": em}, "predictions_file": name,
+                         "geometry": {"curvature_answer_L2": 10.0 + (0.5 + 0.01 * s if method != "ce" else 0.0)},
+                         "target_geometry": [] if method == "ce" else ["curvature_answer_Llast"]})
+    summary = build_summary(rows, alpha=0.10, predictions_loader=files.get, conditional_logit_metrics=())
+    v = {x["method"]: x for x in summary["verdicts"]}
+    assert v["T4"]["em"]["identical_to_ce"] and v["T4"]["em"]["answers_changed"] == [2, 2, 2]
+    assert not v["T4"]["em"]["answers_identical"] and "gains and losses cancel" in v["T4"]["note"]
+    assert v["T1"]["em"]["answers_changed"] == [0, 0, 0] and v["T1"]["em"]["answers_identical"]
+    table = {r["method"]: r for r in verdict_table(summary["verdicts"])}
+    assert "uninformative null" not in table["T4"]["verdict"] and "6 answers changed" in table["T4"]["verdict"]
+    assert "no decoded answer changed" in table["T1"]["verdict"]
+    text = headline(summary["verdicts"], 0.10)
+    assert "1 changed no decoded answer at all" in text and "although decoded answers changed" in text

@@ -209,6 +209,7 @@ def verdicts(
     manipulation: Sequence[Mapping[str, Any]],
     comparisons: Sequence[Mapping[str, Any]],
     alpha: float,
+    answers_changed: Mapping[tuple[str, str, str], Sequence[int]] | None = None,
 ) -> list[dict[str, Any]]:
     """One verdict per (benchmark, mode, method ≠ ce), in the order of ``cells``.
 
@@ -217,7 +218,9 @@ def verdicts(
     uninformative null unless the dose shows the auxiliary pushed). Also ``representation_moved``,
     ``reward_moved``, ``em_direction`` (``improvement``/``harm``/None), ``targets`` (per key: ``key, mean_diff,
     ci95_low, ci95_high, p_holm, moved``), ``em`` (``n, mean_diff`` pp, CI, ``p_holm``, ``identical_to_ce``: every
-    paired seed's EM equal to ce's), ``weight`` and ``dose`` (medians over the method's rows of λ and of the
+    paired seed's EM equal to ce's; ``answers_changed``: per paired seed, the items whose decoded answer differs
+    from ce's, None without predictions files; ``answers_identical``: all of them 0, i.e. not one decoded answer
+    changed), ``weight`` and ``dose`` (medians over the method's rows of λ and of the
     run's median λ·‖∇aux‖/‖∇CE‖), ``weight_source`` (calibrated / preset / registry), ``calibration_smallest``
     (the validation grid picked its smallest λ) and a ``note``.
     """
@@ -239,6 +242,9 @@ def verdicts(
             rew = p_em is not None and p_em <= alpha
             diff = c.get("mean_diff")
             identical = bool(c.get("n")) and diff == 0.0 and c.get("sd_diff") in (0.0, None)
+            changed = (answers_changed or {}).get((bench, mode, method))
+            changed = list(changed) if changed else None
+            same_answers = changed is not None and not any(changed)
             verdict = (
                 ("representation_and_reward" if rew else "representation_without_reward")
                 if rep
@@ -263,9 +269,12 @@ def verdicts(
                     + (f" (median dose {dose:.3g})" if dose is not None else " (dose not recorded)")
                 )
             smallest = any(r.get("calibration_smallest") for r in rows)
-            if identical:
+            if identical or same_answers:
                 notes.append(
-                    "EM identical to ce on every paired seed"
+                    ("not one decoded answer differs from ce's on any paired seed" if same_answers else
+                     "EM identical to ce on every paired seed")
+                    + (f", although {sum(changed)} decoded answers changed (gains and losses cancel)"
+                       if changed and any(changed) else "")
                     + (": the validation grid picked its smallest λ" if smallest else "")
                 )
             out.append(
@@ -296,6 +305,8 @@ def verdicts(
                         "ci95_high": c.get("ci95_high"),
                         "p_holm": p_em,
                         "identical_to_ce": identical,
+                        "answers_changed": changed,
+                        "answers_identical": same_answers,
                     },
                     "weight": _median([r.get("weight") for r in rows]),
                     "weight_source": _lambda_source(rows),
@@ -347,7 +358,9 @@ def headline(verdict_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
         down = [v["method"] for v in vs if v["reward_moved"] and v["em_direction"] == "harm"]
         rwr = sum(v["verdict"] == "representation_without_reward" for v in vs)
         null = [v["method"] for v in vs if v["verdict"] == "no_effect"]
-        same = [v["method"] for v in vs if v["verdict"] != "no_effect" and v["em"]["identical_to_ce"]]
+        same = [v["method"] for v in vs if v["verdict"] != "no_effect" and _no_answer_changed(v)]
+        cancel = [v["method"] for v in vs if v["verdict"] != "no_effect" and v["em"]["identical_to_ce"]
+                  and not _no_answer_changed(v)]
         em_words = (
             "none moved exact match"
             if not up and not down
@@ -369,9 +382,15 @@ def headline(verdict_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
                 else "."
             )
             + (
-                f" {len(same)} changed no decoded answer at all (EM identical to ce on every seed: for reward an "
-                f"uninformative null, read the dose; {', '.join(same)})."
+                f" {len(same)} changed no decoded answer at all (for reward an uninformative null, read the dose; "
+                f"{', '.join(same)})."
                 if same
+                else ""
+            )
+            + (
+                f" {len(cancel)} had EM identical to ce on every seed although decoded answers changed (gains and "
+                f"losses cancel: the auxiliary acted; {', '.join(cancel)})."
+                if cancel
                 else ""
             )
         )
@@ -382,6 +401,13 @@ def headline(verdict_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
             "λ is not calibrated (registry defaults" + (" or the preset's" if "preset" in sources else "") + ")."
         )
     return " ".join(parts)
+
+
+def _no_answer_changed(v: Mapping[str, Any]) -> bool:
+    """Not one decoded answer differs from ce's (from the predictions files), or, when those were not read,
+    EM identical to ce on every paired seed (the closest evidence the rows give)."""
+    e = v["em"]
+    return bool(e.get("answers_identical")) if e.get("answers_changed") is not None else bool(e["identical_to_ce"])
 
 
 def verdict_table(verdict_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -399,13 +425,16 @@ def verdict_table(verdict_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, s
         verdict = v["verdict"].replace("_", " ")
         if v["verdict"] == "no_effect":
             verdict = f"no effect: uninformative null (dose {_f(v['dose'])})"
-        elif e["identical_to_ce"]:
+        elif _no_answer_changed(v):
             # the representation moved but not one decoded answer changed: the reward half is uninformative
             verdict += (
-                "; reward half an uninformative null (EM identical to ce"
+                "; reward half an uninformative null ("
+                + ("no decoded answer changed" if e.get("answers_changed") is not None else "EM identical to ce")
                 + (" at the grid's smallest λ" if v.get("calibration_smallest") else "")
                 + f", dose {_f(v['dose'])})"
             )
+        elif e["identical_to_ce"] and e.get("answers_changed"):
+            verdict += f"; EM identical to ce although {sum(e['answers_changed'])} answers changed"
         src = _LAMBDA_WORDS.get(v.get("weight_source") or "", "")
         if v.get("calibration_smallest"):
             src += ", the grid's smallest"

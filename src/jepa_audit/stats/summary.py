@@ -904,16 +904,47 @@ def build_summary(
             "declared_from_grid": declared is not None,
         },
     }
-    summary.update(_manipulation_section(idx, comparisons, alpha, grid))
+    changed = _answers_changed(idx, _cached_loader(predictions_loader, idx.warnings)) if predictions_loader else None
+    summary.update(_manipulation_section(idx, comparisons, alpha, grid, changed))
     return json_safe(summary)
 
 
+def _answers_changed(
+    idx: CellIndex, load: Callable[[Mapping[str, Any]], list[dict[str, Any]] | None]
+) -> dict[tuple[str, str, str], list[int]]:
+    """Per (benchmark, mode, method ≠ ce): for each seed paired with ce (both predictions files readable), the
+    number of shared items whose decoded answer (``pred``) differs from ce's. EM can be equal while answers
+    change (gains and losses cancel); only zero changes says the auxiliary did not act on the outputs."""
+    out: dict[tuple[str, str, str], list[int]] = {}
+    for key in idx.groups():
+        by_method = idx.cells[key]
+        base = by_method.get(BASELINE, {})
+        for method in idx.methods(key):
+            counts = []
+            for seed in _sorted_seeds(set(by_method[method]) & set(base)):
+                mine, ref = load(by_method[method][seed]), load(base[seed])
+                if mine is None or ref is None:
+                    continue
+                ref_pred = {r.get("item"): r.get("pred") for r in ref}
+                counts.append(sum(1 for r in mine if r.get("item") in ref_pred and r.get("pred") != ref_pred[r["item"]]))
+            if counts:
+                out[(key[0], key[1], method)] = counts
+    return out
+
+
 def _manipulation_section(
-    idx: CellIndex, comparisons: list[dict[str, Any]], alpha: float, grid: Mapping[tuple[str, str], Any]
+    idx: CellIndex,
+    comparisons: list[dict[str, Any]],
+    alpha: float,
+    grid: Mapping[tuple[str, str], Any],
+    answers_changed: Mapping[tuple[str, str, str], list[int]] | None = None,
 ) -> dict[str, Any]:
     """summary.json's ``manipulation`` and per-auxiliary ``verdicts`` (DESIGN.md; stats/manipulation.py);
     ``grid``: the declared methods per (benchmark, mode), so each manipulation family's m is the declared one."""
     from .manipulation import manipulation_checks, verdicts
 
     manipulation = manipulation_checks(idx.cells, alpha, declared=grid)
-    return {"manipulation": manipulation, "verdicts": verdicts(idx.cells, manipulation, comparisons, alpha)}
+    return {
+        "manipulation": manipulation,
+        "verdicts": verdicts(idx.cells, manipulation, comparisons, alpha, answers_changed),
+    }
