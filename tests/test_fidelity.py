@@ -145,8 +145,8 @@ def _finetune_py_views(tok, system, ex, k, max_length=128):
         t.add_special_tokens({"additional_special_tokens": new})
     if t.pad_token is None:
         t.pad_token = t.eos_token
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": ex.nl},
-                {"role": "assistant", "content": ex.regex}]  # fmt: skip
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": ex.prompt},
+                {"role": "assistant", "content": ex.target}]  # fmt: skip
     user = copy.deepcopy(messages)[1:2]
     to_add = k
     while to_add > 0:
@@ -170,9 +170,9 @@ def _check_published(tok, k):
         assert r.nl_view == want_u and r.nl_view_last == u_last
         assert r.regex_view == a_ids and r.regex_last == a_last
         assert sum(i in pred_ids for i in u_ids) == k == r.n_pred
-        assert tok.decode(r.regex_view[: r.regex_last + 1]).endswith(ex.regex)
+        assert tok.decode(r.regex_view[: r.regex_last + 1]).endswith(ex.target)
         if k == 0:
-            assert tok.decode(r.nl_view[: r.nl_view_last + 1]).endswith(ex.nl)
+            assert tok.decode(r.nl_view[: r.nl_view_last + 1]).endswith(ex.prompt)
         assert SYSTEM not in tok.decode(r.nl_view)  # the system turn is dropped
     return rows
 
@@ -334,6 +334,8 @@ def test_view_and_label_keys_leave_default_hashes_alone():
     d["train"].pop("labels")
     for key in ("per_method", "dose", "calibrated_dose"):
         d["aux"].pop(key)
+    d["data"].pop("task")  # the task selector, at its default (nlrx)
+    d["data"]["system_prompt"] = "Convert natural language to regular expression."  # None resolves to nlrx's
     from jepa_audit.config import stable_hash
 
     assert base.cell_hash() == stable_hash(d)  # as before these keys existed

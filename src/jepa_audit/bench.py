@@ -178,7 +178,7 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     fns.update({i: _step_fn(model, rows, pad, cfg, i) for i in ids})
     fns["three_row"] = _three_row_step(model, rows, pad)
     # views.nl=published: LLM-JEPA's own user-only and assistant-only rows, packed into one extra forward
-    pub_rows = encode_all(prep.tok, cfg.data.system_prompt, prep.splits.train[: len(rows)], "published")
+    pub_rows = encode_all(prep.tok, cfg.data.system, prep.splits.train[: len(rows)], "published")
     fns["llm-jepa_published"] = _step_fn(model, pub_rows, pad, cfg, "llm-jepa")
     fns["probe_T1"] = _step_fn(model, rows, pad, cfg, "T1", probe=True)
     t = _fastest_times(fns, repeats)
@@ -350,7 +350,7 @@ def measure_step_time(cfg: Config, steps: int = 6) -> float:
     splits = load_benchmark(cfg.data, cfg.benchmark)
     sample = splits.train[: cfg.train.batch_size * 2]
     if cfg.model.kind == "tiny":
-        tok = train_tiny_tokenizer([cfg.data.system_prompt] * 50 + [t for e in sample for t in (e.nl, e.regex)],
+        tok = train_tiny_tokenizer([cfg.data.system] * 50 + [t for e in sample for t in (e.prompt, e.target)],
                                    cfg.model.vocab_size)
         model = new_tiny_llama(cfg.model, tok, seed=0)
     else:
@@ -362,7 +362,7 @@ def measure_step_time(cfg: Config, steps: int = 6) -> float:
         ensure_pad(tok)
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.model.path, local_files_only=True))
     model = build_model(model.to(resolve_device(cfg.model.device)), cfg.adapter, seed=0)
-    rows = encode_all(tok, cfg.data.system_prompt, sample)
+    rows = encode_all(tok, cfg.data.system, sample)
     tcfg = TrainCfg(steps=steps, batch_size=cfg.train.batch_size, lr=1e-6, warmup_steps=0)
     train(model, rows, pad_id=int(tok.pad_token_id), cfg=tcfg.model_copy(update={"steps": 1}), seed=0)  # warm-up
     t = time.perf_counter()

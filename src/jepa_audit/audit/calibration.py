@@ -128,7 +128,7 @@ def run_calibration_cell(cfg: Config, cell_dir: Path, progress: Callable[[dict[s
     )  # fmt: skip
     n = cfg.calibration.val_rows or len(prep.val_rows)
     rows, examples = prep.val_rows[:n], prep.splits.val[:n]
-    ev = evaluate(prep.model, prep.tok, rows, examples, cfg.eval)
+    ev = evaluate(prep.model, prep.tok, rows, examples, cfg.eval, task=cfg.data.task)
     return {
         "kind": "calibration",
         "benchmark": cfg.benchmark,

@@ -119,8 +119,8 @@ def published_views(
     then not point at the content) or the predictor tokens do not sit right before it.
     """
     preds = "".join(PREDICTOR.format(i) for i in range(k, 0, -1))  # finetune.py appends k, k−1, …, 1
-    user = _render_then_tokenise(ptok, [{"role": "user", "content": ex.nl + preds}])
-    assistant = _render_then_tokenise(tok, [{"role": "assistant", "content": ex.regex}])
+    user = _render_then_tokenise(ptok, [{"role": "user", "content": ex.prompt + preds}])
+    assistant = _render_then_tokenise(tok, [{"role": "assistant", "content": ex.target}])
     for name, ids in (("user", user), ("assistant", assistant)):
         if len(ids) < 3 or ids[-1] != eot:
             raise TemplateError(
@@ -158,9 +158,9 @@ def encode_example(
     its assistant-only view as the regex view (``ptok``: :func:`predictor_tokenizer`, made once by
     :func:`encode_all`)."""
     sys_msg = [{"role": "system", "content": system}] if system else []
-    user = [*sys_msg, {"role": "user", "content": ex.nl}]
+    user = [*sys_msg, {"role": "user", "content": ex.prompt}]
     empty_user = [*sys_msg, {"role": "user", "content": ""}]
-    full = _ids(tok, [*user, {"role": "assistant", "content": ex.regex}], gen=False)
+    full = _ids(tok, [*user, {"role": "assistant", "content": ex.target}], gen=False)
     prompt = _ids(tok, user, gen=True)
     user_turn = _ids(tok, user, gen=False)  # ends with the user's end-of-turn token
     empty_turn = _ids(tok, empty_user, gen=False)
