@@ -77,11 +77,11 @@ def test_view_indices_point_at_the_right_tokens(chat):
     ex = Example(PAIRS[0][0], PAIRS[0][1], 3)
     e = encode_example(tok, SYSTEM, ex)
     assert tok.decode(e.full[e.nl_start : e.nl_last + 1]) == ex.prompt
-    assert tok.decode(e.regex_view[:1]) == tok.bos_token
-    view = tok.decode(e.regex_view[1:-1])  # bos, assistant header, regex, eot
+    assert tok.decode(e.target_view[:1]) == tok.bos_token
+    view = tok.decode(e.target_view[1:-1])  # bos, assistant header, regex, eot
     assert view == chat.header + ex.target
-    assert tok.convert_ids_to_tokens(e.regex_view[e.regex_last + 1]) == chat.eot
-    assert e.regex_view[e.regex_last] == e.full[-2]  # the same last content token as the CE row
+    assert tok.convert_ids_to_tokens(e.target_view[e.target_last + 1]) == chat.eot
+    assert e.target_view[e.target_last] == e.full[-2]  # the same last content token as the CE row
 
 
 def test_collate_pads_and_masks(chat):

@@ -81,7 +81,7 @@ def _three_row_step(model: nn.Module, rows: list[Encoded], pad: int) -> Callable
 
     from jepa_audit.train import answer_ce
 
-    nl_rows = [Encoded(r.full[: r.nl_last + 2], r.nl_last + 2, r.nl_start, r.nl_last, r.regex_view, r.regex_last,
+    nl_rows = [Encoded(r.full[: r.nl_last + 2], r.nl_last + 2, r.nl_start, r.nl_last, r.target_view, r.target_last,
                        r.idx) for r in rows]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     ar = torch.arange(len(rows))
@@ -93,9 +93,9 @@ def _three_row_step(model: nn.Module, rows: list[Encoded], pad: int) -> Callable
         out = model(input_ids=full.input_ids, attention_mask=full.attention_mask)
         ce = answer_ce(out.logits, full.labels)
         hn = model(input_ids=nl.input_ids, attention_mask=nl.attention_mask, output_hidden_states=True).hidden_states[-1]
-        hr = model(input_ids=full.regex_ids, attention_mask=full.regex_mask, output_hidden_states=True).hidden_states[-1]
-        e_u, e_r = hn[ar, nl.nl_last], hr[ar, full.regex_last]
-        loss = ce + 1.0 * (1 - F.cosine_similarity(e_u.float(), e_r.float(), dim=-1).mean())
+        hr = model(input_ids=full.target_ids, attention_mask=full.target_mask, output_hidden_states=True).hidden_states[-1]
+        e_u, e_t = hn[ar, nl.nl_last], hr[ar, full.target_last]
+        loss = ce + 1.0 * (1 - F.cosine_similarity(e_u.float(), e_t.float(), dim=-1).mean())
         loss.backward()
         opt.step()
 
@@ -446,8 +446,8 @@ def random_rows(n: int, seq: int, vocab: int, seed: int = 0) -> list[Encoded]:
     for i in range(n):
         full = torch.randint(10, vocab, (seq,), generator=g).tolist()
         nl_last = prompt - 4  # then the user's end-of-turn and a 2-token assistant header
-        regex_view = [1, *full[nl_last + 2 :]]
-        rows.append(Encoded(full, prompt, 3, nl_last, regex_view, len(regex_view) - 2, i))
+        target_view = [1, *full[nl_last + 2 :]]
+        rows.append(Encoded(full, prompt, 3, nl_last, target_view, len(target_view) - 2, i))
     return rows
 
 

@@ -38,8 +38,11 @@ def _literal(text: str) -> str:
 
 
 def _summary(row: dict[str, Any] | None) -> str:
+    from jepa_audit.tasks import metric_specs_of_row
+
     m = (row or {}).get("metrics") or {}
-    parts = [f"{k} {m[k]:.3f}" for k in ("exact_match", "dfa_accuracy") if isinstance(m.get(k), (int, float))]
+    names = [s.name for s in metric_specs_of_row(row or {})]  # the task's metrics, primary first
+    parts = [f"{k} {m[k]:.3f}" for k in names if isinstance(m.get(k), (int, float))]
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -70,7 +70,9 @@ def check_row(row: dict[str, Any]) -> str | None:
     metrics = row.get("metrics")
     if not isinstance(metrics, dict):
         return "the row has no 'metrics' object"
-    for k in ("exact_match", "dfa_accuracy"):
+    from jepa_audit.tasks import metric_specs_of_row
+
+    for k in (m.name for m in metric_specs_of_row(row)):  # the task's metrics the row declares
         v = metrics.get(k)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return f"metrics.{k} is {v!r}, expected a finite number (NaN during training or evaluation?)"

@@ -548,6 +548,9 @@ def _report_data(
         aux_verdicts=verdict_table(summary["verdicts"]),
         title="jepa-audit report",
         counts={
+            "task": str(summary.get("task", "nlrx")),
+            # EM in the tables and plots is the task's primary metric (NL-RX, SCAN, GSM8K: exact_match)
+            "metrics": ", ".join(m["name"] for m in summary.get("metrics", [])) or ", ".join(METRICS),
             "rows": str(counts["rows"]),
             "done": str(counts["done"]),
             "failed": str(counts["failed"]),
@@ -621,7 +624,7 @@ def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
 def render(data: ReportData) -> tuple[str, str]:
     """Render the Markdown and HTML reports of ``data``."""
     md_env, html_env = _environments()
-    context = {"r": data, "metrics": METRICS, "baseline": BASELINE}
+    context = {"r": data, "baseline": BASELINE}
     return md_env.get_template("report.md.j2").render(**context), html_env.get_template(
         "report.html.j2"
     ).render(**context)
