@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EvalResult",
+    "carved_splits",
     "MetricSpec",
     "Task",
     "get_task",
@@ -161,6 +162,23 @@ class Task(ABC):
             "metrics": [m.as_dict() for m in cls.metrics], "presets": list(cls.presets),
             "pretraining_pool": cls.pretraining_pool is not Task.pretraining_pool,
         }  # fmt: skip
+
+
+def carved_splits(cfg: DataCfg, benchmark: str, train: list[Example], test: list[Example], source: str) -> Splits:
+    """The splits of a task whose data has train and test only: ``cfg.val_size`` validation rows carved from
+    train (fixed seed, never a cell seed), then ``cfg.geometry_size`` geometry rows from the rest (another
+    fixed seed), then train and test cut to ``cfg.max_train`` / ``cfg.max_test``; every part indexed from 0.
+    ``source`` says where the rows came from (a sentence on the carving is appended)."""
+    from jepa_audit.data.nlrx import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val
+
+    rest, val = carve_val(train, cfg.val_size, what=f"the {benchmark} train split")
+    rest, geometry = carve_geometry(rest, cfg.geometry_size, what=f"the {benchmark} train split less data.val_size")
+    if cfg.max_train is not None:
+        rest = rest[: cfg.max_train]
+    test = [Example(e.prompt, e.target, i) for i, e in enumerate(test[: cfg.max_test])]
+    note = (f"{source}; val {len(val)} rows carved from train (seed {VAL_SEED}), geometry pool {len(geometry)} "
+            f"rows carved from the rest (seed {GEOMETRY_SEED})")
+    return Splits(benchmark=benchmark, source=note, train=rest, val=val, test=test, geometry=geometry)
 
 
 def _summary(xs: Sequence[float]) -> dict[str, float] | None:
