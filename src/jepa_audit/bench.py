@@ -344,10 +344,13 @@ def measure_step_time(cfg: Config, steps: int = 6) -> float:
     from jepa_audit.data.views import encode_all
     from jepa_audit.models.load import build_model, resolve_device
     from jepa_audit.models.tiny import new_tiny_llama
+    from jepa_audit.tasks import get_task
     from jepa_audit.train import train
 
     torch.set_num_threads(cfg.train.threads)
-    splits = load_benchmark(cfg.data, cfg.benchmark)
+    # the grid's first benchmark when cfg.benchmark (default "synth") is not one of the task's
+    bench = cfg.benchmark if cfg.benchmark in get_task(cfg.data.task).benchmarks else cfg.audit.benchmarks[0]
+    splits = load_benchmark(cfg.data, bench)
     sample = splits.train[: cfg.train.batch_size * 2]
     if cfg.model.kind == "tiny":
         tok = train_tiny_tokenizer([cfg.data.system] * 50 + [t for e in sample for t in (e.prompt, e.target)],

@@ -25,7 +25,7 @@ app.add_typer(regex_app, name="regex")
 app.add_typer(data_app, name="data")
 err = Console(stderr=True)
 
-PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="smoke | quick | cpu | paper | paper-full-ft | replicate-llm-jepa")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="smoke | quick | cpu | paper | paper-full-ft | replicate-llm-jepa | scan | gsm8k")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (on top of the preset)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 
 PRESET_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 PACKAGED_PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESETS = ("smoke", "quick", "cpu", "paper", "paper-full-ft", "replicate-llm-jepa")
+PRESETS = ("smoke", "quick", "cpu", "paper", "paper-full-ft", "replicate-llm-jepa", "scan", "gsm8k")
 
 
 class ConfigError(ValueError):
