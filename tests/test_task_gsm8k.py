@@ -39,10 +39,10 @@ def _cfg(path, **kw) -> DataCfg:
 
 
 def test_loader_names_the_file_and_what_was_expected(tmp_path):
-    with pytest.raises(DataError, match=r"train\.jsonl does not exist"):
+    with pytest.raises(DataError, match=r"train\.jsonl: file not found; expected a UTF-8 text file with one"):
         load_benchmark(_cfg(tmp_path), "gsm8k")
     (tmp_path / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "no final line"}) + "\n")
-    (tmp_path / "test.jsonl").write_text("")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "q", "answer": "#### 1"}))
     with pytest.raises(DataError, match=r"train\.jsonl line 1: the answer has no '#### <number>'"):
         load_benchmark(_cfg(tmp_path), "gsm8k")
     with pytest.raises(DataError, match=r"unknown benchmark 'main'; expected one of: gsm8k"):

@@ -31,7 +31,7 @@ def test_bad_lines_name_the_file_line_and_what_was_expected(tmp_path):
     f.write_text("IN: hop OUT: I_HOP\n")
     with pytest.raises(DataError, match=r"line 1: unknown action\(s\) \['I_HOP'\]"):
         read_scan(f)
-    with pytest.raises(DataError, match=r"tasks_train_simple\.txt does not exist"):
+    with pytest.raises(DataError, match=r"tasks_train_simple\.txt: file not found"):
         load_benchmark(_cfg(tmp_path), "simple")
     with pytest.raises(DataError, match=r"unknown benchmark 'jump'; expected one of: simple, length"):
         load_benchmark(_cfg(tmp_path), "jump")

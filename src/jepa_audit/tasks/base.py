@@ -27,6 +27,7 @@ import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from jepa_audit.data.examples import DataError, Example, Splits
@@ -105,6 +106,12 @@ class Task(ABC):
             "target_words": _summary([len(e.target.split()) for e in rows]),
             "distinct_targets": len({e.target for e in rows}),
         }  # fmt: skip
+
+    def local_root(self, cfg: DataCfg) -> Path:
+        """``data.path`` as a Path; DataError naming the setting when it is unset."""
+        if not cfg.path:
+            raise DataError(f"data.task={self.name} needs data.path: a local copy of its data (nothing is downloaded)")
+        return Path(cfg.path)
 
     def check_benchmark(self, benchmark: str) -> None:
         if benchmark not in self.benchmarks:

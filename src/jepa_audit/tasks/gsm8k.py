@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jepa_audit.data.examples import DataError, Example, Splits
+from jepa_audit.data.nlrx import read_lines
 from jepa_audit.tasks.base import MetricSpec, Task, carved_splits, register_task
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -43,20 +44,14 @@ def final_answer(text: str) -> str | None:
 
 def read_gsm8k(path: Path) -> list[Example]:
     """The ``{"question", "answer"}`` lines of one GSM8K file as examples (idx = line number)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"GSM8K file {path} does not exist (data.path must hold train.jsonl and test.jsonl)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"GSM8K file {path} cannot be read as UTF-8 text: {e}") from None
     out = []
-    for i, line in enumerate(x for x in lines if x.strip()):
+    for i, line in enumerate(read_lines(path, 'one {"question", "answer"} JSON object per line')):
         try:
             obj = json.loads(line)
             q, a = obj["question"], obj["answer"]
         except (ValueError, KeyError, TypeError):
             raise DataError(f"{path} line {i + 1}: expected a JSON object with 'question' and 'answer'") from None
-        if not isinstance(q, str) or not isinstance(a, str) or final_answer(a) is None or "####" not in a:
+        if not isinstance(q, str) or not isinstance(a, str) or "####" not in a or final_answer(a) is None:
             raise DataError(f"{path} line {i + 1}: the answer has no '#### <number>' final line")
         out.append(Example(prompt=q, target=a, idx=i))
     return out
@@ -74,9 +69,7 @@ class Gsm8kTask(Task):
 
     def load(self, cfg: Any, benchmark: str) -> Splits:
         self.check_benchmark(benchmark)
-        if not cfg.path:
-            raise DataError("data.task=gsm8k needs data.path: a directory with train.jsonl and test.jsonl")
-        root = Path(cfg.path)
+        root = self.local_root(cfg)
         train, test = read_gsm8k(root / "train.jsonl"), read_gsm8k(root / "test.jsonl")
         return carved_splits(cfg, benchmark, train, test, f"GSM8K from {root}")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jepa_audit.data.examples import DataError, Example, Splits
+from jepa_audit.data.nlrx import read_lines
 from jepa_audit.tasks.base import MetricSpec, Task, carved_splits, register_task
 
 #: benchmark → (folder, file stem) of its ``tasks_{train,test}_<stem>.txt`` files
@@ -45,14 +46,8 @@ ACTION_WORDS: dict[str, str] = {
 def read_scan(path: Path) -> list[Example]:
     """The ``IN: <command> OUT: <actions>`` lines of one SCAN file as examples (idx = line number), actions
     written as :data:`ACTION_WORDS`."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"SCAN file {path} does not exist (data.path must be a local copy of SCAN's data)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"SCAN file {path} cannot be read as UTF-8 text: {e}") from None
     out = []
-    for i, line in enumerate(x for x in lines if x.strip()):
+    for i, line in enumerate(read_lines(path, "one 'IN: <command> OUT: <actions>' per line")):
         head, sep, actions = line.partition(" OUT: ")
         if not sep or not head.startswith("IN: ") or not actions.strip():
             raise DataError(f"{path} line {i + 1}: expected 'IN: <command> OUT: <actions>', got {line[:80]!r}")
@@ -75,10 +70,8 @@ class ScanTask(Task):
 
     def load(self, cfg: Any, benchmark: str) -> Splits:
         self.check_benchmark(benchmark)
-        if not cfg.path:
-            raise DataError("data.task=scan needs data.path: a local copy of SCAN's data (nothing is downloaded)")
         folder, stem = SPLITS[benchmark]
-        root = Path(cfg.path) / folder
+        root = self.local_root(cfg) / folder
         train = read_scan(root / f"tasks_train_{stem}.txt")
         test = read_scan(root / f"tasks_test_{stem}.txt")
         return carved_splits(cfg, benchmark, train, test, f"SCAN {benchmark} split from {root}")
