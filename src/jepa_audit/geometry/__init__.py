@@ -117,14 +117,6 @@ def heldout_rows(n_available: int, n_sequences: int, seed: int = 0) -> list[int]
     return sorted(torch.randperm(n_available, generator=g)[:k].tolist())
 
 
-def _lm_head_weight(model: nn.Module) -> Tensor:
-    """(V, d) LM head weight; works for plain HF models and PEFT wrappers (which forward the call)."""
-    head = model.get_output_embeddings()
-    if head is None or not hasattr(head, "weight"):
-        raise ValueError("compute_geometry: model has no output embeddings (LM head) to read W from")
-    return head.weight
-
-
 def _normalise_layers(layers: list[int] | None, n_layers: int) -> list[int]:
     if layers is None:
         return default_layers(n_layers)
@@ -257,7 +249,9 @@ def compute_geometry(
         res[f"curvature_answer_L{l}"] = turning_angle_deg(h, amask)
         res.update(_cloud_metrics(h[amask], token_ids, seq_ids, l, gen_seed))
 
-    W = _lm_head_weight(model).float()
+    from jepa_audit.models.load import lm_head_weight
+
+    W = lm_head_weight(model).float()
     h_last = hidden[L].float()
     res["curvature_fisher_answer_Llast"] = fisher_turning_angle_deg(h_last, amask, W)
 

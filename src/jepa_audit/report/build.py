@@ -11,10 +11,8 @@ Markdown report. Equal inputs give byte-identical outputs.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -631,32 +629,15 @@ def render(data: ReportData) -> tuple[str, str]:
 
 
 def _write_all(files: Mapping[Path, str]) -> None:
-    """Write every file to a temporary sibling first, then rename them all: a full disk or a read-only
-    directory leaves the previous report files as they were and no temporary file behind. Raises
-    :class:`ReportError` naming the path and the cause."""
-    from jepa_audit.audit.store import os_reason
+    """Write the report files all or none (:func:`jepa_audit.audit.store.atomic_write_all`): a full disk or a
+    read-only directory leaves the previous report files as they were and no temporary file behind. Raises
+    :class:`ReportWriteError` naming the path and the cause."""
+    from jepa_audit.audit.store import StoreError, atomic_write_all
 
-    tmps: dict[Path, Path] = {}
     try:
-        for path, text in files.items():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmps[path] = tmp
-            try:
-                with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-            except OSError as exc:
-                raise ReportWriteError(f"{path}: cannot write the report ({os_reason(exc)}); nothing was changed") from None
-        for path, tmp in tmps.items():
-            try:
-                os.replace(tmp, path)
-            except OSError as exc:
-                raise ReportWriteError(f"{path}: cannot write the report ({os_reason(exc)})") from None
-    finally:
-        for tmp in tmps.values():
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        atomic_write_all(files, label=" the report")
+    except StoreError as e:
+        raise ReportWriteError(str(e)) from None
 
 
 def write_report(
