@@ -38,11 +38,13 @@ def _literal(text: str) -> str:
 
 
 def _summary(row: dict[str, Any] | None) -> str:
-    from jepa_audit.tasks import metric_specs_of_row
+    from jepa_audit.results import ResultsRow
 
-    m = (row or {}).get("metrics") or {}
-    names = [s.name for s in metric_specs_of_row(row or {})]  # the task's metrics, primary first
-    parts = [f"{k} {m[k]:.3f}" for k in names if isinstance(m.get(k), (int, float))]
+    try:
+        scores = ResultsRow.parse(row or {}).scores()  # the task's metrics, primary first
+    except ValueError:  # no row yet, or not a finished one: nothing to show
+        return ""
+    parts = [f"{k} {v:.3f}" for k, v in scores.items() if v is not None]
     return f" ({', '.join(parts)})" if parts else ""
 
 

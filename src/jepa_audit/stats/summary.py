@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from jepa_audit.tasks.base import LEGACY_METRICS, MetricSpec, metric_specs_of_row
+from jepa_audit.results import ResultsRow
+from jepa_audit.tasks.base import LEGACY_METRICS, MetricSpec
 
 from .coupling import group_means, spearman
 from .items import (
@@ -161,7 +162,8 @@ def index_rows(rows: Sequence[Mapping[str, Any]]) -> CellIndex:
             idx.warnings.append(f"row {i} ({bench}/{mode}/{method}/seed {seed}): no metrics object; skipped")
             continue
         try:
-            mine = (str(row.get("task") or "nlrx"), metric_specs_of_row(dict(row)))
+            parsed = ResultsRow.parse(row)
+            mine = (parsed.task, parsed.specs())
         except ValueError as e:
             idx.warnings.append(f"row {i} ({bench}/{mode}/{method}/seed {seed}): {e}; skipped")
             continue
