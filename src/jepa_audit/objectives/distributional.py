@@ -100,7 +100,7 @@ class CrossViewVicreg(_TwoViewProjected):
         id="D3",
         target_geometry=("jepa_cos",),
         family="distributional",
-        description="cross-view VICReg on projected (e_u, e_t): 25·MSE + 25·(var_u + var_r)/2 + 1·(cov_u + cov_r)",
+        description="cross-view VICReg on projected (e_u, e_t): 25·MSE + 25·(var_u + var_t)/2 + 1·(cov_u + cov_t)",
         core=False,
         extra_forward=1,
         default_weight=0.004,

@@ -85,7 +85,7 @@ class EmaTarget(C.LayerObjective):
         id="P3",
         target_geometry=("jepa_cos",),
         family="predictive",
-        description="EMA target (BYOL): 2 − 2 cos(q(e_u), sg(ē_r)), ē_r from a no-grad target row run with an "
+        description="EMA target (BYOL): 2 − 2 cos(q(e_u), sg(ē_t)), ē_t from a no-grad target row run with an "
         "EMA copy of the trainable weights (under LoRA: the adapter weights only); τ 0.996 → 1 cosine",
         core=True,
         extra_forward=1,
@@ -125,7 +125,7 @@ class EmaTarget(C.LayerObjective):
             self.shadow[n].mul_(tau).add_(p.detach().float(), alpha=1.0 - tau)
 
     def target_embedding(self, ctx: AuxContext) -> Tensor:
-        """ē_r (B, d): the target row through the model with the shadow weights swapped in (functional_call)."""
+        """ē_t (B, d): the target row through the model with the shadow weights swapped in (functional_call)."""
         model = ctx.model
         if not self.shadow:
             self._init_shadow(model)
