@@ -64,3 +64,24 @@ def test_tasks_list_json_describes_every_task():
                                           "description": rows["nlrx"]["metrics"][0]["description"]}
     plain = CliRunner().invoke(app, ["tasks", "list"])
     assert plain.exit_code == 0 and "nlrx:" in plain.output and "exact_match, dfa_accuracy" in plain.output
+
+
+def test_a_task_renders_its_own_prompt_and_target_views():
+    from jepa_audit.data.tokenizer import train_tiny_tokenizer
+    from jepa_audit.data.views import encode_example
+
+    class Framed(type(get_task("nlrx"))):  # NL-RX with framed views (not registered)
+        def prompt_view(self, ex):
+            return f"Q: {ex.prompt}"
+
+        def target_view(self, ex):
+            return f"A: {ex.target}"
+
+    tok = train_tiny_tokenizer(["Q: lines with dog", "A: .*dog.*", "sys"] * 20, 300)
+    ex = Example("lines with dog", ".*dog.*", 0)
+    e = encode_example(tok, "sys", ex, task=Framed())
+    assert tok.decode(e.full[e.nl_start : e.nl_last + 1]) == "Q: lines with dog"  # the prompt view's span
+    assert tok.decode(e.target_view[: e.target_last + 1]).endswith("A: .*dog.*")
+    plain = encode_example(tok, "sys", ex)
+    assert tok.decode(plain.full[plain.nl_start : plain.nl_last + 1]) == "lines with dog"
+    assert Framed().messages(ex, "sys", answer=False)[-1] == {"role": "user", "content": "Q: lines with dog"}

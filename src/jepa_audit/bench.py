@@ -365,7 +365,7 @@ def measure_step_time(cfg: Config, steps: int = 6) -> float:
         ensure_pad(tok)
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.model.path, local_files_only=True))
     model = build_model(model.to(resolve_device(cfg.model.device)), cfg.adapter, seed=0)
-    rows = encode_all(tok, cfg.data.system, sample)
+    rows = encode_all(tok, cfg.data.system, sample, task=get_task(cfg.data.task))
     tcfg = TrainCfg(steps=steps, batch_size=cfg.train.batch_size, lr=1e-6, warmup_steps=0)
     train(model, rows, pad_id=int(tok.pad_token_id), cfg=tcfg.model_copy(update={"steps": 1}), seed=0)  # warm-up
     t = time.perf_counter()

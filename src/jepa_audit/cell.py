@@ -22,6 +22,7 @@ from jepa_audit.config import Config, MethodOverride, stable_hash
 from jepa_audit.data import Splits, load_benchmark
 from jepa_audit.data.views import Encoded, collate, encode_all
 from jepa_audit.models.load import ModelError, build_model, load_pretrained, quiet_hf_progress
+from jepa_audit.tasks import get_task
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -80,7 +81,7 @@ def _encoded_splits(cfg: Config, model_dir: Path, tok: PreTrainedTokenizerBase):
     if key not in _ENCODED:
         splits = load_benchmark(cfg.data, cfg.benchmark)
         enc = [
-            encode_all(tok, cfg.data.system, s, cfg.views.nl, n_pred)
+            encode_all(tok, cfg.data.system, s, cfg.views.nl, n_pred, get_task(cfg.data.task))
             for s in (splits.train, splits.val, splits.test, splits.geometry)
         ]
         _ENCODED.clear()  # keep one benchmark's rows: bounded memory, and cells of a grid come in order
@@ -157,7 +158,6 @@ def run_cell(
     from jepa_audit.evaluate import evaluate
     from jepa_audit.geometry import compute_geometry
     from jepa_audit.objectives import build_objective, get_objective_class
-    from jepa_audit.tasks import get_task
     from jepa_audit.train import train
 
     t0 = time.perf_counter()
@@ -270,7 +270,7 @@ def evaluate_dir(cfg: Config, model_dir: Path, progress: ProgressFn | None = Non
     torch.set_num_threads(cfg.train.threads)
     splits = load_benchmark(cfg.data, cfg.benchmark)
     model, tok = load_pretrained(model_dir, cfg.model)
-    rows = encode_all(tok, cfg.data.system, splits.test)
+    rows = encode_all(tok, cfg.data.system, splits.test, task=get_task(cfg.data.task))
     return evaluate(
         model, tok, rows, splits.test, cfg.eval, progress=_eval_progress(progress, len(rows)), task=cfg.data.task
     )

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -37,6 +37,9 @@ from transformers import PreTrainedTokenizerBase
 from jepa_audit.data.batch import Batch
 from jepa_audit.data.examples import Example
 from jepa_audit.data.tokenizer import pad_was_chosen
+
+if TYPE_CHECKING:
+    from jepa_audit.tasks import Task
 
 # Llama-3's template stamps today's date into the system turn unless told; a fixed date keeps rows stable
 # (this is the template's own fallback when it has no strftime_now).
@@ -110,7 +113,8 @@ def predictor_tokenizer(tok: PreTrainedTokenizerBase, k: int) -> PreTrainedToken
 
 
 def published_views(
-    tok: PreTrainedTokenizerBase, ptok: PreTrainedTokenizerBase, ex: Example, eot: int, k: int
+    tok: PreTrainedTokenizerBase, ptok: PreTrainedTokenizerBase, ex: Example, eot: int, k: int,
+    task: Task | None = None,
 ) -> tuple[list[int], int, list[int], int]:
     """LLM-JEPA's two views of one pair: (user view, its last_token index, assistant view, its index).
 
@@ -119,8 +123,9 @@ def published_views(
     then not point at the content) or the predictor tokens do not sit right before it.
     """
     preds = "".join(PREDICTOR.format(i) for i in range(k, 0, -1))  # finetune.py appends k, k−1, …, 1
-    user = _render_then_tokenise(ptok, [{"role": "user", "content": ex.prompt + preds}])
-    assistant = _render_then_tokenise(tok, [{"role": "assistant", "content": ex.target}])
+    *_, u, a = _task(task).messages(ex, "")  # the task's prompt and target views
+    user = _render_then_tokenise(ptok, [{"role": "user", "content": u["content"] + preds}])
+    assistant = _render_then_tokenise(tok, [a])
     for name, ids in (("user", user), ("assistant", assistant)):
         if len(ids) < 3 or ids[-1] != eot:
             raise TemplateError(
@@ -144,6 +149,12 @@ def collator_pad_id(tok: PreTrainedTokenizerBase) -> int:
     return int(tok.eos_token_id) if pad_was_chosen(tok) else int(tok.pad_token_id)
 
 
+def _task(task: Task | None) -> Task:
+    from jepa_audit.tasks import get_task
+
+    return task if task is not None else get_task("nlrx")  # the default rendering (every built-in task's)
+
+
 def encode_example(
     tok: PreTrainedTokenizerBase,
     system: str,
@@ -151,16 +162,19 @@ def encode_example(
     views: ViewMode = "prefix",
     n_pred: int = 0,
     ptok: PreTrainedTokenizerBase | None = None,
+    task: Task | None = None,
 ) -> Encoded:
     """Tokenise one pair through the chat template and locate the NL, answer and view indices.
 
     ``views="published"`` also builds LLM-JEPA's user-only view with ``n_pred`` predictor slots and uses
     its assistant-only view as the target view (``ptok``: :func:`predictor_tokenizer`, made once by
-    :func:`encode_all`)."""
-    sys_msg = [{"role": "system", "content": system}] if system else []
-    user = [*sys_msg, {"role": "user", "content": ex.prompt}]
-    empty_user = [*sys_msg, {"role": "user", "content": ""}]
-    full = _ids(tok, [*user, {"role": "assistant", "content": ex.target}], gen=False)
+    :func:`encode_all`).  ``task`` renders the example (:meth:`jepa_audit.tasks.Task.messages`; default: the
+    plain [system, user = prompt, assistant = target])."""
+    task = _task(task)
+    chat = task.messages(ex, system)
+    user = chat[:-1]
+    empty_user = [*chat[:-2], {"role": "user", "content": ""}]
+    full = _ids(tok, chat, gen=False)
     prompt = _ids(tok, user, gen=True)
     user_turn = _ids(tok, user, gen=False)  # ends with the user's end-of-turn token
     empty_turn = _ids(tok, empty_user, gen=False)
@@ -186,7 +200,7 @@ def encode_example(
     if views != "published":
         raise ValueError(f"views.nl={views!r}; expected one of {', '.join(VIEW_MODES)}")
     nl_view, nl_view_last, target_view, target_last = published_views(
-        tok, ptok if ptok is not None else predictor_tokenizer(tok, n_pred), ex, eot, n_pred
+        tok, ptok if ptok is not None else predictor_tokenizer(tok, n_pred), ex, eot, n_pred, task
     )
     return Encoded(
         full, len(prompt), nl_start, nl_last, target_view, target_last, ex.idx,
@@ -200,9 +214,11 @@ def encode_all(
     examples: Sequence[Example],
     views: ViewMode = "prefix",
     n_pred: int = 0,
+    task: Task | None = None,
 ) -> list[Encoded]:
+    """:func:`encode_example` of every example (``task``: whose rendering; default NL-RX's, the plain one)."""
     ptok = predictor_tokenizer(tok, n_pred) if views == "published" else None
-    return [encode_example(tok, system, ex, views, n_pred, ptok) for ex in examples]
+    return [encode_example(tok, system, ex, views, n_pred, ptok, task) for ex in examples]
 
 
 def lm_labels(ids: list[int], lm_pad: int) -> list[int]:

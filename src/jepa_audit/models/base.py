@@ -26,6 +26,7 @@ from jepa_audit.data.tokenizer import train_tiny_tokenizer
 from jepa_audit.data.views import encode_all
 from jepa_audit.models.load import ModelError, quiet_hf_progress
 from jepa_audit.models.tiny import new_tiny_llama
+from jepa_audit.tasks import get_task
 
 BASE_FORMAT = "tiny-base-v1"  # bump when the pre-training recipe changes: old caches are then ignored
 
@@ -40,8 +41,6 @@ def _sha256(path: Path) -> str:
 
 def _corpus(cfg: Config) -> tuple[list, list[str]]:
     """(pre-training pool, tokenizer texts): the pool is empty when the task has none."""
-    from jepa_audit.tasks import get_task
-
     pool = pretraining_pool(cfg.data, cfg.base.pool_size, cfg.base.pool_seed) or []
     texts = [cfg.data.system] * 5000  # weight it so BPE merges the fixed system prompt into few tokens
     for ex in pool:
@@ -97,7 +96,7 @@ def ensure_tiny_base(cfg: Config, progress: Callable[[dict[str, Any]], None] | N
         model = new_tiny_llama(cfg.model, tok, seed=cfg.base.seed)
         final_loss, steps = None, 0
         if pool and cfg.base.steps:
-            rows = encode_all(tok, cfg.data.system, pool)
+            rows = encode_all(tok, cfg.data.system, pool, task=get_task(cfg.data.task))
             too_long = max(len(r.full) for r in rows)
             if too_long > cfg.model.max_positions:
                 raise ModelError(

@@ -121,13 +121,24 @@ class Task(ABC):
 
     # ------------------------------------------------------------------------------ rendering and views
 
+    def prompt_view(self, ex: Example) -> str:
+        """The user turn's text: the prompt view of the two-view objectives (default: ``ex.prompt``)."""
+        return ex.prompt
+
+    def target_view(self, ex: Example) -> str:
+        """The assistant turn's text, what CE trains and decoding must produce: the target view (default:
+        ``ex.target``).  :meth:`score_item` receives the decoded assistant turn, so a task that overrides this
+        scores against its own rendering."""
+        return ex.target
+
     def messages(self, ex: Example, system: str, answer: bool = True) -> list[dict[str, str]]:
-        """The chat rendering of one example: [system], user = the prompt view, assistant = the target view
-        (left out with ``answer=False``: the generation prompt)."""
+        """The chat rendering of one example: [system], user = :meth:`prompt_view`, assistant =
+        :meth:`target_view` (left out with ``answer=False``: the generation prompt).  data/views.py renders
+        every row through this, then through the model's chat template."""
         out = [{"role": "system", "content": system}] if system else []
-        out.append({"role": "user", "content": ex.prompt})
+        out.append({"role": "user", "content": self.prompt_view(ex)})
         if answer:
-            out.append({"role": "assistant", "content": ex.target})
+            out.append({"role": "assistant", "content": self.target_view(ex)})
         return out
 
     # ------------------------------------------------------------------------------------------ scoring
