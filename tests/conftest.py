@@ -58,8 +58,8 @@ def make_toy_batch(B: int = 6, vocab: int = 97, seed: int = 0) -> Batch:
         rlast.append(a - 1)  # last regex content token (the eot is at index a)
     return Batch(
         input_ids=ids, attention_mask=att, labels=labels, answer_mask=labels != -100, prompt_mask=pmask,
-        nl_last=torch.tensor(nl_last), answer_start=torch.tensor(a0), regex_ids=rids, regex_mask=rmask,
-        regex_last=torch.tensor(rlast), item_ids=torch.arange(B),
+        nl_last=torch.tensor(nl_last), answer_start=torch.tensor(a0), target_ids=rids, target_mask=rmask,
+        target_last=torch.tensor(rlast), item_ids=torch.arange(B),
     )
 
 

@@ -222,8 +222,8 @@ def test_real_calibration_run_reads_train_and_validation_only(tmp_path, monkeypa
     prep = prepare(cfg)
     (rows, examples), = seen["eval"]
     assert examples == list(prep.splits.val[:10]) and len(rows) == 10
-    test_items = {(e.nl, e.regex) for e in prep.splits.test}
-    assert not test_items & {(e.nl, e.regex) for e in examples}  # not one test item is decoded
+    test_items = {(e.prompt, e.target) for e in prep.splits.test}
+    assert not test_items & {(e.prompt, e.target) for e in examples}  # not one test item is decoded
     # the last call is the fine-tune (an earlier one may be the tiny base's pre-training on its own pool)
     assert [r.full for r in seen["train"][-1]] == [r.full for r in prep.train_rows]
     assert row["metrics"]["split"] == "validation" and row["metrics"]["n_val"] == 10

@@ -294,13 +294,13 @@ def test_turk_wording_shares_regexes_line_by_line_and_differs_in_wording():
     cfg = DataCfg(n_train=600, n_test=200, val_size=50)
     s, t = load_benchmark(cfg, "synth"), load_benchmark(cfg, "turk")
     for a, b in ((s.train, t.train), (s.val, t.val), (s.test, t.test)):
-        assert [e.regex for e in a] == [e.regex for e in b]
+        assert [e.target for e in a] == [e.target for e in b]
         assert [e.idx for e in a] == [e.idx for e in b] == list(range(len(a)))
-    differ = sum(a.nl != b.nl for a, b in zip(s.train, t.train, strict=True))
+    differ = sum(a.prompt != b.prompt for a, b in zip(s.train, t.train, strict=True))
     assert differ / len(s.train) > 0.8
     for e in t.train:  # the paraphrase keeps every string literal of its regex
-        for w in (t for t in regex_tokens(e.regex) if t.isalpha()):
-            assert f"'{w}'" in e.nl or f'"{w}"' in e.nl, (e.nl, e.regex)
+        for w in (t for t in regex_tokens(e.target) if t.isalpha()):
+            assert f"'{w}'" in e.prompt or f'"{w}"' in e.prompt, (e.prompt, e.target)
     assert s.source.startswith("embedded generator v1 (seed 7, synth wording)")
 
 
@@ -308,7 +308,7 @@ def test_embedded_splits_sizes_limits_and_val_carve():
     cfg = DataCfg(n_train=500, n_test=120, val_size=40, geometry_size=0)
     sp = load_benchmark(cfg, "synth")
     assert sp.sizes() == {"train": 460, "val": 40, "geometry": 0, "test": 120}
-    assert {e.regex for e in sp.train}.isdisjoint({e.regex for e in sp.val} | {e.regex for e in sp.test})
+    assert {e.target for e in sp.train}.isdisjoint({e.target for e in sp.val} | {e.target for e in sp.test})
     again = load_benchmark(cfg, "synth")
     assert again.val == sp.val and again.train == sp.train and again.test == sp.test
     small = load_benchmark(DataCfg(n_train=500, n_test=120, val_size=40, geometry_size=0, max_train=100, max_test=30), "synth")
@@ -327,23 +327,23 @@ def test_pool_is_disjoint_from_the_embedded_benchmarks_and_mixes_wordings():
     pool = pretraining_pool(cfg, 1500, seed=1_000_003)
     assert len(pool) == 1500 and [e.idx for e in pool] == list(range(1500))
     bench = [load_benchmark(cfg, b) for b in ("synth", "turk")]
-    bench_pairs = {(e.nl, e.regex) for sp in bench for e in sp.train + sp.val + sp.geometry + sp.test}
+    bench_pairs = {(e.prompt, e.target) for sp in bench for e in sp.train + sp.val + sp.geometry + sp.test}
     bench_regexes = {r for _, r in bench_pairs}
-    assert not {(e.nl, e.regex) for e in pool} & bench_pairs
-    assert not {e.regex for e in pool} & bench_regexes
+    assert not {(e.prompt, e.target) for e in pool} & bench_pairs
+    assert not {e.target for e in pool} & bench_regexes
     by_regex = {p.regex: p for p in generate_pairs(1516, 1_000_003, bench_regexes)}
-    synth = sum(by_regex[e.regex].synth == e.nl for e in pool)
-    turk = sum(by_regex[e.regex].turk == e.nl and by_regex[e.regex].synth != e.nl for e in pool)
+    synth = sum(by_regex[e.target].synth == e.prompt for e in pool)
+    turk = sum(by_regex[e.target].turk == e.prompt and by_regex[e.target].synth != e.prompt for e in pool)
     assert synth + turk == 1500 and 0.35 < synth / 1500 < 0.65
     # Even the benchmark's own seed yields a disjoint pool.
     same = pretraining_pool(cfg, 200, seed=cfg.corpus_seed)
-    assert not {e.regex for e in same} & bench_regexes
+    assert not {e.target for e in same} & bench_regexes
 
 
 def test_generate_excludes_pairs_and_checks_wording():
     first = generate(5, 9, "synth")
-    again = generate(5, 9, "synth", exclude_pairs={(first[0].nl, first[0].regex)})
-    assert again[0] == Example(first[1].nl, first[1].regex, 0)
+    again = generate(5, 9, "synth", exclude_pairs={(first[0].prompt, first[0].target)})
+    assert again[0] == Example(first[1].prompt, first[1].target, 0)
     with pytest.raises(DataError, match="wording must be"):
         generate(5, 9, "bogus")  # type: ignore[arg-type]
 

@@ -65,13 +65,13 @@ def test_llm_jepa_split_rebuilt_from_raw_equals_jsonl_row_for_row(shared_data, b
     # The permutation itself, as SOURCE.md states it: test = raw lines perm[:2000].
     test_rows, _ = llm_jepa_permutation(10000)
     raw = read_raw(shared_data / "nl-rx", benchmark)
-    assert from_raw.test[0] == Example(raw[int(test_rows[0])].nl, raw[int(test_rows[0])].regex, 0)
+    assert from_raw.test[0] == Example(raw[int(test_rows[0])].prompt, raw[int(test_rows[0])].target, 0)
 
 
 def test_raw_files_and_shared_root_detection(shared_data):
     synth, turk = read_raw(shared_data / "nl-rx", "synth"), read_raw(shared_data / "nl-rx", "turk")
     assert len(synth) == len(turk) == 10000
-    assert [e.regex for e in synth] == [e.regex for e in turk]  # Turk paraphrases Synth line for line
+    assert [e.target for e in synth] == [e.target for e in turk]  # Turk paraphrases Synth line for line
     assert synth[4] == Example("lines containing the string 'dog', 2 or more times", ".*(dog){2,}.*", 4)
     found = detect(shared_data)
     assert found.raw == shared_data / "nl-rx" and found.split_index is not None
@@ -86,9 +86,9 @@ def test_llm_jepa_val_carve_on_real_data(shared_data):
     t = load_benchmark(nlrx_cfg(shared_data, val_size=200, max_test=500), "turk")
     assert s.sizes() == {"train": 7800, "val": 200, "geometry": 0, "test": 500}
     # Same raw lines in both benchmarks: the carve depends on sizes and a fixed seed only.
-    assert [e.regex for e in s.val] == [e.regex for e in t.val]
+    assert [e.target for e in s.val] == [e.target for e in t.val]
     full = load_benchmark(nlrx_cfg(shared_data, val_size=0), "synth")
-    assert {(e.nl, e.regex) for e in s.val} <= {(e.nl, e.regex) for e in full.train}
+    assert {(e.prompt, e.target) for e in s.val} <= {(e.prompt, e.target) for e in full.train}
     assert [e.idx for e in s.train] == list(range(7800)) and f"seed {VAL_SEED}" in s.source
 
 
@@ -112,16 +112,16 @@ def test_deep_regex_split_on_raw_text_matches_the_preprocessed_files(shared_data
         assert sp.sizes() == {"train": 6500, "val": 1000, "geometry": 0, "test": 2500}
         pre = read_deep_regex(root, b)
         for part in ("train", "val", "test"):
-            got = [tokenise(e.regex) for e in getattr(sp, part)]
-            want = [re.sub(r"<M\d>", "<M>", e.regex) for e in pre[part]]
+            got = [tokenise(e.target) for e in getattr(sp, part)]
+            want = [re.sub(r"<M\d>", "<M>", e.target) for e in pre[part]]
             assert got == want, (b, part)
     assert load_benchmark(nlrx_cfg(root, split="deep-regex", val_size=200), "synth").sizes()["val"] == 200
 
 
 def test_pool_for_real_nlrx_holds_no_real_pair(shared_data):
-    real = {(e.nl, e.regex) for b in ("synth", "turk") for e in read_raw(shared_data / "nl-rx", b)}
+    real = {(e.prompt, e.target) for b in ("synth", "turk") for e in read_raw(shared_data / "nl-rx", b)}
     pool = pretraining_pool(nlrx_cfg(shared_data), 2000, seed=1_000_003)
-    assert len(pool) == 2000 and not {(e.nl, e.regex) for e in pool} & real
+    assert len(pool) == 2000 and not {(e.prompt, e.target) for e in pool} & real
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -148,8 +148,8 @@ def test_carve_val_is_fixed_disjoint_and_ordered():
     rest, val = carve_val(rows, 10)
     assert (rest, val) == carve_val(rows, 10)
     assert len(rest) == 40 and len(val) == 10
-    assert {e.nl for e in rest}.isdisjoint({e.nl for e in val})
-    assert [int(e.nl[1:]) for e in val] == sorted(int(e.nl[1:]) for e in val)  # original order kept
+    assert {e.prompt for e in rest}.isdisjoint({e.prompt for e in val})
+    assert [int(e.prompt[1:]) for e in val] == sorted(int(e.prompt[1:]) for e in val)  # original order kept
     assert [e.idx for e in val] == list(range(10))
 
 
@@ -255,8 +255,8 @@ def test_toy_deep_regex_split_via_index(tmp_path):
     ]
     (tmp_path / "split_index.tsv").write_text("\n".join(rows))
     sp = load_benchmark(nlrx_cfg(tmp_path, split="deep-regex", val_size=5), "synth")
-    assert [e.regex for e in sp.train] == [TOY[5][1], TOY[2][1]]
-    assert [e.regex for e in sp.val] == [TOY[9][1]] and [e.regex for e in sp.test] == [TOY[0][1], TOY[7][1]]
+    assert [e.target for e in sp.train] == [TOY[5][1], TOY[2][1]]
+    assert [e.target for e in sp.val] == [TOY[9][1]] and [e.target for e in sp.test] == [TOY[0][1], TOY[7][1]]
     (tmp_path / "split_index.tsv").write_text("\n".join([*rows, "test\t2\t5"]))
     with pytest.raises(DataError, match=r"split_index\.tsv: line 7: raw line 5 is reused"):
         load_benchmark(nlrx_cfg(tmp_path, split="deep-regex"), "synth")

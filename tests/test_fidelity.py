@@ -97,8 +97,8 @@ def _hand_batch():
     batch = Batch(
         input_ids=ids, attention_mask=att, labels=torch.where(amask, ids, -100), answer_mask=amask,
         prompt_mask=pmask, nl_last=torch.tensor(nl_last), answer_start=torch.tensor(a0),
-        regex_ids=ids[:, :4].clone(), regex_mask=torch.ones((B, 4), dtype=torch.long),
-        regex_last=torch.full((B,), 2), item_ids=torch.arange(B),
+        target_ids=ids[:, :4].clone(), target_mask=torch.ones((B, 4), dtype=torch.long),
+        target_last=torch.full((B,), 2), item_ids=torch.arange(B),
     )  # fmt: skip
     return batch, spans
 
@@ -145,8 +145,8 @@ def _finetune_py_views(tok, system, ex, k, max_length=128):
         t.add_special_tokens({"additional_special_tokens": new})
     if t.pad_token is None:
         t.pad_token = t.eos_token
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": ex.nl},
-                {"role": "assistant", "content": ex.regex}]  # fmt: skip
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": ex.prompt},
+                {"role": "assistant", "content": ex.target}]  # fmt: skip
     user = copy.deepcopy(messages)[1:2]
     to_add = k
     while to_add > 0:
@@ -168,11 +168,11 @@ def _check_published(tok, k):
         ((u_ids, u_last), (a_ids, a_last)), pred_ids = _finetune_py_views(tok, SYSTEM, ex, k)
         want_u = [tok.pad_token_id if i in pred_ids else i for i in u_ids]  # our slots hold the pad id
         assert r.nl_view == want_u and r.nl_view_last == u_last
-        assert r.regex_view == a_ids and r.regex_last == a_last
+        assert r.target_view == a_ids and r.target_last == a_last
         assert sum(i in pred_ids for i in u_ids) == k == r.n_pred
-        assert tok.decode(r.regex_view[: r.regex_last + 1]).endswith(ex.regex)
+        assert tok.decode(r.target_view[: r.target_last + 1]).endswith(ex.target)
         if k == 0:
-            assert tok.decode(r.nl_view[: r.nl_view_last + 1]).endswith(ex.nl)
+            assert tok.decode(r.nl_view[: r.nl_view_last + 1]).endswith(ex.prompt)
         assert SYSTEM not in tok.decode(r.nl_view)  # the system turn is dropped
     return rows
 
@@ -192,8 +192,8 @@ def test_published_views_equal_finetune_py_with_a_llama32_directory(tmp_path, k)
     rows = _check_published(tok, k)
     bos = tok.bos_token_id
     for r in rows:
-        assert r.nl_view[:2] == [bos, bos] and r.regex_view[:2] == [bos, bos]  # tokenizer(text) adds a second
-        assert "Today Date: 26 Jul 2024" in tok.decode(r.regex_view)  # the template's default system block
+        assert r.nl_view[:2] == [bos, bos] and r.target_view[:2] == [bos, bos]  # tokenizer(text) adds a second
+        assert "Today Date: 26 Jul 2024" in tok.decode(r.target_view)  # the template's default system block
         assert r.full.count(bos) == 1  # the CE row keeps one
 
 
@@ -212,16 +212,16 @@ def test_published_packed_views_equal_separate_rows_with_predictors():
                      lm_head_weight=model.get_output_embeddings().weight)  # fmt: skip
     loss = obj(ctx).loss
     emb = model.get_input_embeddings()
-    e_u, e_r = [], []
+    e_u, e_t = [], []
     for r in rows:
         x = emb(torch.tensor([r.nl_view]))
         x[0, r.nl_view_last - k + 1 : r.nl_view_last + 1] = obj.pred
         e_u.append(model(inputs_embeds=x, output_hidden_states=True).hidden_states[-1][0, r.nl_view_last])
-        hr = model(input_ids=torch.tensor([r.regex_view]), output_hidden_states=True).hidden_states[-1]
-        e_r.append(hr[0, r.regex_last])
-    e_u, e_r = torch.stack(e_u), torch.stack(e_r)
-    assert torch.allclose(ctx.e_u(-1), e_u, atol=1e-5) and torch.allclose(ctx.e_r(-1), e_r, atol=1e-5)
-    ref = 1.0 - F.cosine_similarity(e_u, e_r, dim=-1).mean()
+        hr = model(input_ids=torch.tensor([r.target_view]), output_hidden_states=True).hidden_states[-1]
+        e_t.append(hr[0, r.target_last])
+    e_u, e_t = torch.stack(e_u), torch.stack(e_t)
+    assert torch.allclose(ctx.e_u(-1), e_u, atol=1e-5) and torch.allclose(ctx.e_t(-1), e_t, atol=1e-5)
+    ref = 1.0 - F.cosine_similarity(e_u, e_t, dim=-1).mean()
     assert torch.allclose(loss, ref, atol=1e-6)
     loss.backward()
     assert obj.pred.grad is not None and obj.pred.grad.abs().sum() > 0
@@ -334,6 +334,8 @@ def test_view_and_label_keys_leave_default_hashes_alone():
     d["train"].pop("labels")
     for key in ("per_method", "dose", "calibrated_dose"):
         d["aux"].pop(key)
+    d["data"].pop("task")  # the task selector, at its default (nlrx)
+    d["data"]["system_prompt"] = "Convert natural language to regular expression."  # None resolves to nlrx's
     from jepa_audit.config import stable_hash
 
     assert base.cell_hash() == stable_hash(d)  # as before these keys existed

@@ -303,7 +303,7 @@ def _batch_with_shared_eot(B: int = 6, seed: int = 0):
     last = b.answer_mask.long().cumsum(1).argmax(1)
     b.input_ids[torch.arange(B), last] = 2
     b.labels[torch.arange(B), last] = 2
-    b.regex_ids[torch.arange(B), b.regex_last + 1] = 2
+    b.target_ids[torch.arange(B), b.target_last + 1] = 2
     return b
 
 
@@ -332,15 +332,15 @@ def test_compute_geometry_every_key_finite_and_deterministic(tiny_llama):
 def test_compute_geometry_alignment_terms_by_hand(tiny_llama, toy_batch):
     b = toy_batch
     out = tiny_llama(input_ids=b.input_ids, attention_mask=b.attention_mask, output_hidden_states=True)
-    out_r = tiny_llama(input_ids=b.regex_ids, attention_mask=b.regex_mask, output_hidden_states=True)
+    out_r = tiny_llama(input_ids=b.target_ids, attention_mask=b.target_mask, output_hidden_states=True)
     rows = torch.arange(len(b))
     h = out.hidden_states[-1]
-    e_u, e_r = h[rows, b.nl_last], out_r.hidden_states[-1][rows, b.regex_last]
+    e_u, e_t = h[rows, b.nl_last], out_r.hidden_states[-1][rows, b.target_last]
     logp = torch.log_softmax(out.logits[rows, b.answer_start - 1], -1)
     logq = torch.log_softmax(tiny_llama.lm_head(e_u), -1)
     kl = (logp.exp() * (logp - logq)).sum(-1).mean()
     r = compute_geometry(tiny_llama, b, layers=[-1])
-    assert r["jepa_cos"] == pytest.approx(float(torch.cosine_similarity(e_u, e_r, dim=-1).mean()), abs=1e-5)
+    assert r["jepa_cos"] == pytest.approx(float(torch.cosine_similarity(e_u, e_t, dim=-1).mean()), abs=1e-5)
     assert r["v1_kl"] == pytest.approx(float(kl), abs=1e-5)
     assert "curvature_answer_L3" in r and "curvature_answer_L1" not in r
 

@@ -12,14 +12,14 @@ from jepa_audit.data.views import Encoded
 
 
 def _pairs(rows):
-    return {(e.nl, e.regex) for e in rows}
+    return {(e.prompt, e.target) for e in rows}
 
 
 def test_embedded_pool_is_disjoint_from_train_val_and_test():
     cfg = DataCfg(n_train=600, n_test=100, val_size=64, geometry_size=80)
     s = load_benchmark(cfg, "synth")
     assert s.sizes() == {"train": 456, "val": 64, "geometry": 80, "test": 100}
-    regex = {k: {e.regex for e in getattr(s, k)} for k in ("train", "val", "geometry", "test")}  # distinct regexes
+    regex = {k: {e.target for e in getattr(s, k)} for k in ("train", "val", "geometry", "test")}  # distinct regexes
     assert not regex["geometry"] & regex["val"] and not regex["geometry"] & regex["test"]
     assert not regex["geometry"] & regex["train"]
     assert load_benchmark(cfg, "synth").geometry == s.geometry  # fixed, whatever the cell
@@ -52,7 +52,7 @@ def test_carves_are_disjoint_by_position():
     rest, val = carve_val(rows, 200)
     train, geo = carve_geometry(rest, 512)
     assert len(train) == 288 and len(geo) == 512
-    nl = {k: {e.nl for e in v} for k, v in {"train": train, "val": val, "geo": geo}.items()}
+    nl = {k: {e.prompt for e in v} for k, v in {"train": train, "val": val, "geo": geo}.items()}
     assert not nl["geo"] & nl["val"] and not nl["geo"] & nl["train"] and not nl["val"] & nl["train"]
     assert len(nl["geo"] | nl["val"] | nl["train"]) == 1000
 

@@ -52,8 +52,8 @@ def synthetic_batch(B: int = 3, P: int = 7, A: int = 6, V: int = 11) -> Batch:
     return Batch(
         input_ids=labels.clamp_min(0), attention_mask=att, labels=labels,  # labels are the row's own tokens
         answer_mask=labels != -100, prompt_mask=pmask, nl_last=torch.full((B,), P - 2),
-        answer_start=torch.full((B,), P), regex_ids=torch.zeros(B, A + 1, dtype=torch.long),
-        regex_mask=torch.ones(B, A + 1, dtype=torch.long), regex_last=torch.full((B,), A - 1),
+        answer_start=torch.full((B,), P), target_ids=torch.zeros(B, A + 1, dtype=torch.long),
+        target_mask=torch.ones(B, A + 1, dtype=torch.long), target_last=torch.full((B,), A - 1),
         item_ids=torch.arange(B),
     )  # fmt: skip
 

@@ -17,7 +17,7 @@ from _objective_helpers import RANDOM, SEED, build, forward
 from conftest import make_tiny_llama, make_toy_batch
 from jepa_audit.objectives import _common as C
 from jepa_audit.objectives import get_objective_class, registry, spec_rows
-from jepa_audit.objectives.base import FAMILIES, regex_view_hidden, register_objective
+from jepa_audit.objectives.base import FAMILIES, register_objective, target_view_hidden
 from jepa_audit.objectives.gradients import (
     combine,
     grad_cosine_stats,
@@ -196,10 +196,10 @@ def test_extra_rows_follow_the_callers_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, ctx = forward(model, batch)
         build("P1")(ctx)
-        ref = regex_view_hidden(model, batch)
-    assert torch.equal(ctx.regex_hidden[-1], ref[-1])
-    fp32 = regex_view_hidden(model, batch)
-    assert not torch.equal(ctx.regex_hidden[-1], fp32[-1])
+        ref = target_view_hidden(model, batch)
+    assert torch.equal(ctx.target_hidden[-1], ref[-1])
+    fp32 = target_view_hidden(model, batch)
+    assert not torch.equal(ctx.target_hidden[-1], fp32[-1])
 
 
 def lora_llama(dropout: float = 0.0):
@@ -214,7 +214,7 @@ def test_ema_target_under_lora_tracks_adapter_weights_only():
     model, batch = lora_llama(), make_toy_batch()
     obj = build("P3")
     _, ctx = forward(model, batch)
-    online_r = C.e_r(ctx, obj.generator)
+    online_r = C.e_t(ctx, obj.generator)
     torch.testing.assert_close(obj.target_embedding(ctx), online_r.detach(), atol=1e-5, rtol=1e-5)
     assert obj.shadow and all("lora_" in n for n in obj.shadow)
     before = {n: s.clone() for n, s in obj.shadow.items()}

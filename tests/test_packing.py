@@ -9,7 +9,7 @@ from conftest import make_tiny_llama, make_toy_batch
 from jepa_audit.config import AdapterCfg
 from jepa_audit.data.packing import pack_rows
 from jepa_audit.models.load import build_model
-from jepa_audit.objectives.base import regex_view_hidden
+from jepa_audit.objectives.base import target_view_hidden
 
 
 def ragged(lens: list[int], vocab: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,11 +71,11 @@ def test_pack_rows_rejects_bad_input():
 
 def test_batch_packs_its_regex_views_and_moves_them():
     b = make_toy_batch(B=6)
-    assert b.regex_packed_ids.shape[0] <= 6 and b.regex_packed_ids.shape[1] <= b.input_ids.shape[1]
-    real = b.regex_mask.bool()
-    assert torch.equal(b.regex_packed_ids.flatten()[b.regex_unpack][real], b.regex_ids[real])
+    assert b.target_packed_ids.shape[0] <= 6 and b.target_packed_ids.shape[1] <= b.input_ids.shape[1]
+    real = b.target_mask.bool()
+    assert torch.equal(b.target_packed_ids.flatten()[b.target_unpack][real], b.target_ids[real])
     moved = b.to("cpu")
-    assert torch.equal(moved.regex_unpack, b.regex_unpack)
+    assert torch.equal(moved.target_unpack, b.target_unpack)
 
 
 @pytest.mark.parametrize("mode", ["none", "lora"])
@@ -87,14 +87,14 @@ def test_packed_view_states_equal_padded_rows(mode):
         model.train()  # training mode, as in the loop (dropout 0: nothing random)
     b = make_toy_batch(B=7, seed=3)
     with torch.no_grad():
-        ref = model(input_ids=b.regex_ids, attention_mask=b.regex_mask, output_hidden_states=True).hidden_states
-        packed = regex_view_hidden(model, b)
-    real = b.regex_mask.bool()
+        ref = model(input_ids=b.target_ids, attention_mask=b.target_mask, output_hidden_states=True).hidden_states
+        packed = target_view_hidden(model, b)
+    real = b.target_mask.bool()
     assert len(packed) == len(ref)
     for h_ref, h_pk in zip(ref, packed, strict=True):
         assert h_pk.shape == h_ref.shape
         torch.testing.assert_close(h_pk[real], h_ref[real], atol=1e-5, rtol=1e-5)
-    assert b.regex_packed_ids.numel() < b.regex_ids.numel()  # fewer token slots than the padded rows
+    assert b.target_packed_ids.numel() < b.target_ids.numel()  # fewer token slots than the padded rows
 
 
 def test_packed_view_gradients_equal_padded_rows():
@@ -112,10 +112,10 @@ def test_packed_view_gradients_equal_padded_rows():
                 if p.requires_grad:
                     p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64))
         if packed:
-            h = regex_view_hidden(model, b)[-1]
+            h = target_view_hidden(model, b)[-1]
         else:
-            h = model(input_ids=b.regex_ids, attention_mask=b.regex_mask, output_hidden_states=True).hidden_states[-1]
-        h[ar, b.regex_last].pow(2).sum().backward()
+            h = model(input_ids=b.target_ids, attention_mask=b.target_mask, output_hidden_states=True).hidden_states[-1]
+        h[ar, b.target_last].pow(2).sum().backward()
         return [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     g_packed, g_padded = grads(True), grads(False)
@@ -128,9 +128,9 @@ def test_batch_select_repacks_the_chosen_rows():
     b = make_toy_batch(B=6, seed=2)
     rows = torch.tensor([4, 1, 3])
     s = b.select(rows)
-    assert torch.equal(s.input_ids, b.input_ids[rows]) and torch.equal(s.regex_ids, b.regex_ids[rows])
-    real = s.regex_mask.bool()
-    assert torch.equal(s.regex_packed_ids.flatten()[s.regex_unpack][real], s.regex_ids[real])
+    assert torch.equal(s.input_ids, b.input_ids[rows]) and torch.equal(s.target_ids, b.target_ids[rows])
+    real = s.target_mask.bool()
+    assert torch.equal(s.target_packed_ids.flatten()[s.target_unpack][real], s.target_ids[real])
 
 
 def test_packed_views_of_an_hf_llama_directory_equal_its_padded_rows(tmp_path):
@@ -147,11 +147,11 @@ def test_packed_views_of_an_hf_llama_directory_equal_its_padded_rows(tmp_path):
                                    "data.val_size=8", "data.geometry_size=16", "adapter.dropout=0.0"])
     prep = prepare(cfg)
     b = collate(prep.train_rows[:12], int(prep.tok.pad_token_id))
-    assert b.regex_packed_ids.shape[0] < 12  # the views did pack into fewer rows
+    assert b.target_packed_ids.shape[0] < 12  # the views did pack into fewer rows
     prep.model.train()
     with torch.no_grad():
-        ref = prep.model(input_ids=b.regex_ids, attention_mask=b.regex_mask, output_hidden_states=True).hidden_states
-        packed = regex_view_hidden(prep.model, b)
-    real = b.regex_mask.bool()
+        ref = prep.model(input_ids=b.target_ids, attention_mask=b.target_mask, output_hidden_states=True).hidden_states
+        packed = target_view_hidden(prep.model, b)
+    real = b.target_mask.bool()
     for h_ref, h_pk in zip(ref, packed, strict=True):
         torch.testing.assert_close(h_pk[real], h_ref[real], atol=1e-5, rtol=1e-5)

@@ -65,7 +65,7 @@ def test_loss_mask_covers_answer_and_end_of_turn_only(chat):
     labelled = b.labels[0][b.labels[0] != -100].tolist()
     eot = tok.convert_tokens_to_ids(chat.eot)
     assert labelled[-1] == eot  # the end-of-turn is trained on (LLM-JEPA leaves it unlabelled; we do not)
-    assert tok.decode(labelled[:-1]) == ex.regex  # and nothing but the regex before it
+    assert tok.decode(labelled[:-1]) == ex.target  # and nothing but the regex before it
     assert b.answer_mask[0].sum().item() == len(labelled)
     assert b.answer_start[0].item() == e.prompt_len
     # the prompt is exactly the generation prompt: it ends by opening the assistant turn
@@ -76,12 +76,12 @@ def test_view_indices_point_at_the_right_tokens(chat):
     tok = chat.tok
     ex = Example(PAIRS[0][0], PAIRS[0][1], 3)
     e = encode_example(tok, SYSTEM, ex)
-    assert tok.decode(e.full[e.nl_start : e.nl_last + 1]) == ex.nl
-    assert tok.decode(e.regex_view[:1]) == tok.bos_token
-    view = tok.decode(e.regex_view[1:-1])  # bos, assistant header, regex, eot
-    assert view == chat.header + ex.regex
-    assert tok.convert_ids_to_tokens(e.regex_view[e.regex_last + 1]) == chat.eot
-    assert e.regex_view[e.regex_last] == e.full[-2]  # the same last content token as the CE row
+    assert tok.decode(e.full[e.nl_start : e.nl_last + 1]) == ex.prompt
+    assert tok.decode(e.target_view[:1]) == tok.bos_token
+    view = tok.decode(e.target_view[1:-1])  # bos, assistant header, regex, eot
+    assert view == chat.header + ex.target
+    assert tok.convert_ids_to_tokens(e.target_view[e.target_last + 1]) == chat.eot
+    assert e.target_view[e.target_last] == e.full[-2]  # the same last content token as the CE row
 
 
 def test_collate_pads_and_masks(chat):

@@ -82,7 +82,7 @@ def _three_row_step(model: nn.Module, rows: list[Encoded], pad: int) -> Callable
 
     from jepa_audit.train import answer_ce
 
-    nl_rows = [Encoded(r.full[: r.nl_last + 2], r.nl_last + 2, r.nl_start, r.nl_last, r.regex_view, r.regex_last,
+    nl_rows = [Encoded(r.full[: r.nl_last + 2], r.nl_last + 2, r.nl_start, r.nl_last, r.target_view, r.target_last,
                        r.idx) for r in rows]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     ar = torch.arange(len(rows))
@@ -94,9 +94,9 @@ def _three_row_step(model: nn.Module, rows: list[Encoded], pad: int) -> Callable
         out = model(input_ids=full.input_ids, attention_mask=full.attention_mask)
         ce = answer_ce(out.logits, full.labels)
         hn = model(input_ids=nl.input_ids, attention_mask=nl.attention_mask, output_hidden_states=True).hidden_states[-1]
-        hr = model(input_ids=full.regex_ids, attention_mask=full.regex_mask, output_hidden_states=True).hidden_states[-1]
-        e_u, e_r = hn[ar, nl.nl_last], hr[ar, full.regex_last]
-        loss = ce + 1.0 * (1 - F.cosine_similarity(e_u.float(), e_r.float(), dim=-1).mean())
+        hr = model(input_ids=full.target_ids, attention_mask=full.target_mask, output_hidden_states=True).hidden_states[-1]
+        e_u, e_t = hn[ar, nl.nl_last], hr[ar, full.target_last]
+        loss = ce + 1.0 * (1 - F.cosine_similarity(e_u.float(), e_t.float(), dim=-1).mean())
         loss.backward()
         opt.step()
 
@@ -252,7 +252,7 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     fns.update({i: _step_fn(model, rows, pad, cfg, i) for i in ids})
     fns["three_row"] = _three_row_step(model, rows, pad)
     # views.nl=published: LLM-JEPA's own user-only and assistant-only rows, packed into one extra forward
-    pub_rows = encode_all(prep.tok, cfg.data.system_prompt, prep.splits.train[: len(rows)], "published")
+    pub_rows = encode_all(prep.tok, cfg.data.system, prep.splits.train[: len(rows)], "published")
     fns["llm-jepa_published"] = _step_fn(model, pub_rows, pad, cfg, "llm-jepa")
     fns["probe_T1"] = _step_fn(model, rows, pad, cfg, "T1", probe=True)
     t = _fastest_times(fns, repeats)
@@ -427,13 +427,16 @@ def measure_step_time(cfg: Config, steps: int = 6) -> float:
     from jepa_audit.data.views import encode_all
     from jepa_audit.models.load import build_model, resolve_device
     from jepa_audit.models.tiny import new_tiny_llama
+    from jepa_audit.tasks import get_task
     from jepa_audit.train import train
 
     torch.set_num_threads(cfg.train.threads)
-    splits = load_benchmark(cfg.data, cfg.benchmark)
+    # the grid's first benchmark when cfg.benchmark (default "synth") is not one of the task's
+    bench = cfg.benchmark if cfg.benchmark in get_task(cfg.data.task).benchmarks else cfg.audit.benchmarks[0]
+    splits = load_benchmark(cfg.data, bench)
     sample = splits.train[: cfg.train.batch_size * 2]
     if cfg.model.kind == "tiny":
-        tok = train_tiny_tokenizer([cfg.data.system_prompt] * 50 + [t for e in sample for t in (e.nl, e.regex)],
+        tok = train_tiny_tokenizer([cfg.data.system] * 50 + [t for e in sample for t in (e.prompt, e.target)],
                                    cfg.model.vocab_size)
         model = new_tiny_llama(cfg.model, tok, seed=0)
     else:
@@ -445,7 +448,7 @@ def measure_step_time(cfg: Config, steps: int = 6) -> float:
         ensure_pad(tok)
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.model.path, local_files_only=True))
     model = build_model(model.to(resolve_device(cfg.model.device)), cfg.adapter, seed=0)
-    rows = encode_all(tok, cfg.data.system_prompt, sample)
+    rows = encode_all(tok, cfg.data.system, sample, task=get_task(cfg.data.task))
     tcfg = TrainCfg(steps=steps, batch_size=cfg.train.batch_size, lr=1e-6, warmup_steps=0)
     train(model, rows, pad_id=int(tok.pad_token_id), cfg=tcfg.model_copy(update={"steps": 1}), seed=0)  # warm-up
     t = time.perf_counter()
@@ -529,8 +532,8 @@ def random_rows(n: int, seq: int, vocab: int, seed: int = 0) -> list[Encoded]:
     for i in range(n):
         full = torch.randint(10, vocab, (seq,), generator=g).tolist()
         nl_last = prompt - 4  # then the user's end-of-turn and a 2-token assistant header
-        regex_view = [1, *full[nl_last + 2 :]]
-        rows.append(Encoded(full, prompt, 3, nl_last, regex_view, len(regex_view) - 2, i))
+        target_view = [1, *full[nl_last + 2 :]]
+        rows.append(Encoded(full, prompt, 3, nl_last, target_view, len(target_view) - 2, i))
     return rows
 
 

@@ -22,6 +22,7 @@ from jepa_audit.config import Config, MethodOverride, stable_hash
 from jepa_audit.data import Splits, load_benchmark
 from jepa_audit.data.views import Encoded, collate, encode_all
 from jepa_audit.models.load import ModelError, build_model, load_pretrained, quiet_hf_progress
+from jepa_audit.tasks import get_task
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -80,7 +81,7 @@ def _encoded_splits(cfg: Config, model_dir: Path, tok: PreTrainedTokenizerBase):
     if key not in _ENCODED:
         splits = load_benchmark(cfg.data, cfg.benchmark)
         enc = [
-            encode_all(tok, cfg.data.system_prompt, s, cfg.views.nl, n_pred)
+            encode_all(tok, cfg.data.system, s, cfg.views.nl, n_pred, get_task(cfg.data.task))
             for s in (splits.train, splits.val, splits.test, splits.geometry)
         ]
         _ENCODED.clear()  # keep one benchmark's rows: bounded memory, and cells of a grid come in order
@@ -193,7 +194,7 @@ def run_cell(
     t_eval = time.perf_counter()
     ev = evaluate(
         prep.model, prep.tok, prep.test_rows, prep.splits.test, cfg.eval,
-        progress=_eval_progress(progress, len(prep.test_rows)),
+        progress=_eval_progress(progress, len(prep.test_rows)), task=cfg.data.task,
     )
     t_geo = time.perf_counter()
     geometry: dict[str, Any] = {}
@@ -231,6 +232,8 @@ def run_cell(
         "target_geometry": list(spec.target_geometry),  # what stats/manipulation.py tests
         "views": cfg.views.nl,  # how the two views were built (data/views.py); only two-view objectives read them
         "labels": cfg.train.labels,  # CE targets: answer (+ end-of-turn) or llm-jepa (the published collator's)
+        "task": cfg.data.task,
+        "metric_specs": [m.as_dict() for m in get_task(cfg.data.task).metrics],  # what "metrics" holds, primary first
         "metrics": ev.metrics,
         "geometry": geometry,
         "grad_cosine": res.grad_cosine,
@@ -267,5 +270,7 @@ def evaluate_dir(cfg: Config, model_dir: Path, progress: ProgressFn | None = Non
     torch.set_num_threads(cfg.train.threads)
     splits = load_benchmark(cfg.data, cfg.benchmark)
     model, tok = load_pretrained(model_dir, cfg.model)
-    rows = encode_all(tok, cfg.data.system_prompt, splits.test)
-    return evaluate(model, tok, rows, splits.test, cfg.eval, progress=_eval_progress(progress, len(rows)))
+    rows = encode_all(tok, cfg.data.system, splits.test, task=get_task(cfg.data.task))
+    return evaluate(
+        model, tok, rows, splits.test, cfg.eval, progress=_eval_progress(progress, len(rows)), task=cfg.data.task
+    )

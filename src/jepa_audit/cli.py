@@ -18,12 +18,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audit auxili
 aux_app = typer.Typer(no_args_is_help=True, help="The registry of auxiliary objectives.")
 regex_app = typer.Typer(no_args_is_help=True, help="Regexes in the NL-RX (dk.brics) dialect.")
 data_app = typer.Typer(no_args_is_help=True, help="Data: the embedded corpus and local NL-RX copies.")
+tasks_app = typer.Typer(no_args_is_help=True, help="The registry of tasks (NL-RX, SCAN, GSM8K, ...).")
 app.add_typer(aux_app, name="aux")
+app.add_typer(tasks_app, name="tasks")
 app.add_typer(regex_app, name="regex")
 app.add_typer(data_app, name="data")
 err = Console(stderr=True)
 
-PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="smoke | quick | cpu | paper | paper-full-ft | replicate-llm-jepa")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="smoke | quick | cpu | paper | paper-full-ft | replicate-llm-jepa | scan | gsm8k")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (on top of the preset)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
 
@@ -255,8 +257,9 @@ def train_cmd(
             _fail(str(e).strip("'\""))
     (out / "cell.json").write_text(json.dumps(row, indent=1))
     m = row["metrics"]
-    typer.echo(f"{cfg.benchmark}/{cfg.aux.method}/seed {cfg.seed}: EM {m['exact_match']:.3f}, "
-               f"DFA {m['dfa_accuracy']:.3f} on {m['n_test']} items ({row['wall_s']:.0f} s); model in {out/'model'}")
+    scores = ", ".join(f"{s['name']} {m[s['name']]:.3f}" for s in row["metric_specs"])
+    typer.echo(f"{cfg.benchmark}/{cfg.aux.method}/seed {cfg.seed}: {scores} on {m['n_test']} items "
+               f"({row['wall_s']:.0f} s); model in {out/'model'}")
 
 
 @app.command("eval")
@@ -267,7 +270,7 @@ def eval_cmd(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write predictions.jsonl here")] = None,
 ) -> None:
-    """Evaluate a local model directory on the configured benchmark's test split (EM and DFA accuracy)."""
+    """Evaluate a local model directory on the configured benchmark's test split (the task's metrics)."""
     from jepa_audit.cell import evaluate_dir
 
     cfg = _config(preset, config, set_, default="smoke")
@@ -296,20 +299,36 @@ def data_fetch() -> None:
 
 @data_app.command("stats")
 def data_stats(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Corpus statistics (operators, lengths, empty-language share) of the configured benchmarks."""
+    """Statistics of the configured benchmarks, as the task computes them (NL-RX: operators, lengths,
+    empty-language share; others: sizes and text lengths)."""
     from jepa_audit.data import load_benchmark
-    from jepa_audit.data.generator import corpus_stats
+    from jepa_audit.tasks import get_task
 
     cfg = _config(preset, config, set_, default="quick")
+    task = get_task(cfg.data.task)
     out = {}
     for b in cfg.audit.benchmarks:
         try:
-            s = load_benchmark(cfg.data, b)
+            out[b] = task.stats(load_benchmark(cfg.data, b))
         except _user_errors() as e:
             _fail(str(e))
-        out[b] = {"source": s.source, "n_train": len(s.train), "n_val": len(s.val), "n_test": len(s.test),
-                  **corpus_stats(s.train + s.val + s.test)}
     typer.echo(json.dumps(out, indent=1))
+
+
+@tasks_app.command("list")
+def tasks_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List every registered task: name, benchmarks, sources, metrics (primary first), presets."""
+    from jepa_audit.tasks import task_rows
+
+    rows = task_rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        metrics = ", ".join(m["name"] for m in r["metrics"])
+        typer.echo(f"{r['name']}: {r['description']}")
+        typer.echo(f"  benchmarks: {', '.join(r['benchmarks'])}; sources: {', '.join(r['sources'])}; "
+                   f"metrics: {metrics}; presets: {', '.join(r['presets']) or '-'}")
 
 
 class _progress:

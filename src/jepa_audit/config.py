@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 
 PRESET_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 PACKAGED_PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESETS = ("smoke", "quick", "cpu", "paper", "paper-full-ft", "replicate-llm-jepa")
+PRESETS = ("smoke", "quick", "cpu", "paper", "paper-full-ft", "replicate-llm-jepa", "scan", "gsm8k")
 
 
 class ConfigError(ValueError):
@@ -85,11 +85,17 @@ class AdapterCfg(Strict):
 
 
 class DataCfg(Strict):
-    """Where the (description, regex) pairs come from and how they are split."""
+    """Which task, where its examples come from and how they are split (jepa_audit.tasks)."""
 
-    source: Literal["embedded", "nl-rx"] = Field("embedded", description="embedded generator or real NL-RX")
-    path: str | None = Field(None, description="local NL-RX directory (raw, deep-regex split dirs or jsonl)")
-    split: Literal["llm-jepa", "deep-regex"] = Field("llm-jepa", description="8,000/2,000 or 6,500/1,000/2,500")
+    task: str = Field("nlrx", description="task id from `jepa-audit tasks list` (nlrx, scan, gsm8k, ...)")
+    source: str = Field(
+        "embedded", description="the task's data source: nlrx: embedded (generator) | nl-rx (data.path); "
+        "scan, gsm8k: local (data.path)"
+    )
+    path: str | None = Field(None, description="local data directory of the task (NL-RX, SCAN, GSM8K files)")
+    split: Literal["llm-jepa", "deep-regex"] = Field(
+        "llm-jepa", description="nlrx only: 8,000/2,000 or 6,500/1,000/2,500 (other tasks: the benchmark)"
+    )
     n_train: int = Field(2000, gt=0, description="embedded corpus: training pairs per benchmark")
     n_test: int = Field(300, gt=0, description="embedded corpus: test pairs per benchmark")
     corpus_seed: int = Field(7, description="embedded corpus seed (fixed across cells)")
@@ -99,13 +105,35 @@ class DataCfg(Strict):
     )
     max_train: int | None = Field(None, gt=0, description="use only the first N training rows")
     max_test: int | None = Field(None, gt=0, description="evaluate only the first N test rows")
-    system_prompt: str = "Convert natural language to regular expression."
+    system_prompt: str | None = Field(None, description="system turn; None = the task's own (tasks list)")
 
     @model_validator(mode="after")
     def _check(self) -> DataCfg:
-        if self.source == "nl-rx" and not self.path:
-            raise ValueError("data.source=nl-rx needs data.path: a local NL-RX directory (nothing is downloaded)")
+        from jepa_audit.tasks import get_task
+
+        try:
+            task = get_task(self.task)
+        except KeyError as e:
+            raise ValueError(f"data.task: {str(e).strip(chr(34) + chr(39))}") from None
+        if self.source not in task.sources:
+            raise ValueError(
+                f"data.source={self.source!r} is not a source of task {self.task}; expected one of: "
+                f"{', '.join(task.sources)}"
+            )
+        if self.source != "embedded" and not self.path:
+            raise ValueError(
+                f"data.source={self.source} needs data.path: a local {self.task} directory (nothing is downloaded)"
+            )
         return self
+
+    @property
+    def system(self) -> str:
+        """The system turn: ``system_prompt``, or the task's own when it is unset."""
+        if self.system_prompt is not None:
+            return self.system_prompt
+        from jepa_audit.tasks import get_task
+
+        return get_task(self.task).system_prompt
 
 
 class TrainCfg(Strict):
@@ -296,6 +324,8 @@ class Config(Strict):
         # the calibration stage reaches a test cell only through aux.weight (its pick), which is hashed
         d = self.model_dump(mode="json", exclude={"audit", "calibration", "cache_dir", "preset", "tracking"})
         # keys added after results existed leave the hash alone at their defaults (old runs still resume)
+        # the system turn is hashed as the text it resolves to (None = the task's own), as before it could be None
+        d["data"]["system_prompt"] = self.data.system
         for section, key, default in _HASH_NEUTRAL_DEFAULTS:
             if d.get(section, {}).get(key, default) == default:
                 d.get(section, {}).pop(key, None)
@@ -309,6 +339,7 @@ _HASH_NEUTRAL_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
     ("aux", "per_method", {}),
     ("aux", "dose", None),
     ("aux", "calibrated_dose", None),
+    ("data", "task", "nlrx"),
 )
 
 

@@ -46,10 +46,10 @@ def _texts() -> list[str]:
     from jepa_audit.data import load_benchmark
 
     cfg = DataCfg()
-    out = [cfg.system_prompt] * 20
+    out = [cfg.system] * 20
     for b in ("synth", "turk"):
         s = load_benchmark(cfg, b)
-        out += [t for e in s.train[:1500] for t in (e.nl, e.regex)]
+        out += [t for e in s.train[:1500] for t in (e.prompt, e.target)]
     return out
 
 

@@ -115,6 +115,7 @@ def run_calibration_cell(cfg: Config, cell_dir: Path, progress: Callable[[dict[s
     from jepa_audit.evaluate import evaluate
     from jepa_audit.models.load import init_embedding_rows
     from jepa_audit.objectives import build_objective
+    from jepa_audit.tasks import get_task
     from jepa_audit.train import train
 
     if cfg.aux.dose is None:
@@ -134,7 +135,7 @@ def run_calibration_cell(cfg: Config, cell_dir: Path, progress: Callable[[dict[s
     )  # fmt: skip
     n = cfg.calibration.val_rows or len(prep.val_rows)
     rows, examples = prep.val_rows[:n], prep.splits.val[:n]
-    ev = evaluate(prep.model, prep.tok, rows, examples, cfg.eval)
+    ev = evaluate(prep.model, prep.tok, rows, examples, cfg.eval, task=cfg.data.task)
     return {
         "kind": "calibration",
         "benchmark": cfg.benchmark,
@@ -145,8 +146,7 @@ def run_calibration_cell(cfg: Config, cell_dir: Path, progress: Callable[[dict[s
         "weight": res.weight,
         "dose": res.dose,
         "metrics": {
-            "exact_match": ev.metrics["exact_match"],
-            "dfa_accuracy": ev.metrics["dfa_accuracy"],
+            **{m.name: ev.metrics[m.name] for m in get_task(cfg.data.task).metrics},  # the task's, primary first
             "n_val": len(rows),
             "split": "validation",
         },
@@ -158,6 +158,13 @@ def run_calibration_cell(cfg: Config, cell_dir: Path, progress: Callable[[dict[s
 # ----------------------------------------------------------------------------------------------------------
 # Picks and calibration.json
 # ----------------------------------------------------------------------------------------------------------
+
+
+def primary_metric(cfg: Config) -> str:
+    """The metric the validation grid is scored on: the task's primary (NL-RX: exact_match); ``val_em``."""
+    from jepa_audit.tasks import get_task
+
+    return get_task(cfg.data.task).metrics[0].name
 
 
 def _finite(x: Any) -> bool:
@@ -183,7 +190,7 @@ def summarise_pair(cfg: Config, runs: list[Cell], rows: dict[str, dict[str, Any]
     for dose in cfg.calibration.doses:
         mine = [c for c in runs if c.config.aux.dose == dose]
         got = [rows.get(c.key) for c in mine]
-        ems = [(r or {}).get("metrics", {}).get("exact_match") for r in got]
+        ems = [(r or {}).get("metrics", {}).get(primary_metric(cfg)) for r in got]
         finite = all(_finite(x) for x in ems) and bool(ems)
         weights = [(r or {}).get("weight") for r in got]
         doses = [((r or {}).get("dose") or {}).get("median") for r in got]
@@ -353,12 +360,12 @@ def run_stage(
                 for out in runner.run(jobs, fn, on_start=prog.started, tick=poll, listener=prog.update):
                     cell = by_key[out.key]
                     row, error = out.row, out.error
-                    em = ((row or {}).get("metrics") or {}).get("exact_match")
+                    em = ((row or {}).get("metrics") or {}).get(primary_metric(cfg))
                     if error is None and row is not None and _finite(em):
                         store.commit(cell, {**row, "wall_s": round(out.wall_s, 3)})
                         prog.finished(cell.key, True, out.wall_s, row=row)
                     else:
-                        error = error or f"validation exact_match is {em!r}, not a finite number"
+                        error = error or f"validation {primary_metric(cfg)} is {em!r}, not a finite number"
                         store.record_failure(cell, error, out.traceback, out.wall_s)
                         failed[cell.key] = error
                         prog.finished(cell.key, False, out.wall_s, error=error)

@@ -38,8 +38,13 @@ def _literal(text: str) -> str:
 
 
 def _summary(row: dict[str, Any] | None) -> str:
-    m = (row or {}).get("metrics") or {}
-    parts = [f"{k} {m[k]:.3f}" for k in ("exact_match", "dfa_accuracy") if isinstance(m.get(k), (int, float))]
+    from jepa_audit.results import ResultsRow
+
+    try:
+        scores = ResultsRow.parse(row or {}).scores()  # the task's metrics, primary first
+    except ValueError:  # no row yet, or not a finished one: nothing to show
+        return ""
+    parts = [f"{k} {v:.3f}" for k, v in scores.items() if v is not None]
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -64,16 +64,20 @@ def registry_methods() -> set[str] | None:
 
 def check_row(row: dict[str, Any]) -> str | None:
     """Why a returned row cannot count as a finished cell, or None if it can."""
+    from jepa_audit.results import ResultsRow, RowError
+
     status = row.get("status", "done")
     if status != "done":
         return str(row.get("error") or f"the cell returned status {status!r}")
-    metrics = row.get("metrics")
-    if not isinstance(metrics, dict):
+    if not isinstance(row.get("metrics"), dict):
         return "the row has no 'metrics' object"
-    for k in ("exact_match", "dfa_accuracy"):
-        v = metrics.get(k)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return f"metrics.{k} is {v!r}, expected a finite number (NaN during training or evaluation?)"
+    try:
+        scores = ResultsRow.parse(row).scores()  # the task's metrics the row declares
+    except (RowError, ValueError) as e:
+        return str(e)
+    for k, v in scores.items():
+        if v is None:
+            return f"metrics.{k} is {row['metrics'].get(k)!r}, expected a finite number (NaN during training or evaluation?)"
     return None
 
 

@@ -152,20 +152,38 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     """Write to a temporary sibling, fsync, rename over ``path``: readers see old or new, never half.
 
     On failure the temporary file is removed and :class:`StoreError` names ``path`` and the cause."""
-    if isinstance(data, str):
-        data = data.encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    atomic_write_all({path: data})
+
+
+def atomic_write_all(files: Mapping[Path, bytes | str], label: str = "") -> None:
+    """Write every file to a temporary sibling (fsync'd) first, then rename them all over their paths: a full
+    disk or a read-only directory leaves the previous files as they were and no temporary file behind (the
+    one home of the project's atomic writes; the report writes its three files through it).
+
+    Raises :class:`StoreError` naming the path and the cause (``label`` names what was written, e.g.
+    ``" the report"``)."""
+    tmps: dict[Path, Path] = {}
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StoreError(f"{path}: cannot write ({os_reason(e)})") from None
-    _fsync_dir(path.parent)
+        for path, data in files.items():
+            tmps[path] = tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data.encode() if isinstance(data, str) else data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise StoreError(f"{path}: cannot write{label} ({os_reason(e)}); nothing was changed") from None
+        for path, tmp in tmps.items():
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise StoreError(f"{path}: cannot write{label} ({os_reason(e)})") from None
+    finally:
+        for tmp in tmps.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    for parent in {p.parent for p in files}:
+        _fsync_dir(parent)
 
 
 def read_jsonl(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], list[bytes]]:

@@ -27,23 +27,11 @@ from jepa_audit.config import TrackingCfg
 
 
 def flat_metrics(row: dict[str, Any]) -> dict[str, float]:
-    """Numeric results of a row as flat names: ``metrics.exact_match``, ``grad_cosine.mean``, ..."""
-    out: dict[str, float] = {}
+    """Numeric results of a row as flat names: ``metrics.exact_match``, ``grad_cosine.mean``, ... (only finite
+    values; :meth:`jepa_audit.results.ResultsRow.numeric`)."""
+    from jepa_audit.results import ResultsRow
 
-    def walk(prefix: str, obj: Any, depth: int) -> None:
-        if isinstance(obj, bool) or obj is None:
-            return
-        if isinstance(obj, (int, float)):
-            out[prefix] = float(obj)
-        elif isinstance(obj, dict) and depth < 3:
-            for k, v in obj.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
-
-    for section in ("metrics", "geometry", "grad_cosine"):
-        walk(section, row.get(section), 0)
-    if isinstance(row.get("wall_s"), (int, float)):
-        out["wall_s"] = float(row["wall_s"])
-    return {k: v for k, v in out.items() if math.isfinite(v)}
+    return ResultsRow.parse(row).numeric()
 
 
 def tensorboard_writer(log_dir: Path) -> Any:

@@ -1,7 +1,8 @@
-"""The unit of data every other module sees: one (description, regex) pair, and the splits of a benchmark.
+"""The unit of data every other module sees: one (prompt, target) example, and the splits of a benchmark.
 
-Nothing here reads files or generates text; :mod:`jepa_audit.data.nlrx` (real NL-RX) and
-:mod:`jepa_audit.data.generator` (the embedded corpus) produce these objects.
+Nothing here reads files or generates text; each task (:mod:`jepa_audit.tasks`) produces these objects, e.g.
+NL-RX through :mod:`jepa_audit.data.nlrx` (real NL-RX) and :mod:`jepa_audit.data.generator` (the embedded
+corpus).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["BENCHMARKS", "DataError", "Example", "Splits"]
 
-#: The benchmark names :func:`jepa_audit.data.load_benchmark` accepts (NL-RX-Synth and NL-RX-Turk wording).
+#: NL-RX's benchmarks (NL-RX-Synth and NL-RX-Turk wording); other tasks declare theirs in ``Task.benchmarks``.
 BENCHMARKS: tuple[str, ...] = ("synth", "turk")
 
 
@@ -20,15 +21,16 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Example:
-    """One pair.
+    """One example: the two halves of its chat row.
 
-    ``nl`` is the English description as written (no lowercasing, no placeholder substitution);
-    ``regex`` is the gold regex in raw NL-RX form without spaces (e.g. ``.*(dog){2,}.*``);
-    ``idx`` is the row index within its split (0-based), a stable id for per-item analysis.
+    ``prompt`` is the user turn, the **prompt view** of the two-view objectives (NL-RX: the English
+    description as written, no lowercasing, no placeholder substitution); ``target`` is the gold assistant
+    turn, the **target view** (NL-RX: the gold regex in raw NL-RX form without spaces, e.g.
+    ``.*(dog){2,}.*``); ``idx`` is the row index within its split (0-based), a stable id for per-item analysis.
     """
 
-    nl: str
-    regex: str
+    prompt: str
+    target: str
     idx: int
 
 

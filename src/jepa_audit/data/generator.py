@@ -642,7 +642,7 @@ def generate(
                 nl = p.synth if pick.random() < 0.5 else p.turk
             if (nl, p.regex) in bad_pairs:
                 continue
-            out.append(Example(nl=nl, regex=p.regex, idx=len(out)))
+            out.append(Example(prompt=nl, target=p.regex, idx=len(out)))
             if len(out) == n:
                 return out
         want = 2 * want + 16
@@ -704,7 +704,7 @@ def corpus_stats(examples: Sequence[Example], *, languages: bool = True) -> dict
     ``languages`` is false or that function is unavailable) and ``language_undecided`` (count).
     """
     n = len(examples)
-    regexes = [e.regex for e in examples]
+    regexes = [e.target for e in examples]
     kinds = ("|", "&", "~", "*", "+", "{n,}", "{n}", ".*", ".", "\\b", *_CLASSES, "word")
     counts: dict[str, list[int]] = {k: [0] * n for k in kinds}
     for i, r in enumerate(regexes):
@@ -730,9 +730,9 @@ def corpus_stats(examples: Sequence[Example], *, languages: bool = True) -> dict
     out: dict[str, Any] = {
         "n": n,
         "distinct_regexes": len(set(regexes)),
-        "distinct_descriptions": len({e.nl for e in examples}),
-        "desc_chars": _summary([len(e.nl) for e in examples]),
-        "desc_words": _summary([len(e.nl.split()) for e in examples]),
+        "distinct_descriptions": len({e.prompt for e in examples}),
+        "desc_chars": _summary([len(e.prompt) for e in examples]),
+        "desc_words": _summary([len(e.prompt.split()) for e in examples]),
         "regex_chars": _summary([len(r) for r in regexes]),
         "operators": ops,
         "share_word_boundary": ops["\\b"]["share"],

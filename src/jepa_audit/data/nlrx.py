@@ -115,7 +115,7 @@ def _read_pairs(src: Path, targ: Path, start_idx: int = 0) -> list[Example]:
             f"{src} has {len(nl)} lines but {targ} has {len(rx)}; expected the same number "
             "(line i of targ is the regex of line i of src)"
         )
-    return [Example(nl=a, regex=b, idx=start_idx + i) for i, (a, b) in enumerate(zip(nl, rx, strict=True))]
+    return [Example(prompt=a, target=b, idx=start_idx + i) for i, (a, b) in enumerate(zip(nl, rx, strict=True))]
 
 
 def read_raw(raw_root: Path, benchmark: str) -> list[Example]:
@@ -208,7 +208,7 @@ def read_jsonl(path: Path) -> list[Example]:
             raise DataError(
                 f"{path}: line {i + 1}: message contents must be strings, user and assistant non-empty"
             )
-        out.append(Example(nl=contents[1], regex=contents[2], idx=i))
+        out.append(Example(prompt=contents[1], target=contents[2], idx=i))
     return out
 
 
@@ -283,7 +283,7 @@ def llm_jepa_permutation(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _reindex(rows: list[Example]) -> list[Example]:
-    return [Example(nl=e.nl, regex=e.regex, idx=i) for i, e in enumerate(rows)]
+    return [Example(prompt=e.prompt, target=e.target, idx=i) for i, e in enumerate(rows)]
 
 
 def carve_val(
@@ -394,10 +394,10 @@ def real_pairs(path: str | Path) -> set[tuple[str, str]]:
     pairs: set[tuple[str, str]] = set()
     for b in BENCHMARKS:
         if found.raw is not None and (found.raw / _RAW_DIR[b]).is_dir():
-            pairs.update((e.nl, e.regex) for e in read_raw(found.raw, b))
+            pairs.update((e.prompt, e.target) for e in read_raw(found.raw, b))
         if found.jsonl is not None:
             for s in ("train", "test"):
                 p = found.jsonl / f"{b}_{s}.jsonl"
                 if p.is_file():
-                    pairs.update((e.nl, e.regex) for e in read_jsonl(p))
+                    pairs.update((e.prompt, e.target) for e in read_jsonl(p))
     return pairs

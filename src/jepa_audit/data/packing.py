@@ -1,6 +1,6 @@
 """Pack right-padded short rows into fewer, fuller rows (block-diagonal attention through position ids).
 
-A two-view objective needs one extra forward of the regex-only view rows, which are short (≈ ⅓ of a full
+A two-view objective needs one extra forward of the target-only view rows, which are short (≈ ⅓ of a full
 chat row on NL-RX) and ragged, so a right-padded (B, Tr) batch is up to half padding.  Packing them
 first-fit into rows of at most ``capacity`` tokens, with position ids that restart at 0 at the start of
 every view, makes Hugging Face build a block-diagonal causal mask (``masking_utils``: packed sequences are
@@ -38,7 +38,7 @@ def pack_rows(ids: Tensor, mask: Tensor, capacity: int, filler: int = 0, decreas
     Every row keeps its tokens contiguous and in order, with positions 0..n−1; the unused tail of a packed
     row holds ``filler`` tokens with their own positions 0..k−1, i.e. a segment of its own that nobody reads.
     Deterministic: rows are placed in batch order, or longest first with ``decreasing`` (first-fit
-    decreasing: tighter when lengths are mixed, e.g. LLM-JEPA's NL and regex views together: 96 % of the
+    decreasing: tighter when lengths are mixed, e.g. LLM-JEPA's NL and target views together: 96 % of the
     packed slots real instead of 91 % at B = 32 on the embedded corpus).  ``capacity`` must hold the
     longest row.
     """

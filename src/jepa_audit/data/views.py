@@ -1,14 +1,14 @@
-"""Prompts and views: one (description, regex) pair → token ids of the full row, the NL view, the regex view.
+"""Prompts and views: one (prompt, target) example → token ids of the full row, the NL view, the target view.
 
-The full row is the chat ``[system, user: NL, assistant: regex]``.  CE is computed on the assistant's
+The full row is the chat ``[system, user: NL, assistant: target]``.  CE is computed on the assistant's
 tokens *and* its end-of-turn token (``train.labels=answer``; LLM-JEPA's collator leaves the end-of-turn
 unlabelled and trains the prompt: ``train.labels=llm-jepa`` reproduces that, see :func:`collate`).
 
 Two ways to build the two views (``views.nl``):
 
 * ``prefix`` (default): the NL view is the prefix ``[system, user: NL]`` of the CE row, so under causal
-  attention its states are those of the full row and ``e_u`` is read there for free; the regex view is
-  the assistant turn alone (header, regex, end-of-turn) after BOS: the only extra row.
+  attention its states are those of the full row and ``e_u`` is read there for free; the target view is
+  the assistant turn alone (header, target, end-of-turn) after BOS: the only extra row.
 * ``published``: both views exactly as galilai-group/llm-jepa ``finetune.py`` builds them.  The user-only
   view is ``messages[1:2]`` (the system turn dropped) with k predictor tokens ``<|predictor_k|>…
   <|predictor_1|>`` appended to the description, the assistant-only view is ``messages[2:3]``; each is
@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -37,6 +37,9 @@ from transformers import PreTrainedTokenizerBase
 from jepa_audit.data.batch import Batch
 from jepa_audit.data.examples import Example
 from jepa_audit.data.tokenizer import pad_was_chosen
+
+if TYPE_CHECKING:
+    from jepa_audit.tasks import Task
 
 # Llama-3's template stamps today's date into the system turn unless told; a fixed date keeps rows stable
 # (this is the template's own fallback when it has no strftime_now).
@@ -58,12 +61,12 @@ class TemplateError(ValueError):
 class Encoded:
     """Token ids of one example.  Indices refer to ``full``."""
 
-    full: list[int]  # [system][user: NL][assistant header][regex][eot]
+    full: list[int]  # [system][user: NL][assistant header][target][eot]
     prompt_len: int  # len of the generation prompt (== index a0 of the first answer token)
     nl_start: int  # first NL content token
     nl_last: int  # last NL content token (e_u)
-    regex_view: list[int]  # [bos?][assistant header][regex][eot]
-    regex_last: int  # last regex content token in regex_view (e_r)
+    target_view: list[int]  # [bos?][assistant header][target][eot]
+    target_last: int  # last target content token in target_view (e_t)
     idx: int  # example id within its split
     # views.nl=published only: LLM-JEPA's user-only view; its k predictor slots hold the pad id
     nl_view: list[int] | None = None  # [bos][bos?][default system?][user header][NL][slots][eot]
@@ -110,7 +113,8 @@ def predictor_tokenizer(tok: PreTrainedTokenizerBase, k: int) -> PreTrainedToken
 
 
 def published_views(
-    tok: PreTrainedTokenizerBase, ptok: PreTrainedTokenizerBase, ex: Example, eot: int, k: int
+    tok: PreTrainedTokenizerBase, ptok: PreTrainedTokenizerBase, ex: Example, eot: int, k: int,
+    task: Task | None = None,
 ) -> tuple[list[int], int, list[int], int]:
     """LLM-JEPA's two views of one pair: (user view, its last_token index, assistant view, its index).
 
@@ -119,8 +123,9 @@ def published_views(
     then not point at the content) or the predictor tokens do not sit right before it.
     """
     preds = "".join(PREDICTOR.format(i) for i in range(k, 0, -1))  # finetune.py appends k, k−1, …, 1
-    user = _render_then_tokenise(ptok, [{"role": "user", "content": ex.nl + preds}])
-    assistant = _render_then_tokenise(tok, [{"role": "assistant", "content": ex.regex}])
+    *_, u, a = _task(task).messages(ex, "")  # the task's prompt and target views
+    user = _render_then_tokenise(ptok, [{"role": "user", "content": u["content"] + preds}])
+    assistant = _render_then_tokenise(tok, [a])
     for name, ids in (("user", user), ("assistant", assistant)):
         if len(ids) < 3 or ids[-1] != eot:
             raise TemplateError(
@@ -144,6 +149,12 @@ def collator_pad_id(tok: PreTrainedTokenizerBase) -> int:
     return int(tok.eos_token_id) if pad_was_chosen(tok) else int(tok.pad_token_id)
 
 
+def _task(task: Task | None) -> Task:
+    from jepa_audit.tasks import get_task
+
+    return task if task is not None else get_task("nlrx")  # the default rendering (every built-in task's)
+
+
 def encode_example(
     tok: PreTrainedTokenizerBase,
     system: str,
@@ -151,16 +162,19 @@ def encode_example(
     views: ViewMode = "prefix",
     n_pred: int = 0,
     ptok: PreTrainedTokenizerBase | None = None,
+    task: Task | None = None,
 ) -> Encoded:
     """Tokenise one pair through the chat template and locate the NL, answer and view indices.
 
     ``views="published"`` also builds LLM-JEPA's user-only view with ``n_pred`` predictor slots and uses
-    its assistant-only view as the regex view (``ptok``: :func:`predictor_tokenizer`, made once by
-    :func:`encode_all`)."""
-    sys_msg = [{"role": "system", "content": system}] if system else []
-    user = [*sys_msg, {"role": "user", "content": ex.nl}]
-    empty_user = [*sys_msg, {"role": "user", "content": ""}]
-    full = _ids(tok, [*user, {"role": "assistant", "content": ex.regex}], gen=False)
+    its assistant-only view as the target view (``ptok``: :func:`predictor_tokenizer`, made once by
+    :func:`encode_all`).  ``task`` renders the example (:meth:`jepa_audit.tasks.Task.messages`; default: the
+    plain [system, user = prompt, assistant = target])."""
+    task = _task(task)
+    chat = task.messages(ex, system)
+    user = chat[:-1]
+    empty_user = [*chat[:-2], {"role": "user", "content": ""}]
+    full = _ids(tok, chat, gen=False)
     prompt = _ids(tok, user, gen=True)
     user_turn = _ids(tok, user, gen=False)  # ends with the user's end-of-turn token
     empty_turn = _ids(tok, empty_user, gen=False)
@@ -181,15 +195,15 @@ def encode_example(
         if n_pred:
             raise ValueError("views.nl=prefix builds no predictor slots (the objective appends them itself)")
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-        regex_view = bos + full[len(user_turn) :]
-        return Encoded(full, len(prompt), nl_start, nl_last, regex_view, len(regex_view) - 2, ex.idx, lm_pad=lm_pad)
+        target_view = bos + full[len(user_turn) :]
+        return Encoded(full, len(prompt), nl_start, nl_last, target_view, len(target_view) - 2, ex.idx, lm_pad=lm_pad)
     if views != "published":
         raise ValueError(f"views.nl={views!r}; expected one of {', '.join(VIEW_MODES)}")
-    nl_view, nl_view_last, regex_view, regex_last = published_views(
-        tok, ptok if ptok is not None else predictor_tokenizer(tok, n_pred), ex, eot, n_pred
+    nl_view, nl_view_last, target_view, target_last = published_views(
+        tok, ptok if ptok is not None else predictor_tokenizer(tok, n_pred), ex, eot, n_pred, task
     )
     return Encoded(
-        full, len(prompt), nl_start, nl_last, regex_view, regex_last, ex.idx,
+        full, len(prompt), nl_start, nl_last, target_view, target_last, ex.idx,
         nl_view=nl_view, nl_view_last=nl_view_last, n_pred=n_pred, view_mode="published", lm_pad=lm_pad,
     )  # fmt: skip
 
@@ -200,9 +214,11 @@ def encode_all(
     examples: Sequence[Example],
     views: ViewMode = "prefix",
     n_pred: int = 0,
+    task: Task | None = None,
 ) -> list[Encoded]:
+    """:func:`encode_example` of every example (``task``: whose rendering; default NL-RX's, the plain one)."""
     ptok = predictor_tokenizer(tok, n_pred) if views == "published" else None
-    return [encode_example(tok, system, ex, views, n_pred, ptok) for ex in examples]
+    return [encode_example(tok, system, ex, views, n_pred, ptok, task) for ex in examples]
 
 
 def lm_labels(ids: list[int], lm_pad: int) -> list[int]:
@@ -225,7 +241,7 @@ def collate(rows: Sequence[Encoded], pad_id: int, labels: LabelMode = "answer") 
         raise ValueError("collate: rows mix views.nl=prefix and views.nl=published encodings")
     B = len(rows)
     T = max(len(r.full) for r in rows)
-    Tr = max(len(r.regex_view) for r in rows)
+    Tr = max(len(r.target_view) for r in rows)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     att = torch.zeros((B, T), dtype=torch.long)
     lab = torch.full((B, T), -100, dtype=torch.long)
@@ -243,8 +259,8 @@ def collate(rows: Sequence[Encoded], pad_id: int, labels: LabelMode = "answer") 
         else:
             lab[b, :n] = torch.tensor(lm_labels(r.full, r.lm_pad))
         pmask[b, r.nl_start : r.nl_last + 1] = True
-        m = len(r.regex_view)
-        rids[b, :m] = torch.tensor(r.regex_view)
+        m = len(r.target_view)
+        rids[b, :m] = torch.tensor(r.target_view)
         ratt[b, :m] = 1
     nl: dict[str, torch.Tensor] = {}
     if published[0]:
@@ -267,9 +283,9 @@ def collate(rows: Sequence[Encoded], pad_id: int, labels: LabelMode = "answer") 
         prompt_mask=pmask,
         nl_last=torch.tensor([r.nl_last for r in rows]),
         answer_start=torch.tensor([r.prompt_len for r in rows]),
-        regex_ids=rids,
-        regex_mask=ratt,
-        regex_last=torch.tensor([r.regex_last for r in rows]),
+        target_ids=rids,
+        target_mask=ratt,
+        target_last=torch.tensor([r.target_last for r in rows]),
         item_ids=torch.tensor([r.idx for r in rows]),
         **nl,
     )

@@ -59,7 +59,7 @@ __all__ = [
 GEOMETRY_KEYS_DOC: dict[str, str] = {
     "curvature_prompt_L{l}": "mean turning angle ∠(v_t, v_{t+1}), v_t = h[l,t+1] − h[l,t], over NL prompt tokens 𝒫; "
     "per sequence then averaged; degrees, 0 = straight, ≈ 90 = random walk",
-    "curvature_answer_L{l}": "as curvature_prompt_L{l}, over answer tokens 𝒜 (regex + end-of-turn); degrees",
+    "curvature_answer_L{l}": "as curvature_prompt_L{l}, over answer tokens 𝒜 (the target + end-of-turn); degrees",
     "curvature_fisher_answer_Llast": "turning angle on 𝒜 at the last layer in the LM-head Fisher metric "
     "F = Wᵀ(diag p − ppᵀ)W taken at the vertex state; degrees",
     "anisotropy_L{l}": "mean cos(z_i, z_j) over all pairs of answer states from different sequences "
@@ -77,8 +77,8 @@ GEOMETRY_KEYS_DOC: dict[str, str] = {
     "unitless, larger = faster spectral decay; None if < 3 eigenvalues in range",
     "twonn_L{l}": "TwoNN intrinsic dimension (Facco MLE (n−1)/Σ log(r2/r1)) of distinct answer states, "
     "≤ 2,000 points by seeded subsample; dimensions",
-    "jepa_cos": "mean over rows of cos(e_u, e_r): e_u = h[L] at the last NL token of the full row (the NL view), "
-    "e_r = h[L] at the last regex token of the regex-only view row; unitless",
+    "jepa_cos": "mean over rows of cos(e_u, e_t): e_u = h[L] at the last NL token of the full row (the NL view), "
+    "e_t = h[L] at the last target token of the target-only view row; unitless",
     "v1_kl": "mean over rows of KL(p(h[L, a0−1]) ‖ p(e_u)), p = softmax(W h), W the LM head: how well the NL "
     "embedding decodes to the first-answer-token distribution (V1's loss); nats",
     "n_sequences": "rows in the geometry batch (count)",
@@ -115,14 +115,6 @@ def heldout_rows(n_available: int, n_sequences: int, seed: int = 0) -> list[int]
     g = torch.Generator().manual_seed(seed)
     k = min(n_sequences, n_available)
     return sorted(torch.randperm(n_available, generator=g)[:k].tolist())
-
-
-def _lm_head_weight(model: nn.Module) -> Tensor:
-    """(V, d) LM head weight; works for plain HF models and PEFT wrappers (which forward the call)."""
-    head = model.get_output_embeddings()
-    if head is None or not hasattr(head, "weight"):
-        raise ValueError("compute_geometry: model has no output embeddings (LM head) to read W from")
-    return head.weight
 
 
 def _normalise_layers(layers: list[int] | None, n_layers: int) -> list[int]:
@@ -162,16 +154,16 @@ def _cloud_metrics(
 def _forward_states(
     model: nn.Module, b: Batch, layers: list[int] | None, max_rows: int
 ) -> tuple[list[int], dict[int, Tensor], Tensor, Tensor | None]:
-    """Hidden states of the full rows at the needed layers, the regex-view embedding e_r, and (views.nl=
+    """Hidden states of the full rows at the needed layers, the target-view embedding e_t, and (views.nl=
     published only, else None) the NL-view embedding e_u from the NL-view rows.
 
     Forwards ``max_rows`` rows at a time so that a large held-out batch (real scale: 512–1,700 rows) never holds
     every layer of every row at once; only the requested layers and the last are kept, in the model's dtype.
-    Returns (normalised layers, {hidden index: (B, T, d)}, e_r (B, d) fp32, e_u (B, d) fp32 or None).
+    Returns (normalised layers, {hidden index: (B, T, d)}, e_t (B, d) fp32, e_u (B, d) fp32 or None).
     """
     B = b.input_ids.shape[0]
     kept: dict[int, list[Tensor]] = {}
-    e_r: list[Tensor] = []
+    e_t: list[Tensor] = []
     e_u_nl: list[Tensor] = []
     lays: list[int] = []
     for s in range(0, B, max_rows):
@@ -189,13 +181,13 @@ def _forward_states(
             kept.setdefault(l, []).append(hs[l])
         del out, hs
         out_r = model(
-            input_ids=b.regex_ids[sl],
-            attention_mask=b.regex_mask[sl],
+            input_ids=b.target_ids[sl],
+            attention_mask=b.target_mask[sl],
             output_hidden_states=True,
             logits_to_keep=1,
         )
         hr = out_r.hidden_states[-1]
-        e_r.append(hr[torch.arange(hr.shape[0], device=hr.device), b.regex_last[sl]].float())
+        e_t.append(hr[torch.arange(hr.shape[0], device=hr.device), b.target_last[sl]].float())
         del out_r
         if b.published:  # views.nl=published: e_u from LLM-JEPA's own NL-view rows
             out_n = model(input_ids=b.nl_ids[sl], attention_mask=b.nl_mask[sl], output_hidden_states=True,
@@ -206,7 +198,7 @@ def _forward_states(
             e_u_nl.append(hn[torch.arange(hn.shape[0], device=hn.device), (b.nl_view_last - b.nl_pred)[sl]].float())
             del out_n
     e_u = torch.cat(e_u_nl) if e_u_nl else None
-    return lays, {l: torch.cat(v) for l, v in kept.items()}, torch.cat(e_r), e_u
+    return lays, {l: torch.cat(v) for l, v in kept.items()}, torch.cat(e_t), e_u
 
 
 @torch.no_grad()
@@ -227,7 +219,7 @@ def compute_geometry(
 
     Cost: one no-grad forward of the full rows (hidden states kept; only the last position's logits are
     computed, since the Fisher and KL terms build their own fp32 logits from W for the few states they need),
-    one no-grad forward of the regex-view rows, one SVD and one chunked distance matrix per layer.
+    one no-grad forward of the target-view rows, one SVD and one chunked distance matrix per layer.
     Runs in eval mode (no dropout) and restores the model's train/eval mode afterwards.  All metrics in fp32
     whatever the model dtype.  Values are finite floats or None (undefined), never NaN.
     """
@@ -238,7 +230,7 @@ def compute_geometry(
     was_training = model.training
     model.eval()
     try:
-        lays, hidden, e_r, e_u_view = _forward_states(model, b, layers, max_rows_per_forward)
+        lays, hidden, e_t, e_u_view = _forward_states(model, b, layers, max_rows_per_forward)
     finally:
         model.train(was_training)
     L = max(hidden)
@@ -257,14 +249,16 @@ def compute_geometry(
         res[f"curvature_answer_L{l}"] = turning_angle_deg(h, amask)
         res.update(_cloud_metrics(h[amask], token_ids, seq_ids, l, gen_seed))
 
-    W = _lm_head_weight(model).float()
+    from jepa_audit.models.load import lm_head_weight
+
+    W = lm_head_weight(model).float()
     h_last = hidden[L].float()
     res["curvature_fisher_answer_Llast"] = fisher_turning_angle_deg(h_last, amask, W)
 
     # JEPA alignment, logged for every run: e_u is a causal prefix of the full row (identical to the NL view),
     # or, under views.nl=published, read from the NL-view rows (the views the two-view objectives trained on).
     e_u = h_last[rows, b.nl_last] if e_u_view is None else e_u_view
-    res["jepa_cos"] = _mean_finite(F.cosine_similarity(e_u, e_r, dim=-1))
+    res["jepa_cos"] = _mean_finite(F.cosine_similarity(e_u, e_t, dim=-1))
     # V1: KL(sg(p(h[L, a0−1])) ‖ p(e_u)), in nats; target = the state that predicts the first answer token.
     logp_t = torch.log_softmax(h_last[rows, b.answer_start - 1] @ W.T, dim=-1)
     logq = torch.log_softmax(e_u @ W.T, dim=-1)

@@ -1,8 +1,9 @@
 """The tiny base model: pre-trained once per (corpus, config) and cached content-addressed.
 
-Every cell fine-tunes the same base.  It is trained on a generated pool of (description, regex) pairs that is
-disjoint from the fine-tuning data, with a tokenizer trained on that pool plus the fine-tuning *training*
-text (never test).  The directory ``<cache_dir>/base/<key>/`` is written in Hugging Face format (config,
+Every cell fine-tunes the same base.  It is trained on the task's pre-training pool (NL-RX: generated
+(description, regex) pairs), disjoint from the fine-tuning data, with a tokenizer trained on that pool plus
+the fine-tuning *training* text of every benchmark of the task (never test).  A task without a pool (SCAN,
+GSM8K) gets a base that is its random init with that tokenizer: its cells then learn the task from scratch.  The directory ``<cache_dir>/base/<key>/`` is written in Hugging Face format (config,
 safetensors, tokenizer, chat template) by a temp-dir + rename, with a ``DONE.json`` holding the sha256 of
 the weights; a file lock makes concurrent workers wait for the one that builds it instead of racing.
 """
@@ -25,9 +26,9 @@ from jepa_audit.data.tokenizer import train_tiny_tokenizer
 from jepa_audit.data.views import encode_all
 from jepa_audit.models.load import ModelError, quiet_hf_progress
 from jepa_audit.models.tiny import new_tiny_llama
+from jepa_audit.tasks import get_task
 
 BASE_FORMAT = "tiny-base-v1"  # bump when the pre-training recipe changes: old caches are then ignored
-BENCHMARKS = ("synth", "turk")
 
 
 def _sha256(path: Path) -> str:
@@ -39,13 +40,14 @@ def _sha256(path: Path) -> str:
 
 
 def _corpus(cfg: Config) -> tuple[list, list[str]]:
-    pool = pretraining_pool(cfg.data, cfg.base.pool_size, cfg.base.pool_seed)
-    texts = [cfg.data.system_prompt] * 5000  # weight it so BPE merges the fixed system prompt into few tokens
+    """(pre-training pool, tokenizer texts): the pool is empty when the task has none."""
+    pool = pretraining_pool(cfg.data, cfg.base.pool_size, cfg.base.pool_seed) or []
+    texts = [cfg.data.system] * 5000  # weight it so BPE merges the fixed system prompt into few tokens
     for ex in pool:
-        texts += [ex.nl, ex.regex]
-    for b in BENCHMARKS:
+        texts += [ex.prompt, ex.target]
+    for b in get_task(cfg.data.task).benchmarks:
         for ex in load_benchmark(cfg.data, b).train:
-            texts += [ex.nl, ex.regex]
+            texts += [ex.prompt, ex.target]
     return pool, texts
 
 
@@ -56,7 +58,7 @@ def base_key(cfg: Config, texts: list[str]) -> str:
             "format": BASE_FORMAT,
             "model": cfg.model.model_dump(exclude={"device", "compile", "dtype"}),
             "base": cfg.base.model_dump(),
-            "system": cfg.data.system_prompt,
+            "system": cfg.data.system,
             "texts": text_hash,
         }
     )
@@ -92,14 +94,20 @@ def ensure_tiny_base(cfg: Config, progress: Callable[[dict[str, Any]], None] | N
             return final
         tok = train_tiny_tokenizer(texts, cfg.model.vocab_size)
         model = new_tiny_llama(cfg.model, tok, seed=cfg.base.seed)
-        rows = encode_all(tok, cfg.data.system_prompt, pool)
-        too_long = max(len(r.full) for r in rows)
-        if too_long > cfg.model.max_positions:
-            raise ModelError(f"pre-training rows reach {too_long} tokens > model.max_positions={cfg.model.max_positions}")
-        tcfg = TrainCfg(
-            steps=cfg.base.steps, batch_size=cfg.base.batch_size, lr=cfg.base.lr, warmup_steps=min(20, cfg.base.steps)
-        )
-        result = train(model, rows, pad_id=tok.pad_token_id, cfg=tcfg, seed=cfg.base.seed, progress=progress)
+        final_loss, steps = None, 0
+        if pool and cfg.base.steps:
+            rows = encode_all(tok, cfg.data.system, pool, task=get_task(cfg.data.task))
+            too_long = max(len(r.full) for r in rows)
+            if too_long > cfg.model.max_positions:
+                raise ModelError(
+                    f"pre-training rows reach {too_long} tokens > model.max_positions={cfg.model.max_positions}"
+                )
+            tcfg = TrainCfg(
+                steps=cfg.base.steps, batch_size=cfg.base.batch_size, lr=cfg.base.lr,
+                warmup_steps=min(20, cfg.base.steps),
+            )  # fmt: skip
+            result = train(model, rows, pad_id=tok.pad_token_id, cfg=tcfg, seed=cfg.base.seed, progress=progress)
+            final_loss, steps = result.final_loss, cfg.base.steps
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:
             with quiet_hf_progress():
@@ -108,8 +116,8 @@ def ensure_tiny_base(cfg: Config, progress: Callable[[dict[str, Any]], None] | N
             meta = {
                 "format": BASE_FORMAT,
                 "weights_sha256": _sha256(tmp / "model.safetensors"),
-                "pretrain_final_loss": result.final_loss,
-                "pretrain_steps": cfg.base.steps,
+                "pretrain_final_loss": final_loss,  # None: the task has no pool, the base is its random init
+                "pretrain_steps": steps,
                 "pool_size": len(pool),
                 "n_params": sum(p.numel() for p in model.parameters()),
             }

@@ -138,8 +138,12 @@ def trainable_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter
 
 
 def lm_head_weight(model: nn.Module) -> torch.Tensor:
-    """(V, d) unembedding of a plain or PEFT-wrapped model."""
-    return model.get_output_embeddings().weight
+    """(V, d) unembedding (LM head weight) of a plain or PEFT-wrapped model (PEFT forwards the call);
+    ModelError when the model has none."""
+    head = model.get_output_embeddings()
+    if head is None or not hasattr(head, "weight"):
+        raise ModelError(f"{type(model).__name__} has no output embeddings (LM head) to read its weight W from")
+    return head.weight
 
 
 @torch.no_grad()

@@ -140,21 +140,21 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def regex_states(ctx: AuxContext, generator: torch.Generator) -> tuple[Tensor, ...]:
-    """``ctx.regex_hidden`` (one extra forward of the short regex-only row), run under :func:`isolated_rng`.
+def target_states(ctx: AuxContext, generator: torch.Generator) -> tuple[Tensor, ...]:
+    """``ctx.target_hidden`` (one extra forward of the short target-only row), run under :func:`isolated_rng`.
 
-    The forward is cached on ``ctx`` (the same slot ``AuxContext.regex_hidden`` uses), so ``ctx.e_r`` reads it.
+    The forward is cached on ``ctx`` (the same slot ``AuxContext.target_hidden`` uses), so ``ctx.e_t`` reads it.
     """
-    if "regex_hidden" not in ctx.__dict__:
+    if "target_hidden" not in ctx.__dict__:
         with isolated_rng(generator, model_device(ctx.model)), caller_precision():
-            _ = ctx.regex_hidden  # cached_property: computes and stores in ctx.__dict__
-    return ctx.regex_hidden
+            _ = ctx.target_hidden  # cached_property: computes and stores in ctx.__dict__
+    return ctx.target_hidden
 
 
-def e_r(ctx: AuxContext, generator: torch.Generator, layer: int = -1) -> Tensor:
-    """Regex-view embedding (B, d) in fp32 at the last regex content token."""
-    regex_states(ctx, generator)
-    return ctx.e_r(layer).float()
+def e_t(ctx: AuxContext, generator: torch.Generator, layer: int = -1) -> Tensor:
+    """Target-view embedding (B, d) in fp32 at the last target content token."""
+    target_states(ctx, generator)
+    return ctx.e_t(layer).float()
 
 
 def view_states(ctx: AuxContext, generator: torch.Generator) -> None:
@@ -167,7 +167,7 @@ def view_states(ctx: AuxContext, generator: torch.Generator) -> None:
 def e_u(ctx: AuxContext, layer: int = -1, generator: torch.Generator | None = None) -> Tensor:
     """NL-view embedding (B, d) in fp32.  views.nl=prefix: the CE row's state at the last NL content token
     (a causal prefix, free); published: the NL-view row's state at last_token = −2, from the views' packed
-    forward (shared with e_r), whose dropout draws come from ``generator``."""
+    forward (shared with e_t), whose dropout draws come from ``generator``."""
     if ctx.batch.published:
         if generator is None:
             raise ValueError("e_u under views.nl=published runs the view rows: pass the objective's generator")
@@ -185,7 +185,7 @@ def nl_logits(ctx: AuxContext, generator: torch.Generator) -> Tensor:
 
 def published_predictor_views(ctx: AuxContext, pred_embeds: Tensor, generator: torch.Generator) -> None:
     """views.nl=published with k > 0: run both views once with ``pred_embeds`` (k, d) in the NL views'
-    predictor slots and cache the states on ``ctx`` (``ctx.e_u``/``ctx.e_r`` then read them)."""
+    predictor slots and cache the states on ``ctx`` (``ctx.e_u``/``ctx.e_t`` then read them)."""
     from jepa_audit.objectives.base import published_view_hidden
 
     if "view_hidden" in ctx.__dict__:
@@ -203,7 +203,7 @@ def nl_predictor_view(
 
     One extra forward of the NL prefix rows (≤ max(nl_last) + 1 + k tokens) with the k learned embeddings
     ``pred_embeds`` (k, d) written right after each row's last NL token; the state at the last predictor
-    token is returned.  Cost: one prefix-length row per example, on top of the regex row.
+    token is returned.  Cost: one prefix-length row per example, on top of the target row.
     """
     b = ctx.batch
     k = pred_embeds.shape[0]

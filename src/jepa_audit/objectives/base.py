@@ -80,27 +80,27 @@ class AuxContext:
     total_steps: int = 1
 
     @cached_property
-    def regex_hidden(self) -> tuple[Tensor, ...]:
-        """Hidden states of the regex-only view rows, (B, Tr, d) per layer: one extra forward, run once.
+    def target_hidden(self) -> tuple[Tensor, ...]:
+        """Hidden states of the target-only view rows, (B, Tr, d) per layer: one extra forward, run once.
 
         Run under ``fork_rng``: dropout in this extra row must not advance the global RNG, or the CE run's
         dropout stream would differ from the baseline's (objectives add their own generator on top via
-        ``objectives._common.regex_states``).
+        ``objectives._common.target_states``).
         """
-        if self.batch.published:  # the regex views share one packed forward with the NL views
-            B = self.batch.regex_ids.shape[0]
-            return tuple(h[:B, : self.batch.regex_ids.shape[1]] for h in self.view_hidden)
-        dev = self.batch.regex_ids.device
+        if self.batch.published:  # the target views share one packed forward with the NL views
+            B = self.batch.target_ids.shape[0]
+            return tuple(h[:B, : self.batch.target_ids.shape[1]] for h in self.view_hidden)
+        dev = self.batch.target_ids.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            return regex_view_hidden(self.model, self.batch)
+            return target_view_hidden(self.model, self.batch)
 
     @cached_property
     def view_hidden(self) -> tuple[Tensor, ...]:
-        """views.nl=published: hidden states of both view rows, (2B, max(Tr, Tn), d) per layer, regex views
+        """views.nl=published: hidden states of both view rows, (2B, max(Tr, Tn), d) per layer, target views
         first: one packed forward (run once; objectives with predictor tokens fill this slot themselves)."""
         if int(self.batch.nl_pred.max()) > 0:
             raise ValueError("these NL views carry predictor slots: only llm-jepa (its k > 0) can run them")
-        dev = self.batch.regex_ids.device
+        dev = self.batch.target_ids.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             return published_view_hidden(self.model, self.batch)
 
@@ -120,31 +120,31 @@ class AuxContext:
         h = self.hidden[layer]
         return h[torch.arange(h.shape[0], device=h.device), b.nl_last]
 
-    def e_r(self, layer: int = -1) -> Tensor:
-        """Regex-view embedding (B, d): the regex-only row's state at its last content token."""
-        h = self.regex_hidden[layer]
-        return h[torch.arange(h.shape[0], device=h.device), self.batch.regex_last]
+    def e_t(self, layer: int = -1) -> Tensor:
+        """Target-view embedding (B, d): the target-only row's state at its last content token."""
+        h = self.target_hidden[layer]
+        return h[torch.arange(h.shape[0], device=h.device), self.batch.target_last]
 
 
-def regex_view_hidden(forward: Callable[..., Any], batch: Batch) -> tuple[Tensor, ...]:
-    """The regex views' hidden states, (B, Tr, d) per layer (L+1 tensors), from one forward of the *packed*
-    view rows (``batch.regex_packed_*``, data/packing.py): block-diagonal attention through restarting
+def target_view_hidden(forward: Callable[..., Any], batch: Batch) -> tuple[Tensor, ...]:
+    """The target views' hidden states, (B, Tr, d) per layer (L+1 tensors), from one forward of the *packed*
+    view rows (``batch.target_packed_*``, data/packing.py): block-diagonal attention through restarting
     position ids, so each view sees only itself, without computing the views' padding.
 
     ``forward`` is the model or a stand-in with its keyword signature (P3 passes a ``functional_call`` with
-    EMA weights).  Pad positions (beyond ``regex_mask``) repeat the view's last real state.
+    EMA weights).  Pad positions (beyond ``target_mask``) repeat the view's last real state.
     """
     out = forward(
-        input_ids=batch.regex_packed_ids, position_ids=batch.regex_packed_pos, use_cache=False,
+        input_ids=batch.target_packed_ids, position_ids=batch.target_packed_pos, use_cache=False,
         output_hidden_states=True,
     )  # fmt: skip
-    return tuple(h.flatten(0, 1)[batch.regex_unpack] for h in out.hidden_states)
+    return tuple(h.flatten(0, 1)[batch.target_unpack] for h in out.hidden_states)
 
 
 def published_view_hidden(
     forward: Callable[..., Any], batch: Batch, pred_embeds: Tensor | None = None, embed: nn.Module | None = None
 ) -> tuple[Tensor, ...]:
-    """views.nl=published: both views' hidden states, (2B, max(Tr, Tn), d) per layer (regex views first),
+    """views.nl=published: both views' hidden states, (2B, max(Tr, Tn), d) per layer (target views first),
     from one forward of ``batch.views_packed_*`` (block-diagonal through restarting position ids).
 
     ``pred_embeds`` (k, d): LLM-JEPA's predictor-token embeddings; slot i of each NL view (left to right,

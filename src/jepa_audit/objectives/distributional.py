@@ -2,7 +2,7 @@
 
 Single-view rows (D1, D2, D5–D8) act on the answer-token states Z = {h[l,t] : t ∈ 𝒜} of the CE forward,
 pooled over the batch (N = number of answer tokens).  Two-view rows (D3, D4) act on the LLM-JEPA pair
-(e_u, e_r) through a trainable projector, since a batch of B ≪ d embeddings gives a rank-deficient C.
+(e_u, e_t) through a trainable projector, since a batch of B ≪ d embeddings gives a rank-deficient C.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class VicregCovariance(C.LayerObjective):
 
 
 class _TwoViewProjected(C.LayerObjective):
-    """(e_u, e_r) through one shared projector d → proj_dim → proj_dim, built with seeded init."""
+    """(e_u, e_t) through one shared projector d → proj_dim → proj_dim, built with seeded init."""
 
     def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
@@ -90,7 +90,7 @@ class _TwoViewProjected(C.LayerObjective):
 
     def views(self, ctx: AuxContext) -> tuple[torch.Tensor, torch.Tensor]:
         zu = self.projector(C.e_u(ctx, self.layer, self.generator))
-        zr = self.projector(C.e_r(ctx, self.generator, self.layer))
+        zr = self.projector(C.e_t(ctx, self.generator, self.layer))
         return zu, zr
 
 
@@ -100,7 +100,7 @@ class CrossViewVicreg(_TwoViewProjected):
         id="D3",
         target_geometry=("jepa_cos",),
         family="distributional",
-        description="cross-view VICReg on projected (e_u, e_r): 25·MSE + 25·(var_u + var_r)/2 + 1·(cov_u + cov_r)",
+        description="cross-view VICReg on projected (e_u, e_t): 25·MSE + 25·(var_u + var_t)/2 + 1·(cov_u + cov_t)",
         core=False,
         extra_forward=1,
         default_weight=0.004,
@@ -126,7 +126,7 @@ class BarlowTwins(_TwoViewProjected):
         id="D4",
         target_geometry=("jepa_cos",),
         family="distributional",
-        description="Barlow Twins on projected (e_u, e_r): Σ_i (1 − C_ii)² + 5e-3 Σ_{i≠j} C_ij², C the "
+        description="Barlow Twins on projected (e_u, e_t): Σ_i (1 − C_ii)² + 5e-3 Σ_{i≠j} C_ij², C the "
         "cross-correlation of batch-standardised projections",
         core=True,
         extra_forward=1,

@@ -234,7 +234,7 @@ class FisherJepa(C.AuxObjective):
         id="F4",
         target_geometry=("jepa_cos",),
         family="fisher",
-        description="Fisher-norm JEPA: δ = e_u − sg(e_r), loss = mean_b δᵀF(e_r)δ (≈ 2·KL(p(e_r) ‖ p(e_u)))",
+        description="Fisher-norm JEPA: δ = e_u − sg(e_t), loss = mean_b δᵀF(e_t)δ (≈ 2·KL(p(e_t) ‖ p(e_u)))",
         core=True,
         extra_forward=1,
         default_weight=0.1,
@@ -245,7 +245,7 @@ class FisherJepa(C.AuxObjective):
     def forward(self, ctx: AuxContext) -> AuxOut:
         W = ctx.lm_head_weight
         u = C.e_u(ctx, -1, self.generator)
-        r = C.e_r(ctx, self.generator).detach()
+        r = C.e_t(ctx, self.generator).detach()
         p = F.softmax(head(W, r), -1)
         return AuxOut(loss=fisher_quadratic(W, p, u - r).mean())
 

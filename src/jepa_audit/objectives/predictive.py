@@ -1,7 +1,7 @@
 """Predictor/target asymmetry (auxiliaries.md §1.1, §1.5, §3 P-rows).
 
 Views: e_u is the CE row's state at the last NL token (under causal attention the NL view *is* a prefix of
-the CE row, so it is free); e_r is the regex-only row's state at its last content token (one short extra
+the CE row, so it is free); e_t is the target-only row's state at its last content token (one short extra
 row, run under the objective's own RNG).  P0 is the ``llm-jepa`` reference (references.py).
 """
 
@@ -18,21 +18,21 @@ from jepa_audit.objectives.base import (
     AuxContext,
     AuxOut,
     ObjectiveSpec,
-    regex_view_hidden,
     register_objective,
+    target_view_hidden,
 )
 
 
 class _ViewCosine(C.LayerObjective):
     """1 − cos(pred, target) between the two views at ``layer``.
 
-    ``direction``: "nl_to_regex" (e_u predicts e_r) or "regex_to_nl"; ``stop_grad``: "none" (both views get
+    ``direction``: "nl_to_regex" (e_u predicts e_t) or "regex_to_nl"; ``stop_grad``: "none" (both views get
     gradient, LLM-JEPA) or "target".  P0 (llm-jepa), P1, P6 and P8 are this one body with other params.
     """
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         u = C.e_u(ctx, self.layer, self.generator)
-        r = C.e_r(ctx, self.generator, self.layer)
+        r = C.e_t(ctx, self.generator, self.layer)
         pred, target = (u, r) if self.p["direction"] == "nl_to_regex" else (r, u)
         loss = C.view_cosine_loss(pred, target, self.p["stop_grad"])
         return AuxOut(loss=loss)
@@ -44,7 +44,7 @@ class StopGradTarget(_ViewCosine):
         id="P1",
         target_geometry=("jepa_cos",),
         family="predictive",
-        description="stop-grad target: 1 − cos(e_u, sg(e_r))",
+        description="stop-grad target: 1 − cos(e_u, sg(e_t))",
         core=True,
         extra_forward=1,
         default_weight=0.5,
@@ -59,7 +59,7 @@ class SymmetricPredictor(C.LayerObjective):
         id="P2",
         target_geometry=("jepa_cos",),
         family="predictive",
-        description="MLP predictor + stop-grad, symmetrised: ½[D(q(e_u), sg(e_r)) + D(q(e_r), sg(e_u))], D = −cos, "
+        description="MLP predictor + stop-grad, symmetrised: ½[D(q(e_u), sg(e_t)) + D(q(e_t), sg(e_u))], D = −cos, "
         "q: d → 512 → d with LayerNorm",
         core=True,
         extra_forward=1,
@@ -74,7 +74,7 @@ class SymmetricPredictor(C.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         u = C.e_u(ctx, self.layer, self.generator)
-        r = C.e_r(ctx, self.generator, self.layer)
+        r = C.e_t(ctx, self.generator, self.layer)
         loss = -0.5 * (C.cosine(self.q(u), r.detach()) + C.cosine(self.q(r), u.detach())).mean()
         return AuxOut(loss=loss)
 
@@ -85,7 +85,7 @@ class EmaTarget(C.LayerObjective):
         id="P3",
         target_geometry=("jepa_cos",),
         family="predictive",
-        description="EMA target (BYOL): 2 − 2 cos(q(e_u), sg(ē_r)), ē_r from a no-grad regex row run with an "
+        description="EMA target (BYOL): 2 − 2 cos(q(e_u), sg(ē_t)), ē_t from a no-grad target row run with an "
         "EMA copy of the trainable weights (under LoRA: the adapter weights only); τ 0.996 → 1 cosine",
         core=True,
         extra_forward=1,
@@ -125,7 +125,7 @@ class EmaTarget(C.LayerObjective):
             self.shadow[n].mul_(tau).add_(p.detach().float(), alpha=1.0 - tau)
 
     def target_embedding(self, ctx: AuxContext) -> Tensor:
-        """ē_r (B, d): the regex row through the model with the shadow weights swapped in (functional_call)."""
+        """ē_t (B, d): the target row through the model with the shadow weights swapped in (functional_call)."""
         model = ctx.model
         if not self.shadow:
             self._init_shadow(model)
@@ -133,8 +133,8 @@ class EmaTarget(C.LayerObjective):
         swapped = {n: s.to(device=params[n].device, dtype=params[n].dtype) for n, s in self.shadow.items()}
         b = ctx.batch
         with torch.no_grad(), C.isolated_rng(self.generator, C.model_device(model)), C.caller_precision():
-            hidden = regex_view_hidden(lambda **kw: torch.func.functional_call(model, swapped, (), kw), b)
-        return C.gather_rows(hidden[self.layer], b.regex_last).float()
+            hidden = target_view_hidden(lambda **kw: torch.func.functional_call(model, swapped, (), kw), b)
+        return C.gather_rows(hidden[self.layer], b.target_last).float()
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         u = self.q(C.e_u(ctx, self.layer, self.generator))
@@ -154,7 +154,7 @@ class LinearPredictor(C.LayerObjective):
         id="P4",
         target_geometry=("jepa_cos",),
         family="predictive",
-        description="linear predictor: 1 − cos(M e_u, e_r), M ∈ R^{d×d} initialised to I, no bias, gradient "
+        description="linear predictor: 1 − cos(M e_u, e_t), M ∈ R^{d×d} initialised to I, no bias, gradient "
         "through both views",
         core=True,
         extra_forward=1,
@@ -169,12 +169,12 @@ class LinearPredictor(C.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         u = C.e_u(ctx, self.layer, self.generator) @ self.M.T
-        return AuxOut(loss=C.view_cosine_loss(u, C.e_r(ctx, self.generator, self.layer)))
+        return AuxOut(loss=C.view_cosine_loss(u, C.e_t(ctx, self.generator, self.layer)))
 
 
 class TransformerPredictor(nn.Module):
     """D_p pre-norm transformer blocks (width w) over the NL-view token states plus one learned query token;
-    the query's output, projected back to d, is the prediction of e_r."""
+    the query's output, projected back to d, is the prediction of e_t."""
 
     def __init__(self, d: int, width: int, depth: int, heads: int):
         super().__init__()
@@ -205,7 +205,7 @@ class DeepPredictor(C.LayerObjective):
         target_geometry=("jepa_cos",),
         family="predictive",
         description="predictor depth: a D_p-block transformer predictor (width 256) reads the NL-view token "
-        "states and predicts e_r, 1 − cos(q, e_r), gradient through both views (as P0); k predictor tokens "
+        "states and predicts e_t, 1 − cos(q, e_t), gradient through both views (as P0); k predictor tokens "
         "are llm-jepa's `k` parameter",
         core=False,
         extra_forward=1,
@@ -227,7 +227,7 @@ class DeepPredictor(C.LayerObjective):
         b = ctx.batch
         T = int(b.nl_last.max()) + 1  # the NL view ends at nl_last: read no further
         pred = self.q(ctx.hidden[self.layer][:, :T].float(), b.prompt_mask[:, :T])
-        return AuxOut(loss=C.view_cosine_loss(pred, C.e_r(ctx, self.generator, self.layer)))
+        return AuxOut(loss=C.view_cosine_loss(pred, C.e_t(ctx, self.generator, self.layer)))
 
 
 @register_objective
@@ -236,7 +236,7 @@ class ReversePrediction(_ViewCosine):
         id="P6",
         target_geometry=("jepa_cos",),
         family="predictive",
-        description="reverse direction: the regex view predicts the NL view, 1 − cos(e_r, sg(e_u))",
+        description="reverse direction: the target view predicts the NL view, 1 − cos(e_t, sg(e_u))",
         core=False,
         extra_forward=1,
         default_weight=0.5,
@@ -251,7 +251,7 @@ class InfoNCE(C.LayerObjective):
         id="P7",
         target_geometry=("jepa_cos",),
         family="predictive",
-        description="InfoNCE: cross-entropy over in-batch cos(e_u, e_r)/τ, positives on the diagonal, τ = 0.07",
+        description="InfoNCE: cross-entropy over in-batch cos(e_u, e_t)/τ, positives on the diagonal, τ = 0.07",
         core=True,
         extra_forward=1,
         default_weight=0.5,
@@ -261,7 +261,7 @@ class InfoNCE(C.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         u = C.e_u(ctx, self.layer, self.generator)
-        r = C.e_r(ctx, self.generator, self.layer)
+        r = C.e_t(ctx, self.generator, self.layer)
         return AuxOut(loss=C.info_nce(u, r, float(self.p["temperature"])))
 
 
@@ -271,7 +271,7 @@ class MidLayerStopGrad(_ViewCosine):
         id="P8",
         target_geometry=("jepa_cos",),
         family="predictive",
-        description="P1 at a middle layer: 1 − cos(e_u, sg(e_r)) with e_u, e_r from h[mid, ·]",
+        description="P1 at a middle layer: 1 − cos(e_u, sg(e_t)) with e_u, e_t from h[mid, ·]",
         core=False,
         extra_forward=1,
         default_weight=0.5,

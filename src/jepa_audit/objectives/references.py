@@ -1,7 +1,7 @@
 """The two references every auxiliary is compared against: plain CE and LLM-JEPA as published.
 
 ``ce`` has default weight 0: the loop skips the auxiliary whenever λ == 0 (it never checks ids).
-``llm-jepa`` is rbalestr-lab/llm-jepa's loss (auxiliaries.md §1.1): 1 − cos(e_u, e_r) at the last layer,
+``llm-jepa`` is rbalestr-lab/llm-jepa's loss (auxiliaries.md §1.1): 1 − cos(e_u, e_t) at the last layer,
 no stop-gradient (both views are trained), e_u at the last NL token (k = 0) or at the last of k learned
 predictor tokens appended to the NL view (k > 0).  Which rows the views are (the CE row's prefix, or
 finetune.py's own user-only and assistant-only rows) is ``views.nl`` (data/views.py).
@@ -41,7 +41,7 @@ class LlmJepa(C.LayerObjective):
         id="llm-jepa",
         target_geometry=("jepa_cos",),
         family="reference",
-        description="LLM-JEPA as published (P0): 1 − cos(e_u, e_r), NL view with k predictor tokens, regex view at "
+        description="LLM-JEPA as published (P0): 1 − cos(e_u, e_t), NL view with k predictor tokens, target view at "
         "its last content token, gradient through both views; k > 0 adds one NL-prefix row (+k tokens)",
         core=False,
         extra_forward=1,
@@ -71,5 +71,5 @@ class LlmJepa(C.LayerObjective):
             u = C.e_u(ctx, self.layer, self.generator)
         else:
             u = C.nl_predictor_view(ctx, self.pred, self.generator, self.layer)
-        r = C.e_r(ctx, self.generator, self.layer)
+        r = C.e_t(ctx, self.generator, self.layer)
         return AuxOut(loss=C.view_cosine_loss(u, r, "none"))

@@ -11,10 +11,8 @@ Markdown report. Equal inputs give byte-identical outputs.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -548,6 +546,9 @@ def _report_data(
         aux_verdicts=verdict_table(summary["verdicts"]),
         title="jepa-audit report",
         counts={
+            "task": str(summary.get("task", "nlrx")),
+            # EM in the tables and plots is the task's primary metric (NL-RX, SCAN, GSM8K: exact_match)
+            "metrics": ", ".join(m["name"] for m in summary.get("metrics", [])) or ", ".join(METRICS),
             "rows": str(counts["rows"]),
             "done": str(counts["done"]),
             "failed": str(counts["failed"]),
@@ -621,39 +622,22 @@ def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
 def render(data: ReportData) -> tuple[str, str]:
     """Render the Markdown and HTML reports of ``data``."""
     md_env, html_env = _environments()
-    context = {"r": data, "metrics": METRICS, "baseline": BASELINE}
+    context = {"r": data, "baseline": BASELINE}
     return md_env.get_template("report.md.j2").render(**context), html_env.get_template(
         "report.html.j2"
     ).render(**context)
 
 
 def _write_all(files: Mapping[Path, str]) -> None:
-    """Write every file to a temporary sibling first, then rename them all: a full disk or a read-only
-    directory leaves the previous report files as they were and no temporary file behind. Raises
-    :class:`ReportError` naming the path and the cause."""
-    from jepa_audit.audit.store import os_reason
+    """Write the report files all or none (:func:`jepa_audit.audit.store.atomic_write_all`): a full disk or a
+    read-only directory leaves the previous report files as they were and no temporary file behind. Raises
+    :class:`ReportWriteError` naming the path and the cause."""
+    from jepa_audit.audit.store import StoreError, atomic_write_all
 
-    tmps: dict[Path, Path] = {}
     try:
-        for path, text in files.items():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmps[path] = tmp
-            try:
-                with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-            except OSError as exc:
-                raise ReportWriteError(f"{path}: cannot write the report ({os_reason(exc)}); nothing was changed") from None
-        for path, tmp in tmps.items():
-            try:
-                os.replace(tmp, path)
-            except OSError as exc:
-                raise ReportWriteError(f"{path}: cannot write the report ({os_reason(exc)})") from None
-    finally:
-        for tmp in tmps.values():
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        atomic_write_all(files, label=" the report")
+    except StoreError as e:
+        raise ReportWriteError(str(e)) from None
 
 
 def write_report(

@@ -10,8 +10,9 @@ combines the two into one verdict per (benchmark, mode, method ≠ ce) (DESIGN.m
   seed, in the key's own units (degrees, hidden units, nats, unitless); Holm over the entries of one
   benchmark and mode (:func:`stats.multiplicity.holm`), with m the declared family size (degenerate entries
   count as p = 1, as DESIGN.md asks).
-- :func:`verdicts`: representation moved = some target key's ``p_holm`` ≤ α; reward moved = the
-  exact_match comparison's ``p_holm`` ≤ α (from ``comparisons``, so the EM family is the summary's).
+- :func:`verdicts`: representation moved = some target key's ``p_holm`` ≤ α; reward moved = the primary
+  metric's comparison's ``p_holm`` ≤ α (NL-RX, SCAN, GSM8K: exact_match; from ``comparisons``, so the EM
+  family is the summary's).
 - :func:`headline` and :func:`verdict_table`: the report's first paragraph and first table, as strings.
 
 Target keys come from each row's ``target_geometry`` (written by the cell from its objective's spec), or,
@@ -210,8 +211,11 @@ def verdicts(
     comparisons: Sequence[Mapping[str, Any]],
     alpha: float,
     answers_changed: Mapping[tuple[str, str, str], Sequence[int]] | None = None,
+    reward_metric: str = "exact_match",
 ) -> list[dict[str, Any]]:
     """One verdict per (benchmark, mode, method ≠ ce), in the order of ``cells``.
+
+    The reward half is the ``reward_metric`` comparison (the task's primary metric; "EM" below).
 
     ``verdict``: ``representation_without_reward`` (a target key moved after Holm, EM did not),
     ``representation_and_reward``, ``reward_without_representation``, ``no_effect`` (neither: an
@@ -228,7 +232,7 @@ def verdicts(
     for e in manipulation:
         man[(e["benchmark"], e["mode"], e["method"])].append(e)
     em = {
-        (c["benchmark"], c["mode"], c["method"]): c for c in comparisons if c.get("metric") == "exact_match"
+        (c["benchmark"], c["mode"], c["method"]): c for c in comparisons if c.get("metric") == reward_metric
     }
     out = []
     for bench, mode in sorted(cells):

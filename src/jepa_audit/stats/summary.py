@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from jepa_audit.results import ResultsRow
+from jepa_audit.tasks.base import LEGACY_METRICS, MetricSpec
+
 from .coupling import group_means, spearman
 from .items import (
     conditional_logit,
@@ -48,9 +51,9 @@ __all__ = [
 ]
 
 BASELINE = "ce"
-METRICS: tuple[str, ...] = ("exact_match", "dfa_accuracy")
-#: Per-item field in a predictions file that carries each metric's correctness.
-ITEM_FIELDS: dict[str, str] = {"exact_match": "exact", "dfa_accuracy": "dfa"}
+#: NL-RX's metrics, for rows written before rows declared theirs (``metric_specs``); the metrics of an audit
+#: are its rows' (:attr:`CellIndex.metrics`), one family per task, benchmark, mode and metric.
+METRICS: tuple[str, ...] = tuple(m.name for m in LEGACY_METRICS)
 FAMILIES: tuple[str, ...] = ("per-benchmark", "all")
 DEFAULT_MODE = "lora"
 UNSPECIFIED_FAMILY = "unspecified"
@@ -81,6 +84,8 @@ class CellIndex:
 
     cells: dict[Key, dict[str, dict[Hashable, dict[str, Any]]]] = field(default_factory=dict)
     aux_family: dict[str, str] = field(default_factory=dict)
+    task: str = "nlrx"  # the rows' task (rows before tasks were plug-ins: nlrx)
+    metric_specs: tuple[MetricSpec, ...] = LEGACY_METRICS  # what the rows' ``metrics`` hold, primary first
     failed: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     n_rows: int = 0
@@ -88,6 +93,23 @@ class CellIndex:
 
     def groups(self) -> list[Key]:
         return sorted(self.cells)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metric names compared, primary first."""
+        return tuple(m.name for m in self.metric_specs)
+
+    @property
+    def primary(self) -> str:
+        """The primary metric: the reward half of the verdicts and the y axis of the coupling."""
+        return self.metric_specs[0].name
+
+    def item_field(self, metric: str) -> str:
+        """The per-item field of a predictions file that carries ``metric``'s correctness."""
+        return next(m.field for m in self.metric_specs if m.name == metric)
+
+    def metric_rank(self, metric: str) -> int:
+        return self.metrics.index(metric) if metric in self.metrics else len(self.metrics)
 
     def methods(self, key: Key) -> list[str]:
         """Non-baseline methods of one (benchmark, mode), sorted by id."""
@@ -110,6 +132,7 @@ def index_rows(rows: Sequence[Mapping[str, Any]]) -> CellIndex:
     """Index parsed results rows; failed or malformed rows are recorded, never used in statistics."""
     idx = CellIndex(n_rows=len(rows))
     families: dict[str, Counter[str]] = defaultdict(Counter)
+    declared: tuple[str, tuple[MetricSpec, ...]] | None = None  # (task, metric specs) of the first done row
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             idx.warnings.append(f"row {i}: not a JSON object; skipped")
@@ -137,6 +160,21 @@ def index_rows(rows: Sequence[Mapping[str, Any]]) -> CellIndex:
             continue
         if not isinstance(row.get("metrics"), Mapping):
             idx.warnings.append(f"row {i} ({bench}/{mode}/{method}/seed {seed}): no metrics object; skipped")
+            continue
+        try:
+            parsed = ResultsRow.parse(row)
+            mine = (parsed.task, parsed.specs())
+        except ValueError as e:
+            idx.warnings.append(f"row {i} ({bench}/{mode}/{method}/seed {seed}): {e}; skipped")
+            continue
+        if declared is None:
+            declared = mine
+            idx.task, idx.metric_specs = mine
+        elif mine != declared:
+            idx.warnings.append(
+                f"row {i} ({bench}/{mode}/{method}/seed {seed}): task {mine[0]} with metrics "
+                f"{[m.name for m in mine[1]]}, not the audit's {declared[0]} {list(idx.metrics)}; skipped"
+            )
             continue
         by_seed = idx.cells.setdefault((bench, mode), {}).setdefault(method, {})
         if seed in by_seed:
@@ -293,12 +331,14 @@ def _family_id(fkey: tuple[str | None, str, str]) -> str:
     return f"{bench if bench is not None else 'all benchmarks'} / {mode} / {metric}"
 
 
-def _apply_families(comparisons: list[dict[str, Any]], family: str, alpha: float) -> list[dict[str, Any]]:
+def _apply_families(
+    comparisons: list[dict[str, Any]], family: str, alpha: float, idx: CellIndex
+) -> list[dict[str, Any]]:
     grouped: dict[tuple[str | None, str, str], list[dict[str, Any]]] = defaultdict(list)
     for comp in comparisons:
         grouped[_family_of(comp, family)].append(comp)
     families = []
-    for fkey in sorted(grouped, key=lambda k: (k[0] or "", k[1], METRICS.index(k[2]))):
+    for fkey in sorted(grouped, key=lambda k: (k[0] or "", k[1], idx.metric_rank(k[2]))):
         members = grouped[fkey]
         tested = [c for c in members if not c["degenerate"]]
         # m is the declared family size: a degenerate comparison enters the correction as p = 1, which
@@ -320,6 +360,7 @@ def _apply_families(comparisons: list[dict[str, Any]], family: str, alpha: float
         families.append(
             {
                 "id": fid,
+                "task": idx.task,
                 "benchmark": fkey[0],
                 "mode": fkey[1],
                 "metric": fkey[2],
@@ -406,13 +447,13 @@ def _family_fwer(family: str, alpha: float, families: Sequence[Mapping[str, Any]
 # --------------------------------------------------------------------------- verdicts and power
 
 
-def _verdict_rows(comparisons: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _verdict_rows(comparisons: Sequence[Mapping[str, Any]], idx: CellIndex) -> list[dict[str, Any]]:
     grouped: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for comp in comparisons:
         grouped[(comp["benchmark"], comp["mode"], comp["metric"])].append(comp)
     out = []
     for (bench, mode, metric), members in sorted(
-        grouped.items(), key=lambda kv: (kv[0][0], kv[0][1], METRICS.index(kv[0][2]))
+        grouped.items(), key=lambda kv: (kv[0][0], kv[0][1], idx.metric_rank(kv[0][2]))
     ):
 
         def passing(
@@ -548,7 +589,7 @@ def _items_entry(
     fit_logit: bool,
 ) -> dict[str, Any] | None:
     by_method = idx.cells[key]
-    field_name = ITEM_FIELDS[metric]
+    field_name = idx.item_field(metric)
     per_seed = []
     diffs: dict[Hashable, dict[Hashable, float]] = {}
     long_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -647,7 +688,7 @@ def coupling_points(idx: CellIndex, key: Key) -> dict[str, Any]:
     Returns ``{"cells": [(method, seed), ...], "delta_em": (n_cells,) pp, "geometry": {name: (n_cells,)
     Δ vs the same seed's ce, NaN where missing}, "grad_cosine": {"mean": (n_cells,), "frac_positive":
     (n_cells,)}}`` over every (method ≠ ce, seed) cell whose seed also has a ce cell with a finite
-    exact match.
+    primary metric (``delta_em``: Δ of the task's primary metric, exact match for NL-RX).
     """
     by_method = idx.cells.get(key, {})
     base = by_method.get(BASELINE, {})
@@ -661,8 +702,8 @@ def coupling_points(idx: CellIndex, key: Key) -> dict[str, Any]:
             if ref is None:
                 continue
             em, em_ref = (
-                _number(row["metrics"].get("exact_match")),
-                _number(ref["metrics"].get("exact_match")),
+                _number(row["metrics"].get(idx.primary)),
+                _number(ref["metrics"].get(idx.primary)),
             )
             if em is None or em_ref is None:
                 continue
@@ -728,7 +769,7 @@ def _coupling_rows(idx: CellIndex, alpha: float) -> list[dict[str, Any]]:
                         "mode": key[1],
                         "kind": kind,
                         "key": name,
-                        "versus": "delta_exact_match_pp",
+                        "versus": f"delta_{idx.primary}_pp",
                         "unit": "method (mean over seeds)",
                         "n_cells": n_cells,
                         **res.as_dict(),
@@ -803,7 +844,7 @@ def build_summary(
     power: float = 0.80,
     seed: int = 0,
     bootstrap_reps: int = 2_000,
-    conditional_logit_metrics: Sequence[str] = ("exact_match",),
+    conditional_logit_metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The summary.json structure of DESIGN.md, plus the secondary analyses.
 
@@ -814,7 +855,8 @@ def build_summary(
     with ``benchmark``, ``method``, ``mode``, e.g. grid.json's entries); every comparison they imply is in
     its family's m even without data (default: only the comparisons the rows have).
     ``conditional_logit_metrics``: the metrics
-    whose items get the conditional logit (``()``: none; ~2 s per fit on 20,000 rows). ``seed`` fixes
+    whose items get the conditional logit (None: the primary metric; ``()``: none; ~2 s per fit on 20,000 rows).
+    The metrics compared are those the rows declare (``metric_specs``; NL-RX's for older rows). ``seed`` fixes
     every bootstrap (the conditional logit needs no randomness), so the output is a deterministic
     function of the inputs.
 
@@ -833,19 +875,21 @@ def build_summary(
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     alpha = float(alpha)
     idx = index_rows(rows)
+    if conditional_logit_metrics is None:
+        conditional_logit_metrics = (idx.primary,)
 
     grid = declared_comparisons(idx, declared)
     comparisons = [
-        _comparison(idx, key, method, metric)
+        {"task": idx.task, **_comparison(idx, key, method, metric)}
         for key, methods in grid.items()
-        for metric in METRICS
+        for metric in idx.metrics
         for method in methods
     ]
     for key in idx.groups():
         if BASELINE not in idx.cells[key]:
             idx.warnings.append(f"{key[0]}/{key[1]} has no {BASELINE} cells: nothing to pair against")
-    families = _apply_families(comparisons, family, alpha)
-    verdicts = _verdict_rows(comparisons)
+    families = _apply_families(comparisons, family, alpha, idx)
+    verdicts = _verdict_rows(comparisons, idx)
 
     items: list[dict[str, Any]] = []
     items_note = "no predictions loader: per-item analyses skipped"
@@ -873,6 +917,8 @@ def build_summary(
     summary: dict[str, Any] = {
         "alpha": alpha,
         "family": family,
+        "task": idx.task,
+        "metrics": [m.as_dict() for m in idx.metric_specs],  # what was compared, primary first
         "comparisons": comparisons,
         "family_definition": _family_definition(family, alpha, families),
         "family_fwer": _family_fwer(family, alpha, families),
@@ -946,5 +992,7 @@ def _manipulation_section(
     manipulation = manipulation_checks(idx.cells, alpha, declared=grid)
     return {
         "manipulation": manipulation,
-        "verdicts": verdicts(idx.cells, manipulation, comparisons, alpha, answers_changed),
+        "verdicts": verdicts(
+            idx.cells, manipulation, comparisons, alpha, answers_changed, reward_metric=idx.primary
+        ),
     }

@@ -1,0 +1,267 @@
+"""The task interface and its registry (lm-evaluation-harness style: a task is one module).
+
+A task is what the audited model learns: where its examples come from, how one is shown to the model,
+how a prediction is scored.  Everything else (base, adapter, objectives, training, geometry, statistics) is
+task-neutral and reads the task through this interface::
+
+    @register_task
+    class Reverse(Task):
+        name = "reverse"
+        description = "reverse a string"
+        benchmarks = ("short",)
+        sources = ("embedded",)
+        system_prompt = "Reverse the string."
+        metrics = (MetricSpec("exact_match", "exact"),)
+
+        def load(self, cfg, benchmark): ...          # -> Splits (val and geometry carved from train)
+        def score_item(self, ex, pred, scorer): ...  # -> {"exact": bool}
+
+The two views the two-view objectives use are the two halves of the chat row: the **prompt view** is the
+user turn (``Example.prompt``), the **target view** the assistant turn (``Example.target``); a task decides
+what text goes in each when it builds its examples, and :meth:`Task.messages` renders one example as chat.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from jepa_audit.data.examples import DataError, Example, Splits
+
+if TYPE_CHECKING:
+    from jepa_audit.config import DataCfg, EvalCfg
+
+__all__ = [
+    "EvalResult",
+    "carved_splits",
+    "MetricSpec",
+    "Task",
+    "get_task",
+    "list_tasks",
+    "metric_specs_of_row",
+    "register_task",
+    "task_rows",
+]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric a task reports: ``name`` in the results row's ``metrics`` (a fraction 0–1), ``field`` the
+    per-item key of the predictions file that holds its 0/1 correctness, and its direction."""
+
+    name: str
+    field: str
+    higher_is_better: bool = True
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    """What scoring a split returns: ``metrics`` (every spec's name as a 0–1 fraction, ``n_test``, plus the
+    task's counts) and ``predictions`` (one dict per item: ``item``, the texts, ``pred``, every spec's
+    ``field``)."""
+
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]]
+
+
+class Task(ABC):
+    """One task: its benchmarks, data, prompt, metrics and scoring.  Subclass, fill the class attributes,
+    implement :meth:`load` and :meth:`score_item`, decorate with :func:`register_task`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    benchmarks: ClassVar[tuple[str, ...]]  # the values data.task's benchmarks may take (audit.benchmarks)
+    sources: ClassVar[tuple[str, ...]] = ("local",)  # values of data.source; the first is the task's default
+    system_prompt: ClassVar[str]  # data.system_prompt when that is left unset
+    metrics: ClassVar[tuple[MetricSpec, ...]]  # the primary metric first (calibration scores it)
+    presets: ClassVar[tuple[str, ...]] = ()  # configs/<preset>.yaml files that run this task
+
+    # ---------------------------------------------------------------------------------------- data
+
+    @abstractmethod
+    def load(self, cfg: DataCfg, benchmark: str) -> Splits:
+        """The splits of ``benchmark`` under ``cfg``: train, val (carved from train unless the data has its own),
+        geometry (carved from the rest of train), test; cut to ``cfg.max_train`` / ``cfg.max_test``.
+        Raises :class:`DataError` naming the file or setting."""
+
+    def pretraining_pool(self, cfg: DataCfg, n: int, seed: int) -> list[Example] | None:
+        """``n`` examples (seed ``seed``) to pre-train the tiny base on, disjoint from every benchmark
+        example; None when the task has none (the tiny base then starts from its random init)."""
+        return None
+
+    def stats(self, splits: Splits) -> dict[str, Any]:
+        """``data stats`` of one benchmark: sizes and text lengths (a task may add its own)."""
+        rows = splits.train + splits.val + splits.test
+        return {
+            "source": splits.source, **{f"n_{k}": v for k, v in splits.sizes().items()},
+            "prompt_words": _summary([len(e.prompt.split()) for e in rows]),
+            "target_words": _summary([len(e.target.split()) for e in rows]),
+            "distinct_targets": len({e.target for e in rows}),
+        }  # fmt: skip
+
+    def local_root(self, cfg: DataCfg) -> Path:
+        """``data.path`` as a Path; DataError naming the setting when it is unset."""
+        if not cfg.path:
+            raise DataError(f"data.task={self.name} needs data.path: a local copy of its data (nothing is downloaded)")
+        return Path(cfg.path)
+
+    def check_benchmark(self, benchmark: str) -> None:
+        if benchmark not in self.benchmarks:
+            raise DataError(
+                f"unknown benchmark {benchmark!r}; expected one of: {', '.join(self.benchmarks)} (task {self.name})"
+            )
+
+    # ------------------------------------------------------------------------------ rendering and views
+
+    def prompt_view(self, ex: Example) -> str:
+        """The user turn's text: the prompt view of the two-view objectives (default: ``ex.prompt``)."""
+        return ex.prompt
+
+    def target_view(self, ex: Example) -> str:
+        """The assistant turn's text, what CE trains and decoding must produce: the target view (default:
+        ``ex.target``).  :meth:`score_item` receives the decoded assistant turn, so a task that overrides this
+        scores against its own rendering."""
+        return ex.target
+
+    def messages(self, ex: Example, system: str, answer: bool = True) -> list[dict[str, str]]:
+        """The chat rendering of one example: [system], user = :meth:`prompt_view`, assistant =
+        :meth:`target_view` (left out with ``answer=False``: the generation prompt).  data/views.py renders
+        every row through this, then through the model's chat template."""
+        out = [{"role": "system", "content": system}] if system else []
+        out.append({"role": "user", "content": self.prompt_view(ex)})
+        if answer:
+            out.append({"role": "assistant", "content": self.target_view(ex)})
+        return out
+
+    # ------------------------------------------------------------------------------------------ scoring
+
+    def scorer(self, cfg: EvalCfg) -> Any:
+        """Whatever :meth:`score_item` needs that is worth building once per split (None by default)."""
+        return None
+
+    @abstractmethod
+    def score_item(self, ex: Example, pred: str, scorer: Any) -> dict[str, Any]:
+        """The per-item fields of one prediction: every metric spec's ``field`` (a bool) and any detail."""
+
+    def item_record(self, ex: Example, pred: str) -> dict[str, Any]:
+        """The texts of one predictions-file line, before the scored fields."""
+        return {"item": ex.idx, "prompt": ex.prompt, "gold": ex.target, "pred": pred}
+
+    def counts(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Extra counts for the metrics dict (e.g. parse errors); none by default."""
+        return {}
+
+    def score(self, examples: Sequence[Example], preds: Sequence[str], cfg: EvalCfg) -> EvalResult:
+        """Score ``preds`` against ``examples`` (same order): per-item records and the metric fractions."""
+        scorer = self.scorer(cfg)
+        items = []
+        for ex, pred in zip(examples, preds, strict=True):
+            items.append({**self.item_record(ex, pred), **self.score_item(ex, pred, scorer)})
+        n = max(1, len(items))
+        metrics: dict[str, Any] = {m.name: sum(it[m.field] is True for it in items) / n for m in self.metrics}
+        metrics["n_test"] = len(items)
+        metrics.update(self.counts(items))
+        return EvalResult(metrics, items)
+
+    @classmethod
+    def info(cls) -> dict[str, Any]:
+        """One row of ``jepa-audit tasks list --json``."""
+        return {
+            "name": cls.name, "description": cls.description, "benchmarks": list(cls.benchmarks),
+            "sources": list(cls.sources), "system_prompt": cls.system_prompt,
+            "metrics": [m.as_dict() for m in cls.metrics], "presets": list(cls.presets),
+            "pretraining_pool": cls.pretraining_pool is not Task.pretraining_pool,
+        }  # fmt: skip
+
+
+def carved_splits(cfg: DataCfg, benchmark: str, train: list[Example], test: list[Example], source: str) -> Splits:
+    """The splits of a task whose data has train and test only: ``cfg.val_size`` validation rows carved from
+    train (fixed seed, never a cell seed), then ``cfg.geometry_size`` geometry rows from the rest (another
+    fixed seed), then train and test cut to ``cfg.max_train`` / ``cfg.max_test``; every part indexed from 0.
+    ``source`` says where the rows came from (a sentence on the carving is appended)."""
+    from jepa_audit.data.nlrx import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val
+
+    rest, val = carve_val(train, cfg.val_size, what=f"the {benchmark} train split")
+    rest, geometry = carve_geometry(rest, cfg.geometry_size, what=f"the {benchmark} train split less data.val_size")
+    if cfg.max_train is not None:
+        rest = rest[: cfg.max_train]
+    test = [Example(e.prompt, e.target, i) for i, e in enumerate(test[: cfg.max_test])]
+    note = (f"{source}; val {len(val)} rows carved from train (seed {VAL_SEED}), geometry pool {len(geometry)} "
+            f"rows carved from the rest (seed {GEOMETRY_SEED})")
+    return Splits(benchmark=benchmark, source=note, train=rest, val=val, test=test, geometry=geometry)
+
+
+def _summary(xs: Sequence[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return {"mean": sum(s) / len(s), "median": s[len(s) // 2], "min": s[0], "max": s[-1]}
+
+
+# -------------------------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, type[Task]] = {}
+_INSTANCES: dict[str, Task] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: add ``cls`` under ``cls.name`` (re-registering a name replaces it)."""
+    for attr in ("name", "description", "benchmarks", "system_prompt", "metrics"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"task class {cls.__name__} has no {attr!r}")
+    if not cls.metrics:
+        raise TypeError(f"task {cls.name}: metrics must name at least one MetricSpec (the primary first)")
+    _REGISTRY[cls.name] = cls
+    _INSTANCES.pop(cls.name, None)
+    return cls
+
+
+def get_task(name: str) -> Task:
+    """The (shared, stateless) instance of task ``name``; KeyError naming the known tasks otherwise."""
+    import jepa_audit.tasks  # noqa: F401  (importing the package registers the built-in tasks)
+
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise KeyError(f"unknown task {name!r}{hint}; expected one of: {', '.join(sorted(_REGISTRY))}")
+    if name not in _INSTANCES:
+        _INSTANCES[name] = _REGISTRY[name]()
+    return _INSTANCES[name]
+
+
+def list_tasks() -> list[str]:
+    """Registered task names, sorted."""
+    import jepa_audit.tasks  # noqa: F401
+
+    return sorted(_REGISTRY)
+
+
+def task_rows() -> list[dict[str, Any]]:
+    """``jepa-audit tasks list --json``: one :meth:`Task.info` per task, sorted by name."""
+    return [_REGISTRY[n].info() for n in list_tasks()]
+
+
+#: The metric specs of rows written before tasks were plug-ins (NL-RX's, primary first).
+LEGACY_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("exact_match", "exact", True, "whitespace-stripped string equality with the gold regex"),
+    MetricSpec("dfa_accuracy", "dfa", True, "the predicted regex denotes the gold regex's language"),
+)
+
+
+def metric_specs_of_row(row: dict[str, Any]) -> tuple[MetricSpec, ...]:
+    """The metric specs a results row declares (``metric_specs``); NL-RX's for rows written before them."""
+    specs = row.get("metric_specs")
+    if not isinstance(specs, list) or not specs:
+        return LEGACY_METRICS
+    try:
+        return tuple(MetricSpec(**s) for s in specs)
+    except TypeError as e:
+        raise DataError(f"results row: metric_specs {specs!r} is not a list of metric specs ({e})") from None

@@ -1,0 +1,87 @@
+"""The task registry: NL-RX behind it, `tasks list`, the data.task selector and what it leaves alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from jepa_audit.cli import app
+from jepa_audit.config import ConfigError, DataCfg, EvalCfg, load_config
+from jepa_audit.data import Example
+from jepa_audit.tasks import MetricSpec, get_task, list_tasks, metric_specs_of_row
+
+
+def test_nlrx_is_registered_with_its_metrics_primary_first():
+    t = get_task("nlrx")
+    assert "nlrx" in list_tasks() and t.benchmarks == ("synth", "turk")
+    assert [m.name for m in t.metrics] == ["exact_match", "dfa_accuracy"]
+    assert [m.field for m in t.metrics] == ["exact", "dfa"] and all(m.higher_is_better for m in t.metrics)
+    assert DataCfg().system == t.system_prompt == "Convert natural language to regular expression."
+
+
+def test_unknown_task_is_one_config_error_naming_the_key_and_the_known_tasks():
+    with pytest.raises(ConfigError, match=r"data\.task.*unknown task 'nlx'.*did you mean 'nlrx'.*expected one of"):
+        load_config("smoke", None, ["data.task=nlx"])
+
+
+def test_a_source_the_task_does_not_offer_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"data\.source='scan' is not a source of task nlrx; expected one of: "
+                                          r"embedded, nl-rx"):
+        load_config("smoke", None, ["data.source=scan"])
+
+
+def test_the_task_selector_and_system_prompt_leave_nlrx_hashes_alone():
+    a = load_config("smoke").cell("synth", "T1", 82, "lora")
+    explicit = load_config("smoke", None, ["data.task=nlrx", f"data.system_prompt={a.data.system}"])
+    assert explicit.cell("synth", "T1", 82, "lora").cell_hash() == a.cell_hash()
+    other = load_config("smoke", None, ["data.system_prompt=Write a regex."]).cell("synth", "T1", 82, "lora")
+    assert other.cell_hash() != a.cell_hash()
+
+
+def test_nlrx_scoring_counts_parse_errors_and_keeps_its_item_fields():
+    ex = [Example("lines with dog", ".*dog.*", 0), Example("a digit", "[0-9]", 1), Example("x", "x", 2)]
+    res = get_task("nlrx").score(ex, [" .*dog.* ", "([0-9])", "(("], EvalCfg())
+    assert res.metrics == {"exact_match": 1 / 3, "dfa_accuracy": 2 / 3, "n_test": 3, "n_parse_errors": 1,
+                           "n_undecided": 0}
+    assert list(res.predictions[0]) == ["item", "nl", "gold", "pred", "exact", "dfa", "parse_error"]
+    assert res.predictions[2]["parse_error"].startswith("parse error")
+
+
+def test_rows_without_metric_specs_read_as_nlrx():
+    assert [m.name for m in metric_specs_of_row({})] == ["exact_match", "dfa_accuracy"]
+    row = {"metric_specs": [MetricSpec("accuracy", "correct").as_dict()]}
+    assert metric_specs_of_row(row) == (MetricSpec("accuracy", "correct"),)
+
+
+def test_tasks_list_json_describes_every_task():
+    res = CliRunner().invoke(app, ["tasks", "list", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(res.output)}
+    assert rows["nlrx"]["benchmarks"] == ["synth", "turk"] and rows["nlrx"]["pretraining_pool"] is True
+    assert rows["nlrx"]["metrics"][0] == {"name": "exact_match", "field": "exact", "higher_is_better": True,
+                                          "description": rows["nlrx"]["metrics"][0]["description"]}
+    plain = CliRunner().invoke(app, ["tasks", "list"])
+    assert plain.exit_code == 0 and "nlrx:" in plain.output and "exact_match, dfa_accuracy" in plain.output
+
+
+def test_a_task_renders_its_own_prompt_and_target_views():
+    from jepa_audit.data.tokenizer import train_tiny_tokenizer
+    from jepa_audit.data.views import encode_example
+
+    class Framed(type(get_task("nlrx"))):  # NL-RX with framed views (not registered)
+        def prompt_view(self, ex):
+            return f"Q: {ex.prompt}"
+
+        def target_view(self, ex):
+            return f"A: {ex.target}"
+
+    tok = train_tiny_tokenizer(["Q: lines with dog", "A: .*dog.*", "sys"] * 20, 300)
+    ex = Example("lines with dog", ".*dog.*", 0)
+    e = encode_example(tok, "sys", ex, task=Framed())
+    assert tok.decode(e.full[e.nl_start : e.nl_last + 1]) == "Q: lines with dog"  # the prompt view's span
+    assert tok.decode(e.target_view[: e.target_last + 1]).endswith("A: .*dog.*")
+    plain = encode_example(tok, "sys", ex)
+    assert tok.decode(plain.full[plain.nl_start : plain.nl_last + 1]) == "lines with dog"
+    assert Framed().messages(ex, "sys", answer=False)[-1] == {"role": "user", "content": "Q: lines with dog"}
