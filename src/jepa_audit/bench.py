@@ -7,8 +7,10 @@ interleaving gives every arm the same chances; absolute seconds are reported but
 ``aux_step_ratio``, ``packed_two_view_ratio`` (views.nl=prefix), ``published_two_view_ratio``
 (views.nl=published: LLM-JEPA's own two view rows packed into one extra forward), ``llm_jepa_three_row_ratio``, ``probe_overhead``,
 ``geometry_overhead``, ``decode_tokens_per_s``, ``decode_speedup_vs_hf_generate``, ``dfa_pairs_per_s``,
-``cell_wall_s``, ``device``, ``step_options`` (the per-operator overhead options as ratios to the loop's
-own AdamW(foreach) step: ``for_loop``, ``fused``, ``threads_2``, ``compile`` with ``--compile``), ``regex_sweep_chars``, ``regex_parse_s``, ``regex_equiv_s``,
+``cell_wall_s`` (= ``cell_wall_s_padded``), ``cell_wall_s_packed`` and ``cell_wall_packed_ratio`` (the same smoke
+cell with ``train.pack=flat``; two single cells, so read it with the noise of one cell in mind), ``device``,
+``step_options`` (the per-operator overhead options as ratios to the loop's own AdamW(foreach) step:
+``for_loop``, ``fused``, ``threads_2``, ``compile`` with ``--compile``), ``regex_sweep_chars``, ``regex_parse_s``, ``regex_equiv_s``,
 ``regex_parse_exponent``, ``regex_equiv_exponent`` (the regex length sweep), ``cpu_preset_estimate_s`` (with
 its breakdown in ``cpu_preset_estimate``); on ``--device cuda`` also
 ``paper_step_s``, ``paper_tokens_per_s``, ``paper_mfu`` and ``peak_memory`` ({lora, full} → {method class →
@@ -241,6 +243,15 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
         preds = [(p["gold"], p["pred"]) for p in _read_jsonl(Path(tmp) / "cells" / "bench" / "predictions.jsonl")]
     out["cell_wall_s"] = row["wall_s"]
     out["geometry_overhead"] = row["timing"]["geometry_s"] / row["wall_s"]
+    # the same cell with its CE rows packed flat (train.pack): the whole cell, not just a step
+    say("bench: the same smoke cell with packed CE rows (train.pack=flat)")
+    packed_cfg = cfg.cell(cfg.benchmark, "T1", cfg.seed, "lora")
+    packed_cfg.train.pack = "flat"
+    with tempfile.TemporaryDirectory() as tmp:
+        packed_row = run_cell(packed_cfg, Path(tmp) / "cells" / "bench")
+    out["cell_wall_s_padded"] = row["wall_s"]
+    out["cell_wall_s_packed"] = packed_row["wall_s"]
+    out["cell_wall_packed_ratio"] = packed_row["wall_s"] / row["wall_s"]
 
     # ---- step-time ratios ----------------------------------------------------------------------------------
     prep = prepare(cfg)
@@ -366,6 +377,8 @@ def write_performance_doc(r: dict[str, Any], path: Path = Path("docs/performance
         f"| decoding | {r['decode_tokens_per_s']:.0f} tok/s, {r['decode_speedup_vs_hf_generate']:.2f}× HF generate | ≥ 1.0× |",
         f"| DFA scoring | {r['dfa_pairs_per_s']:.0f} pairs/s | ≥ 1,000 |",
         f"| smoke cell wall time | {r['cell_wall_s']:.1f} s | — |",
+        *([f"| same cell, CE rows packed (`train.pack=flat`) | {r['cell_wall_s_packed']:.1f} s "
+           f"({r['cell_wall_packed_ratio']:.2f}× padded) | — |"] if "cell_wall_s_packed" in r else []),
         *([f"| `cpu` preset test grid, dry-run estimate ({r['cpu_preset_estimate']['cells']} cells, "
            f"{r['cpu_preset_estimate']['workers']} workers) | {r['cpu_preset_estimate_s'] / 60:.1f} min | ≤ 30 min |"]
           if "cpu_preset_estimate" in r else []),

@@ -154,6 +154,14 @@ class TrainCfg(Strict):
     deterministic: bool = Field(
         False, description="deterministic GPU kernels (bit-identical retries; slower): see jepa_audit/determinism.py"
     )
+    pack: Literal["none", "longest", "flat"] = Field(
+        "none",
+        description="pack the CE rows' real tokens (position ids restarting per sequence, block-diagonal "
+        "attention; same loss and gradients to float rounding, train.py: forward_rows): none = right-padded "
+        "rows; longest = first-fit into rows as long as the batch's longest (never more attention work); "
+        "flat = one row of every real token, no padding at all (for varlen attention kernels, e.g. "
+        "FlashAttention-2 on a GPU; a dense-mask CPU attention pays the square). docs/performance.md",
+    )
     labels: Literal["answer", "llm-jepa"] = Field(
         "answer",
         description="CE targets: answer = the answer and its end-of-turn; llm-jepa = LLM-JEPA's collator "
@@ -336,6 +344,7 @@ class Config(Strict):
 
 _HASH_NEUTRAL_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
     ("train", "labels", "answer"),
+    ("train", "pack", "none"),
     ("aux", "per_method", {}),
     ("aux", "dose", None),
     ("aux", "calibrated_dose", None),

@@ -29,6 +29,7 @@ from torch.profiler import record_function
 
 from jepa_audit.config import ProbeCfg, TrainCfg
 from jepa_audit.data.batch import Batch
+from jepa_audit.data.packing import Packed, pack_rows
 from jepa_audit.data.views import Encoded, LabelMode, collate
 from jepa_audit.models.load import lm_head_weight
 from jepa_audit.objectives import AuxContext, Objective
@@ -108,6 +109,38 @@ def batches(
             yield collate([rows[j] for j in perm], pad_id, labels)
 
 
+def pack_ce_rows(batch: Batch, how: str) -> Packed | None:
+    """``train.pack``: None for ``none``; else the CE rows' real tokens first-fit into rows of the batch's
+    longest row (``longest``) or into one row of all of them (``flat``)."""
+    if how == "none":
+        return None
+    if how not in ("longest", "flat"):
+        raise ValueError(f"train.pack={how!r}; expected none, longest or flat")
+    mask = batch.attention_mask
+    cap = int(mask.sum()) if how == "flat" else int(mask.shape[1])
+    return pack_rows(batch.input_ids, mask, cap)
+
+
+def forward_rows(model: nn.Module, batch: Batch, packed: Packed | None = None) -> tuple[tuple[Tensor, ...], Tensor]:
+    """The CE rows' forward: (hidden states, (B, T, d) per layer (L+1 tensors); logits (B, T, V)).
+
+    ``packed`` None: the right-padded (B, T) rows with their attention mask. Otherwise the same rows packed
+    first-fit into R ≤ B rows (:func:`data.packing.pack_rows`): position ids restart at 0 at every sequence, so
+    Hugging Face builds a block-diagonal causal mask and each sequence sees only itself, and no padding is
+    computed; the outputs are gathered back to the padded (B, T, ·) layout every objective reads (a pad position
+    holds a copy of its row's last real state, and every reader masks pads: CE through labels −100, the
+    objectives through their masks), so the loss and its gradients equal the padded forward's to float
+    rounding (tests/test_packing.py checks loss, gradients and trained weights in float64).
+    """
+    if packed is None:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+        return tuple(out.hidden_states), out.logits
+    dev = batch.input_ids.device
+    ids, pos, unpack = packed.ids.to(dev), packed.pos.to(dev), packed.unpack.to(dev)
+    out = model(input_ids=ids, position_ids=pos, use_cache=False, output_hidden_states=True)
+    return tuple(h.flatten(0, 1)[unpack] for h in out.hidden_states), out.logits.flatten(0, 1)[unpack]
+
+
 def answer_ce(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean next-token CE over labelled positions (train.labels=answer: answer + end-of-turn; llm-jepa: every
     token but the collator's pad id, as HF's shifted loss). logits (B,T,V), labels (B,T)."""
@@ -173,19 +206,21 @@ def train(
 
         # ---- micro-batches -------------------------------------------------------------------------------
         for _ in range(cfg.grad_accum):
-            batch = next(data).to(device)
+            batch = next(data)
+            packed = pack_ce_rows(batch, cfg.pack)  # CPU work on B lengths, before the batch moves
+            batch = batch.to(device)
             # extra rows an objective runs (regex view, noise twin, EMA target) share the CE row's precision;
             # the objectives keep their own maths in fp32
             with (
                 record_function("train.forward"),
                 torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None),
             ):
-                out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
-                ce = answer_ce(out.logits, batch.labels)
+                hidden, logits = forward_rows(model, batch, packed)
+                ce = answer_ce(logits, batch.labels)
                 aux: Tensor | None = None
                 if use_aux:
-                    ctx = AuxContext(batch, tuple(out.hidden_states), out.logits, model, lm_head_weight(model),
-                                     step=step, total_steps=cfg.steps)
+                    ctx = AuxContext(batch, hidden, logits, model, lm_head_weight(model), step=step,
+                                     total_steps=cfg.steps)
                     aux = objective(ctx).loss.float()
             if not torch.isfinite(ce):
                 raise TrainError(f"non-finite CE loss at step {step}" + _blame_weight(weight, use_aux and step > 0))
@@ -256,7 +291,7 @@ def train(
             row = {"step": step, "loss": loss_sum / n, "ce": ce_sum / n, "aux": aux_sum / n, "lr": lr_at(step, cfg)}
             if curve_fn is not None and curve_every and step % curve_every == 0:
                 with torch.no_grad():
-                    row.update(curve_fn(tuple(h.detach() for h in out.hidden_states), batch))
+                    row.update(curve_fn(tuple(h.detach() for h in hidden), batch))
             result.log.append(row)
         if progress is not None:
             progress({"step": step + 1, "total": cfg.steps, "loss": loss_sum / n})
