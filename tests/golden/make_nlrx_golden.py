@@ -67,12 +67,20 @@ def cell_record(row: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
     }
 
 
+def machine() -> dict[str, str]:
+    """What bit-identity depends on besides the code: the torch build and the CPU kernel set it dispatches to
+    (another ISA, e.g. AVX-512 instead of AVX2, rounds differently and can flip a greedy token)."""
+    import torch
+
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def run_grid(grid: str, cache_dir: Path | None = None) -> dict[str, Any]:
     """Run every cell of ``grid`` on the current code; returns {"grid", "cells": {key: record}}."""
     from jepa_audit.cell import run_cell
 
     cfg, cells = grid_config(grid)
-    out: dict[str, Any] = {"grid": grid, "cells": {}}
+    out: dict[str, Any] = {"grid": grid, "machine": machine(), "cells": {}}
     with tempfile.TemporaryDirectory(prefix=f"golden-{grid}-") as tmp:
         cache = cache_dir or Path(tmp) / "cache"
         for bench, method, seed, mode in cells:
