@@ -25,6 +25,9 @@ def test_gpu_check_runs_every_part_on_cpu(tmp_path):
         assert r[f"step_{mode}"]["paper_step_s"] > 0 and r[f"step_{mode}"]["paper_tokens_per_s"] > 0
         assert set(r[f"peak_memory_{mode}"]) == set(MEMORY_CLASSES)
         assert all(v["peak_gb"] is None and v["step_s"] > 0 for v in r[f"peak_memory_{mode}"].values())
+        pk = r[f"packed_vs_padded_{mode}"]
+        assert pk["padded_step_s"] > 0 and pk["packed_step_s"] > 0 and pk["attn"] == "sdpa"
+        assert 0 < pk["real_tokens"] < pk["padded_slots"]  # a ragged batch: the padded arm computes padding
     p, f = r["smoke_paper"], r["smoke_paper_full_ft"]
     assert (p["method"], p["mode"], f["method"], f["mode"]) == ("llm-jepa", "lora", "V3", "full")
     assert f["batch_per_update"] == 8 and p["geometry_keys"] > 0 and f["metrics"]["n_test"] == 8

@@ -531,6 +531,65 @@ def paper_step_benchmark(device: str = "cuda", shape: dict[str, Any] | None = No
             "paper_shape": f"d={d} L={L} V={shape['vocab_size']} batch={batch}×{seq} {mode}", "paper_device": name}
 
 
+def packed_vs_padded_step(device: str = "cuda", shape: dict[str, Any] | None = None, batch: int = 16,
+                          seq: int = 128, steps: int = 10, mode: str = "lora", seed: int = 0) -> dict[str, Any]:
+    """The CE step of ``shape`` on a ragged batch (lengths uniform in [seq/4, seq], seeded), right-padded vs
+    packed flat (``train.pack=flat``: one row of every real token, position ids restarting per sequence),
+    through the training loop's own :func:`train.forward_rows`. Attention: FlashAttention-2 when it is
+    installed on a CUDA device (its varlen kernel reads the packed position ids), else SDPA (a dense
+    block-diagonal mask: the packed row pays the square of its length). Returns ``padded_step_s``,
+    ``packed_step_s``, ``packed_ratio`` (packed / padded), ``real_tokens``, ``padded_slots``, ``attn``."""
+    import importlib.util
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from jepa_audit.config import AdapterCfg
+    from jepa_audit.data.batch import Batch
+    from jepa_audit.models.load import build_model
+    from jepa_audit.train import answer_ce, forward_rows, pack_ce_rows
+
+    shape = {**LLAMA_32_1B, **(shape or {})}
+    dev = torch.device(device)
+    attn = "flash_attention_2" if dev.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
+    torch.manual_seed(seed)
+    with dev:
+        model = LlamaForCausalLM(LlamaConfig(**shape, attn_implementation=attn))
+    bf16 = dev.type == "cuda"
+    model = build_model(model.to(dev, dtype=torch.bfloat16 if bf16 and mode == "lora" else torch.float32),
+                        AdapterCfg(mode=mode), seed=0)
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(max(2, seq // 4), seq + 1, (batch,), generator=g)
+    ids = torch.randint(1, shape["vocab_size"], (batch, seq), generator=g)
+    att = (torch.arange(seq)[None, :] < lens[:, None]).long()
+    ids = ids * att
+    labels = torch.where(att.bool(), ids, -100)
+    zeros = torch.zeros(batch, dtype=torch.long)
+    b = Batch(input_ids=ids, attention_mask=att, labels=labels, answer_mask=att.bool(), prompt_mask=att.bool() & False,
+              nl_last=zeros, answer_start=zeros, target_ids=ids[:, :2], target_mask=att[:, :2], target_last=zeros,
+              item_ids=torch.arange(batch))
+    packed = pack_ce_rows(b, "flat")
+    b = b.to(dev)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-9)
+
+    def arm(pk: Any) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    _, logits = forward_rows(model, b, pk)
+                answer_ce(logits, b.labels).backward()
+                opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        return run
+
+    t = _fastest_times({"padded": arm(None), "packed": arm(packed)}, repeats=3)
+    return {"padded_step_s": t["padded"] / steps, "packed_step_s": t["packed"] / steps,
+            "packed_ratio": t["packed"] / t["padded"], "real_tokens": int(att.sum()),
+            "padded_slots": batch * seq, "attn": attn, "mode": mode}
+
+
 # One method per cost class: what a step keeps alive differs by class, not by objective within it.
 MEMORY_CLASSES = {"ce": None, "single-pass": "T1", "two-view": "llm-jepa", "gradient-surgery": "V3"}
 

@@ -91,7 +91,12 @@ def run_gpu_check(out: Path, device: str = "cuda", small: bool = False, full_ben
                   smoke_steps: int = 4) -> dict[str, Any]:
     """Run every part, each guarded (a failing part records its error and the rest still runs); write
     ``out`` (JSON) and return the same dict."""
-    from jepa_audit.bench import LLAMA_32_1B, paper_step_benchmark, peak_memory_by_class
+    from jepa_audit.bench import (
+        LLAMA_32_1B,
+        packed_vs_padded_step,
+        paper_step_benchmark,
+        peak_memory_by_class,
+    )
     from jepa_audit.models.llama_dir import write_llama_dir
 
     shape = SMALL_SHAPE if small else LLAMA_32_1B
@@ -113,6 +118,8 @@ def run_gpu_check(out: Path, device: str = "cuda", small: bool = False, full_ben
         part(f"step_{mode}", lambda m=mode: paper_step_benchmark(device, shape if small else None, batch=batch,
                                                                   seq=seq, steps=3 if small else 10, mode=m))
         part(f"peak_memory_{mode}", lambda m=mode: peak_memory_by_class(device, shape, batch=batch, seq=seq, mode=m))
+        part(f"packed_vs_padded_{mode}", lambda m=mode: packed_vs_padded_step(
+            device, shape if small else None, batch=batch, seq=seq, steps=2 if small else 5, mode=m))
     if full_bench:
         from jepa_audit.bench import run_bench
 
