@@ -893,8 +893,9 @@ def build_summary(
 
     items: list[dict[str, Any]] = []
     items_note = "no predictions loader: per-item analyses skipped"
-    if predictions_loader is not None:
-        load = _cached_loader(predictions_loader, idx.warnings)
+    # one cache for every reader of the predictions files (items, answers changed): each file is read once
+    load = _cached_loader(predictions_loader, idx.warnings) if predictions_loader is not None else None
+    if load is not None:
         for comp in comparisons:
             if comp["n"] < 1:
                 continue
@@ -950,7 +951,7 @@ def build_summary(
             "declared_from_grid": declared is not None,
         },
     }
-    changed = _answers_changed(idx, _cached_loader(predictions_loader, idx.warnings)) if predictions_loader else None
+    changed = _answers_changed(idx, load) if load is not None else None
     summary.update(_manipulation_section(idx, comparisons, alpha, grid, changed))
     return json_safe(summary)
 
