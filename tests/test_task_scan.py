@@ -62,3 +62,16 @@ def test_scan_preset_is_the_cpu_audit_of_the_issue():
     assert cfg.data.task == "scan" and cfg.model.kind == "tiny" and cfg.adapter.mode == "full"
     assert len(cfg.audit.methods) == 24 and len(cfg.audit.seeds) == 5 and set(cfg.audit.benchmarks) <= set(
         get_task("scan").benchmarks)
+
+
+def test_max_test_samples_the_whole_split_not_its_easiest_prefix(shared_data):
+    """The length split's test file is ordered by length: its first 400 lines are all 24–25 actions long."""
+    full = load_benchmark(_cfg(shared_data / "scan", val_size=200, geometry_size=64), "length").test
+    s = load_benchmark(_cfg(shared_data / "scan", val_size=200, geometry_size=64, max_test=400), "length")
+    again = load_benchmark(_cfg(shared_data / "scan", val_size=200, geometry_size=64, max_test=400), "length")
+    assert [e.prompt for e in s.test] == [e.prompt for e in again.test]  # fixed seed: every cell, same items
+    assert len(s.test) == 400 and [e.idx for e in s.test] == list(range(400))
+    assert {e.prompt for e in s.test} <= {e.prompt for e in full}
+    lengths = {len(e.target.split()) for e in s.test}
+    assert max(lengths) >= 40 and lengths - {24, 25}  # the long tail is sampled, not just the prefix's 24–25
+    assert "sampled uniformly" in s.source

@@ -16,10 +16,16 @@ geometry pool are carved from train.  There is no pre-training pool (every comma
 some test split, so no generated command is disjoint from the benchmarks): the tiny base is its random
 init, and cells learn SCAN from scratch, as the SCAN paper's models do.  ``tasks.txt`` (every command,
 test included) is never read.
+
+``data.max_test`` takes a **uniform sample** of the test file (fixed seed :data:`TEST_SAMPLE_SEED`, kept in
+file order), not its first N lines as for NL-RX: the generalisation files are ordered (the length split's
+test file starts with its 24-action sequences, so its first 400 lines are all of length 24 or 25, the
+easiest of the split), and a prefix would audit the easiest corner of the split.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,18 @@ ACTION_WORDS: dict[str, str] = {
     "I_TURN_LEFT": "LTURN", "I_TURN_RIGHT": "RTURN", "I_WALK": "WALK", "I_RUN": "RUN", "I_JUMP": "JUMP",
     "I_LOOK": "LOOK",
 }  # fmt: skip
+
+#: the seed of the uniform test sample ``data.max_test`` takes (never a cell seed: every cell sees the same)
+TEST_SAMPLE_SEED = 20180718
+
+
+def sample_test(test: list[Example], n: int | None) -> list[Example]:
+    """``n`` examples of ``test`` drawn uniformly without replacement (seed :data:`TEST_SAMPLE_SEED`), in
+    file order; all of ``test`` when ``n`` is None or not smaller."""
+    if n is None or n >= len(test):
+        return test
+    keep = sorted(random.Random(TEST_SAMPLE_SEED).sample(range(len(test)), n))
+    return [test[i] for i in keep]
 
 
 def read_scan(path: Path) -> list[Example]:
@@ -73,8 +91,11 @@ class ScanTask(Task):
         folder, stem = SPLITS[benchmark]
         root = self.local_root(cfg) / folder
         train = read_scan(root / f"tasks_train_{stem}.txt")
-        test = read_scan(root / f"tasks_test_{stem}.txt")
-        return carved_splits(cfg, benchmark, train, test, f"SCAN {benchmark} split from {root}")
+        test = sample_test(read_scan(root / f"tasks_test_{stem}.txt"), cfg.max_test)
+        where = f"SCAN {benchmark} split from {root}"
+        if cfg.max_test is not None:
+            where += f"; test: {len(test)} commands sampled uniformly (seed {TEST_SAMPLE_SEED}, file order)"
+        return carved_splits(cfg, benchmark, train, test, where)
 
     def score_item(self, ex: Example, pred: str, scorer: Any) -> dict[str, Any]:
         """``exact``: the whitespace-normalised action sequence equals the gold one."""
