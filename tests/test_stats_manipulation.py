@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
-from jepa_audit.stats.manipulation import headline, verdict_table
+from jepa_audit.stats.manipulation import headline, headroom_sentence, verdict_table
 from jepa_audit.stats.summary import build_summary
 
 SEEDS = [1, 2, 3, 4, 5]
@@ -83,6 +83,8 @@ def test_verdicts_follow_the_design(summary_and_rows):
     text = headline(summary["verdicts"], 0.10)
     assert "2 of 4 auxiliaries moved the geometry" in text and "1 raised exact match (V1)" in text
     assert "1 lowered it (P1)" in text and "uninformative null" in text and "not calibrated" not in text
+    harms_only = headline([x for x in summary["verdicts"] if x["method"] != "V1"], 0.10)
+    assert "1 lowered exact match (P1)" in harms_only and "raised" not in harms_only  # "it" had no antecedent
     pinned = [{**v, "weight_source": "preset"} for v in summary["verdicts"]]
     assert headline(pinned, 0.10).endswith("λ fixed by the preset, not calibrated.")
     table = {r["method"]: r for r in verdict_table(summary["verdicts"])}
@@ -226,3 +228,19 @@ def test_equal_em_with_changed_answers_is_not_called_an_unchanged_output():
     assert "no decoded answer changed" in table["T1"]["verdict"]
     text = headline(summary["verdicts"], 0.10)
     assert "1 changed no decoded answer at all" in text and "although decoded answers changed" in text
+
+
+def test_headline_names_a_floor_that_hides_harm(summary_and_rows):
+    """SCAN's length split: ce at 0.9 % EM cannot fall by the 3.46 pp detectable after correction, so a
+    "without reward" there says nothing about harm, and the headline must say so."""
+    summary, _ = summary_and_rows
+    bench, mode = summary["verdicts"][0]["benchmark"], summary["verdicts"][0]["mode"]
+    floor = {"benchmark": bench, "mode": mode, "metric": "exact_match", "baseline_mean": 0.9,
+             "mde_pp_corrected": 3.46, "floor_hides_decrease": True, "ceiling_hides_increase": False}
+    text = headline(summary["verdicts"], 0.10, [floor])
+    assert f"ce's exact_match is 0.90 % on {bench} ({mode}), below the 3.46 pp" in text and "(a floor)" in text
+    assert headroom_sentence({**floor, "floor_hides_decrease": False}) == ""
+    top = headroom_sentence({**floor, "baseline_mean": 98.0, "floor_hides_decrease": False,
+                             "ceiling_hides_increase": True})
+    assert "within 3.46 pp" in top and "(a ceiling)" in top
+    assert "floor" not in headline(summary["verdicts"], 0.10)  # no power rows: nothing claimed

@@ -256,6 +256,12 @@ def test_verdicts_and_power(per_benchmark) -> None:
     assert p["mde_pp_corrected"] == pytest.approx(p["mde_sd_corrected"] * p["sd_diff_pooled"])
     assert p["mde_pp_single"] == pytest.approx(p["mde_sd_single"] * p["sd_diff_pooled"])
     assert "n_values" in p and 3 in p["n_values"]  # 'short' has n = 3
+    # headroom: ce's mean against the metric's ends and the corrected MDE
+    base = float(np.median([c["baseline_mean"] for c in per_benchmark["comparisons"]
+                            if c["family_id"] == v["family_id"] and c["p_t"] is not None]))  # fmt: skip
+    assert p["baseline_mean"] == pytest.approx(base) and p["room_above_pp"] == pytest.approx(100 - base)
+    assert p["floor_hides_decrease"] is (base < p["mde_pp_corrected"])
+    assert p["ceiling_hides_increase"] is (100 - base < p["mde_pp_corrected"])
 
 
 def test_coupling_matches_scipy_spearman(per_benchmark) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from jepa_audit.stats.manipulation import headline, headroom_sentence, verdict_table
 from jepa_audit.stats.summary import (
     BASELINE,
     FAMILIES,
@@ -280,6 +281,7 @@ def _power_view(r: Mapping[str, Any]) -> dict[str, Any]:
         "floor_blocks_single": bool(r["floor_blocks_single"]),
         "floor_blocks_corrected": bool(r["floor_blocks_corrected"]),
         "distinct_resamples": str(math.comb(2 * n - 1, n)) if n else "—",
+        "headroom": headroom_sentence(r),
     }
 
 
@@ -537,12 +539,11 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
 def _report_data(
     summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], load: Callable[[str], Any]
 ) -> ReportData:
-    from jepa_audit.stats.manipulation import headline, verdict_table
-
     counts = summary["counts"]
     alpha = summary["alpha"]
+    primary = (summary.get("metrics") or [{"name": "exact_match"}])[0]["name"]  # the verdicts' metric
     return ReportData(
-        headline=headline(summary["verdicts"], alpha),
+        headline=headline(summary["verdicts"], alpha, [p for p in summary.get("power", []) if p["metric"] == primary]),
         aux_verdicts=verdict_table(summary["verdicts"]),
         title="jepa-audit report",
         counts={

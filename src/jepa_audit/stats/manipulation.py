@@ -346,9 +346,27 @@ _LAMBDA_WORDS = {
 }
 
 
-def headline(verdict_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
+def headroom_sentence(p: Mapping[str, Any]) -> str:
+    """What a ``power`` row's floor/ceiling flags mean for a null ("" when neither is set)."""
+    out = []
+    if p.get("floor_hides_decrease"):
+        out.append(f"ce's {p['metric']} is {p['baseline_mean']:.2f} % on {p['benchmark']} ({p['mode']}), below the "
+                   f"{p['mde_pp_corrected']:.2f} pp detectable after correction: a fall in {p['metric']} could "
+                   "not show there (a floor), so a null on that benchmark says nothing about harm.")
+    if p.get("ceiling_hides_increase"):
+        out.append(f"ce's {p['metric']} is {p['baseline_mean']:.2f} % on {p['benchmark']} ({p['mode']}), within "
+                   f"{p['mde_pp_corrected']:.2f} pp (the change detectable after correction) of 100 %: a rise "
+                   "could not show there (a ceiling).")
+    return " ".join(out)
+
+
+def headline(
+    verdict_rows: Sequence[Mapping[str, Any]], alpha: float, power_rows: Sequence[Mapping[str, Any]] = ()
+) -> str:
     """One paragraph per (benchmark, mode), joined: how many auxiliaries moved their representation and how
-    many moved EM after Holm, in which direction."""
+    many moved EM after Holm, in which direction; and, from ``power_rows`` (summary.json's ``power``), whether
+    ce's EM sits so near 0 % or 100 % that a fall or rise could not have shown."""
+    room = {(p["benchmark"], p["mode"], p["metric"]): headroom_sentence(p) for p in power_rows}
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for v in verdict_rows:
         groups[(v["benchmark"], v["mode"])].append(v)
@@ -372,7 +390,7 @@ def headline(verdict_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
                 s
                 for s in (
                     f"{len(up)} raised exact match ({', '.join(up)})" if up else "",
-                    f"{len(down)} lowered it ({', '.join(down)})" if down else "",
+                    f"{len(down)} lowered {'it' if up else 'exact match'} ({', '.join(down)})" if down else "",
                 )
                 if s
             )
@@ -397,6 +415,7 @@ def headline(verdict_rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
                 if cancel
                 else ""
             )
+            + "".join(f" {t}" for (b, m, _), t in room.items() if (b, m) == (bench, mode) and t)
         )
     sources = {v.get("weight_source") for v in verdict_rows} - {None}
     if sources and sources <= {"preset", "registry"}:

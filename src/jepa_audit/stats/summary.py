@@ -526,6 +526,11 @@ def _power_rows(
             "floor_nonparametric": None,
             "floor_blocks_single": None,
             "floor_blocks_corrected": None,
+            "baseline_mean": None,
+            "room_below_pp": None,
+            "room_above_pp": None,
+            "floor_hides_decrease": None,
+            "ceiling_hides_increase": None,
             "note": None,
         }
         if not members:
@@ -553,12 +558,31 @@ def _power_rows(
             floor_blocks_single=floor > alpha,
             floor_blocks_corrected=floor > alpha / m,
         )
+        row.update(_headroom(members, row["mde_pp_corrected"]))
         if len(row["n_values"]) > 1:
             row["note"] = (
                 f"comparisons have different n {row['n_values']}; power uses the most common, n = {n}"
             )
         out.append(row)
     return out
+
+
+def _headroom(members: Sequence[Mapping[str, Any]], mde_pp_corrected: float) -> dict[str, Any]:
+    """How far ce's mean (pp of a 0–100 % metric) sits from the metric's ends, against the corrected MDE.
+
+    A baseline at 0.9 % cannot fall by more than 0.9 pp: when that room is below the change the family can
+    detect after correction, a decrease is (at 80 % power) invisible, and a null on that side says nothing
+    (a floor); the same above for a ceiling.  Direction-neutral: which side is a harm is the metric's
+    ``higher_is_better``."""
+    base = float(statistics.median(c["baseline_mean"] for c in members))
+    below, above = base, 100.0 - base
+    return {
+        "baseline_mean": base,
+        "room_below_pp": below,
+        "room_above_pp": above,
+        "floor_hides_decrease": below < mde_pp_corrected,
+        "ceiling_hides_increase": above < mde_pp_corrected,
+    }
 
 
 # --------------------------------------------------------------------------- per-item analyses
