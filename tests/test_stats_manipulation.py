@@ -244,3 +244,7 @@ def test_headline_names_a_floor_that_hides_harm(summary_and_rows):
                              "ceiling_hides_increase": True})
     assert "within 3.46 pp" in top and "(a ceiling)" in top
     assert "floor" not in headline(summary["verdicts"], 0.10)  # no power rows: nothing claimed
+    table = {r["method"]: r["verdict"] for r in verdict_table(summary["verdicts"], [floor])}
+    assert table["T1"].endswith("; ce's EM 0.9 % is a floor: a fall could not show")  # EM did not move
+    assert "floor" not in table["V1"]  # EM moved (up): nothing hidden
+    assert "floor" not in "".join(r["verdict"] for r in verdict_table(summary["verdicts"]))

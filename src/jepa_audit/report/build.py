@@ -542,9 +542,10 @@ def _report_data(
     counts = summary["counts"]
     alpha = summary["alpha"]
     primary = (summary.get("metrics") or [{"name": "exact_match"}])[0]["name"]  # the verdicts' metric
+    power = [p for p in summary.get("power", []) if p["metric"] == primary]
     return ReportData(
-        headline=headline(summary["verdicts"], alpha, [p for p in summary.get("power", []) if p["metric"] == primary]),
-        aux_verdicts=verdict_table(summary["verdicts"]),
+        headline=headline(summary["verdicts"], alpha, power),
+        aux_verdicts=verdict_table(summary["verdicts"], power),
         title="jepa-audit report",
         counts={
             "task": str(summary.get("task", "nlrx")),

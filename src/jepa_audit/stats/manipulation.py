@@ -433,9 +433,14 @@ def _no_answer_changed(v: Mapping[str, Any]) -> bool:
     return bool(e.get("answers_identical")) if e.get("answers_changed") is not None else bool(e["identical_to_ce"])
 
 
-def verdict_table(verdict_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+def verdict_table(
+    verdict_rows: Sequence[Mapping[str, Any]], power_rows: Sequence[Mapping[str, Any]] = ()
+) -> list[dict[str, str]]:
     """The report's first table, one row per verdict, preformatted: ``benchmark, mode, method, weight
-    (λ chosen, with where it came from), dose, target (key Δ [CI] per target), em (Δ pp [CI]), verdict``."""
+    (λ chosen, with where it came from), dose, target (key Δ [CI] per target), em (Δ pp [CI]), verdict``.
+    ``power_rows`` (summary.json's ``power`` for the primary metric) qualify a reward null where ce's EM sits
+    at a floor or ceiling (:func:`headroom_sentence`)."""
+    edge = {(p["benchmark"], p["mode"]): p for p in power_rows}
     rows = []
     for v in verdict_rows:
         targets = "; ".join(
@@ -458,6 +463,11 @@ def verdict_table(verdict_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, s
             )
         elif e["identical_to_ce"] and e.get("answers_changed"):
             verdict += f"; EM identical to ce although {sum(e['answers_changed'])} answers changed"
+        p = edge.get((v["benchmark"], v["mode"]), {})
+        if not v["reward_moved"] and p.get("floor_hides_decrease"):
+            verdict += f"; ce's EM {p['baseline_mean']:.2g} % is a floor: a fall could not show"
+        if not v["reward_moved"] and p.get("ceiling_hides_increase"):
+            verdict += f"; ce's EM {p['baseline_mean']:.3g} % is a ceiling: a rise could not show"
         src = _LAMBDA_WORDS.get(v.get("weight_source") or "", "")
         if v.get("calibration_smallest"):
             src += ", the grid's smallest"
