@@ -238,13 +238,14 @@ def test_headline_names_a_floor_that_hides_harm(summary_and_rows):
     floor = {"benchmark": bench, "mode": mode, "metric": "exact_match", "baseline_mean": 0.9,
              "mde_pp_corrected": 3.46, "floor_hides_decrease": True, "ceiling_hides_increase": False}
     text = headline(summary["verdicts"], 0.10, [floor])
-    assert f"ce's exact_match is 0.90 % on {bench} ({mode}), below the 3.46 pp" in text and "(a floor)" in text
+    assert f"ce's exact_match is 0.90 % on {bench} ({mode}): even a fall to 0 is below the 3.46 pp" in text
+    assert "(a floor)" in text
     assert headroom_sentence({**floor, "floor_hides_decrease": False}) == ""
     top = headroom_sentence({**floor, "baseline_mean": 98.0, "floor_hides_decrease": False,
                              "ceiling_hides_increase": True})
-    assert "within 3.46 pp" in top and "(a ceiling)" in top
+    assert "rise to 100 % is below the 3.46 pp" in top and "(a ceiling)" in top
     assert "floor" not in headline(summary["verdicts"], 0.10)  # no power rows: nothing claimed
     table = {r["method"]: r["verdict"] for r in verdict_table(summary["verdicts"], [floor])}
-    assert table["T1"].endswith("; ce's EM 0.9 % is a floor: a fall could not show")  # EM did not move
+    assert table["T1"].endswith("; ce's EM 0.9 % is a floor: a fall was unlikely to show")  # EM did not move
     assert "floor" not in table["V1"]  # EM moved (up): nothing hidden
     assert "floor" not in "".join(r["verdict"] for r in verdict_table(summary["verdicts"]))

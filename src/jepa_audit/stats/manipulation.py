@@ -350,13 +350,13 @@ def headroom_sentence(p: Mapping[str, Any]) -> str:
     """What a ``power`` row's floor/ceiling flags mean for a null ("" when neither is set)."""
     out = []
     if p.get("floor_hides_decrease"):
-        out.append(f"ce's {p['metric']} is {p['baseline_mean']:.2f} % on {p['benchmark']} ({p['mode']}), below the "
-                   f"{p['mde_pp_corrected']:.2f} pp detectable after correction: a fall in {p['metric']} could "
-                   "not show there (a floor), so a null on that benchmark says nothing about harm.")
+        out.append(f"ce's {p['metric']} is {p['baseline_mean']:.2f} % on {p['benchmark']} ({p['mode']}): even a "
+                   f"fall to 0 is below the {p['mde_pp_corrected']:.2f} pp detectable at 80 % power after "
+                   "correction (a floor), so a null there is weak evidence against harm.")
     if p.get("ceiling_hides_increase"):
-        out.append(f"ce's {p['metric']} is {p['baseline_mean']:.2f} % on {p['benchmark']} ({p['mode']}), within "
-                   f"{p['mde_pp_corrected']:.2f} pp (the change detectable after correction) of 100 %: a rise "
-                   "could not show there (a ceiling).")
+        out.append(f"ce's {p['metric']} is {p['baseline_mean']:.2f} % on {p['benchmark']} ({p['mode']}): even a "
+                   f"rise to 100 % is below the {p['mde_pp_corrected']:.2f} pp detectable at 80 % power after "
+                   "correction (a ceiling), so a null there is weak evidence against a gain.")
     return " ".join(out)
 
 
@@ -465,9 +465,9 @@ def verdict_table(
             verdict += f"; EM identical to ce although {sum(e['answers_changed'])} answers changed"
         p = edge.get((v["benchmark"], v["mode"]), {})
         if not v["reward_moved"] and p.get("floor_hides_decrease"):
-            verdict += f"; ce's EM {p['baseline_mean']:.2g} % is a floor: a fall could not show"
+            verdict += f"; ce's EM {p['baseline_mean']:.2g} % is a floor: a fall was unlikely to show"
         if not v["reward_moved"] and p.get("ceiling_hides_increase"):
-            verdict += f"; ce's EM {p['baseline_mean']:.3g} % is a ceiling: a rise could not show"
+            verdict += f"; ce's EM {p['baseline_mean']:.3g} % is a ceiling: a rise was unlikely to show"
         src = _LAMBDA_WORDS.get(v.get("weight_source") or "", "")
         if v.get("calibration_smallest"):
             src += ", the grid's smallest"

@@ -570,18 +570,21 @@ def _power_rows(
 def _headroom(members: Sequence[Mapping[str, Any]], mde_pp_corrected: float) -> dict[str, Any]:
     """How far ce's mean (pp of a 0–100 % metric) sits from the metric's ends, against the corrected MDE.
 
-    A baseline at 0.9 % cannot fall by more than 0.9 pp: when that room is below the change the family can
-    detect after correction, a decrease is (at 80 % power) invisible, and a null on that side says nothing
-    (a floor); the same above for a ceiling.  Direction-neutral: which side is a harm is the metric's
-    ``higher_is_better``."""
+    A baseline at 0.9 % cannot fall by more than 0.9 pp: when even that whole fall is below the change the
+    family detects at 80 % power after correction, a null on that side is weak evidence (a floor); the same
+    above for a ceiling.  Not flagged when some comparison of the family did move that way after Holm: the
+    data then show that such a change could be seen.  Direction-neutral: which side is a harm is the
+    metric's ``higher_is_better``."""
     base = float(statistics.median(c["baseline_mean"] for c in members))
     below, above = base, 100.0 - base
+    fell = any(c["reject_holm"] and c["mean_diff"] < 0 for c in members)
+    rose = any(c["reject_holm"] and c["mean_diff"] > 0 for c in members)
     return {
         "baseline_mean": base,
         "room_below_pp": below,
         "room_above_pp": above,
-        "floor_hides_decrease": below < mde_pp_corrected,
-        "ceiling_hides_increase": above < mde_pp_corrected,
+        "floor_hides_decrease": below < mde_pp_corrected and not fell,
+        "ceiling_hides_increase": above < mde_pp_corrected and not rose,
     }
 
 
