@@ -365,8 +365,8 @@ def headline(
 ) -> str:
     """One paragraph per (benchmark, mode), joined: how many auxiliaries moved their representation and how
     many moved EM after Holm, in which direction; and, from ``power_rows`` (summary.json's ``power``), whether
-    ce's EM sits so near 0 % or 100 % that a fall or rise could not have shown."""
-    room = {(p["benchmark"], p["mode"], p["metric"]): headroom_sentence(p) for p in power_rows}
+    ce's EM sits so near 0 % or 100 % that a fall or rise was unlikely to show (:func:`headroom_sentence`)."""
+    room = {(p["benchmark"], p["mode"]): headroom_sentence(p) for p in power_rows}
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for v in verdict_rows:
         groups[(v["benchmark"], v["mode"])].append(v)
@@ -415,7 +415,7 @@ def headline(
                 if cancel
                 else ""
             )
-            + "".join(f" {t}" for (b, m, _), t in room.items() if (b, m) == (bench, mode) and t)
+            + (f" {room[(bench, mode)]}" if room.get((bench, mode)) else "")
         )
     sources = {v.get("weight_source") for v in verdict_rows} - {None}
     if sources and sources <= {"preset", "registry"}:
