@@ -66,7 +66,7 @@ def test_step_options_time_each_overhead_choice_against_the_loops_own(tmp_path):
     before = {n: p.detach().clone() for n, p in prep.model.named_parameters()}
     r = step_option_ratios(prep.model, prep.train_rows[:4], int(prep.tok.pad_token_id), repeats=1,
                            compile_model=False)
-    assert set(r["ratio"]) | set(r["unavailable"]) == {"for_loop", "fused", "threads_2"}
+    assert set(r["ratio"]) | set(r["unavailable"]) == {"transformers_forward", "for_loop", "fused", "threads_2"}
     assert all(math.isfinite(v) and v > 0 for v in r["ratio"].values()) and r["foreach_step_s"] > 0
     assert all(torch.equal(p, before[n]) for n, p in prep.model.named_parameters())
     doc = tmp_path / "performance.md"

@@ -333,6 +333,7 @@ def test_view_and_label_keys_leave_default_hashes_alone():
         d.pop(key)
     d["train"].pop("labels")
     d["train"].pop("pack")  # train.pack at its default (none)
+    d["model"].pop("forward")  # model.forward at its default (auto)
     for key in ("per_method", "dose", "calibrated_dose"):
         d["aux"].pop(key)
     d["data"].pop("task")  # the task selector, at its default (nlrx)

@@ -107,3 +107,34 @@ def test_nl_view_is_a_causal_prefix_of_the_full_row(tiny_llama, chat):
         h_full = tiny_llama(input_ids=ids, output_hidden_states=True).hidden_states[-1]
         h_view = tiny_llama(input_ids=nl_view, output_hidden_states=True).hidden_states[-1]
     torch.testing.assert_close(h_full[0, e.nl_last], h_view[0, e.nl_last], rtol=1e-5, atol=1e-5)
+
+
+def test_collate_equals_a_per_row_reference():
+    """collate builds its tensors from lists (one tensor per field, for speed); every field equals the plain
+    per-row construction, in both label modes, with ragged rows and an empty NL span."""
+    import torch
+
+    from jepa_audit.data.views import Encoded, collate, lm_labels
+
+    g = torch.Generator().manual_seed(3)
+    rows = []
+    for i in range(7):
+        p, a = 5 + i % 3, 2 + (i * 5) % 4
+        full = torch.randint(1, 50, (p + a,), generator=g).tolist()
+        nl_start, nl_last = (2, p - 2) if i != 3 else (3, 2)  # row 3: an empty NL span
+        rows.append(Encoded(full=full, prompt_len=p, nl_start=nl_start, nl_last=nl_last,
+                            target_view=[1, *full[p:]], target_last=a - 1, idx=i, lm_pad=full[-1]))
+    for labels in ("answer", "llm-jepa"):
+        b = collate(rows, pad_id=0, labels=labels)
+        B, T = b.input_ids.shape
+        for k, r in enumerate(rows):
+            n = len(r.full)
+            assert b.input_ids[k].tolist() == r.full + [0] * (T - n)
+            assert b.attention_mask[k].tolist() == [1] * n + [0] * (T - n)
+            want = [-100] * r.prompt_len + r.full[r.prompt_len :] if labels == "answer" else lm_labels(r.full, r.lm_pad)
+            assert b.labels[k].tolist() == want + [-100] * (T - n)
+            assert b.answer_mask[k].tolist() == [r.prompt_len <= j < n for j in range(T)]
+            assert b.prompt_mask[k].tolist() == [r.nl_start <= j <= r.nl_last for j in range(T)]
+            m = len(r.target_view)
+            assert b.target_ids[k, :m].tolist() == r.target_view and b.target_mask[k].sum() == m
+        assert b.prompt_mask[3].sum() == 0

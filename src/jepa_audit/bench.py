@@ -6,11 +6,13 @@ repetition of each arm is the least disturbed estimate of its cost (the reasonin
 interleaving gives every arm the same chances; absolute seconds are reported but never asserted anywhere.  Keys (kept stable for scripts): ``ce_step_s``,
 ``aux_step_ratio``, ``packed_two_view_ratio`` (views.nl=prefix), ``published_two_view_ratio``
 (views.nl=published: LLM-JEPA's own two view rows packed into one extra forward), ``llm_jepa_three_row_ratio``, ``probe_overhead``,
-``geometry_overhead``, ``decode_tokens_per_s``, ``decode_speedup_vs_hf_generate``, ``dfa_pairs_per_s``,
+``geometry_overhead``, ``decode_tokens_per_s``, ``decode_speedup_vs_hf_generate``, ``decode_lean_speedup``
+(greedy decoding with ``model.forward=hf`` ÷ the lean forward, outputs compared in ``decode_lean_identical``),
+``dfa_pairs_per_s``,
 ``cell_wall_s`` (= ``cell_wall_s_padded``), ``cell_wall_s_packed`` and ``cell_wall_packed_ratio`` (the same smoke
 cell with ``train.pack=flat``; two single cells, so read it with the noise of one cell in mind), ``device``,
-``step_options`` (the per-operator overhead options as ratios to the loop's own AdamW(foreach) step:
-``for_loop``, ``fused``, ``threads_2``, ``compile`` with ``--compile``), ``regex_sweep_chars``, ``regex_parse_s``, ``regex_equiv_s``,
+``step_options`` (the per-operator overhead options as ratios to the loop's own step (lean forward,
+AdamW(foreach)): ``transformers_forward``, ``for_loop``, ``fused``, ``threads_2``, ``compile`` with ``--compile``), ``regex_sweep_chars``, ``regex_parse_s``, ``regex_equiv_s``,
 ``regex_parse_exponent``, ``regex_equiv_exponent`` (the regex length sweep), ``cpu_preset_estimate_s`` (with
 its breakdown in ``cpu_preset_estimate``); on ``--device cuda`` also
 ``paper_step_s``, ``paper_tokens_per_s``, ``paper_mfu`` and ``peak_memory`` ({lora, full} → {method class →
@@ -33,6 +35,7 @@ from torch import nn
 
 from jepa_audit.config import Config, load_config
 from jepa_audit.data.views import Encoded, collate, encode_all
+from jepa_audit.models.lean import LeanCall, lean_reason, read_weights, uses_lean
 
 BENCH_PRESET = "smoke"
 STEPS_PER_CALL = 4  # amortises optimizer set-up; every arm pays the same collate per step
@@ -114,8 +117,9 @@ def step_option_ratios(model: nn.Module, rows: list[Encoded], pad: int, repeats:
     """What each way of cutting a tiny model's per-operator overhead does to one CE step, as ratios to the
     training loop's own choice (AdamW ``foreach=True``, ``train.threads`` = 1), measured in one run.
 
-    Arms (each STEPS_PER_CALL plain CE steps on one fixed batch, interleaved, fastest repetition):
-    ``for_loop`` (AdamW ``foreach=False``), ``fused`` (AdamW ``fused=True``, a single fused kernel per
+    Arms (each STEPS_PER_CALL plain CE steps on one fixed batch, interleaved, fastest repetition; the forward
+    is the loop's own, :mod:`models.lean` where it applies): ``transformers_forward`` (``model.forward=hf``:
+    transformers' modules and PEFT's LoRA wrappers), ``for_loop`` (AdamW ``foreach=False``), ``fused`` (AdamW ``fused=True``, a single fused kernel per
     parameter group), ``threads_2`` (``torch.set_num_threads(2)`` inside the step: intra-op parallelism;
     two audit workers on two cores then compete for the same cores), ``compile`` (``torch.compile`` of the
     model with inductor; ``compile_s`` is its one-off compile time, paid once per cell and per batch shape,
@@ -128,7 +132,14 @@ def step_option_ratios(model: nn.Module, rows: list[Encoded], pad: int, repeats:
     params = [p for p in model.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
 
-    def make(opt_kw: dict[str, Any], fwd: Callable[..., Any] = model, threads: int | None = None) -> Callable[[], None]:
+    model.train()
+    lean = uses_lean(model, "auto")
+
+    def lean_call() -> Callable[..., Any]:  # the loop's own forward: weights (LoRA merged) read every step
+        return LeanCall(model, read_weights(model)) if lean else model
+
+    def make(opt_kw: dict[str, Any], fwd: Callable[[], Callable[..., Any]] = lean_call,
+             threads: int | None = None) -> Callable[[], None]:
         opt = torch.optim.AdamW(params, lr=1e-9, **opt_kw)
 
         def steps() -> None:
@@ -138,7 +149,7 @@ def step_option_ratios(model: nn.Module, rows: list[Encoded], pad: int, repeats:
             try:
                 for _ in range(STEPS_PER_CALL):
                     opt.zero_grad(set_to_none=True)
-                    out = fwd(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                    out = fwd()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
                     answer_ce(out.logits, batch.labels).backward()
                     opt.step()
             finally:
@@ -148,6 +159,10 @@ def step_option_ratios(model: nn.Module, rows: list[Encoded], pad: int, repeats:
 
     fns: dict[str, Callable[[], None]] = {"foreach": make({"foreach": True}), "for_loop": make({"foreach": False})}
     unavailable: dict[str, str] = {}
+    if lean:  # model.forward=hf: transformers' own modules (and PEFT's LoRA wrappers) instead of models/lean.py
+        fns["transformers_forward"] = make({"foreach": True}, fwd=lambda: model)
+    else:
+        unavailable["transformers_forward"] = f"the lean forward does not apply: {lean_reason(model)}"
     out: dict[str, Any] = {}
     try:
         fused = make({"fused": True})
@@ -162,7 +177,7 @@ def step_option_ratios(model: nn.Module, rows: list[Encoded], pad: int, repeats:
     if compile_model:
         try:
             compiled = torch.compile(model)
-            fn = make({"foreach": True}, fwd=compiled)
+            fn = make({"foreach": True}, fwd=lambda: compiled)
             t = time.perf_counter()
             fn()  # compiles (and recompiles for backward) on the first call
             out["compile_s"] = time.perf_counter() - t
@@ -224,7 +239,7 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     ``compile_model``: also time a ``torch.compile``d step in ``step_options`` (1–3 min of inductor compile
     on a 2-core CPU, hence opt-in: ``bench --compile``)."""
     from jepa_audit.cell import prepare, run_cell
-    from jepa_audit.decode import decode_benchmark, end_ids
+    from jepa_audit.decode import decode_benchmark, end_ids, greedy_decode
     from jepa_audit.objectives import spec_rows
     from jepa_audit.regex import DfaScorer
 
@@ -288,6 +303,19 @@ def run_bench(device: str = "cpu", quiet: bool = False, write_docs: bool = False
     out["decode_tokens_per_s"] = d["decode_tokens_per_s"]
     out["decode_speedup_vs_hf_generate"] = d["decode_speedup_vs_hf_generate"]
     out["decode_identical_to_hf"] = d["identical"]
+    # the lean forward's share of that: the same greedy decoding with model.forward=hf (transformers' modules)
+    prompts = [r.prompt for r in prep.test_rows]
+    got: dict[str, list[list[int]]] = {}
+
+    def decode_with(forward: str) -> Callable[[], None]:
+        def run() -> None:
+            got[forward] = greedy_decode(model, prompts, pad_id=pad, stop_ids=stop, batch_size=cfg.eval.batch_size,
+                                         max_new_tokens=cfg.eval.max_new_tokens, forward=forward)
+        return run
+
+    td = _fastest_times({"lean": decode_with("auto"), "hf": decode_with("hf")}, repeats=3)
+    out["decode_lean_speedup"] = td["hf"] / td["lean"]
+    out["decode_lean_identical"] = got["auto"] == got["hf"]
 
     # ---- DFA scoring ---------------------------------------------------------------------------------------
     pairs = _dfa_pairs(preds)
@@ -375,6 +403,8 @@ def write_performance_doc(r: dict[str, Any], path: Path = Path("docs/performance
         f"| probe overhead (averaged over training) | {r['probe_overhead']:.1%} | ≤ 5 % |",
         f"| geometry share of a cell | {r['geometry_overhead']:.1%} | ≤ 5 % |",
         f"| decoding | {r['decode_tokens_per_s']:.0f} tok/s, {r['decode_speedup_vs_hf_generate']:.2f}× HF generate | ≥ 1.0× |",
+        *([f"| decoding, lean forward vs `model.forward=hf` | {r['decode_lean_speedup']:.2f}× "
+           f"(tokens identical: {r['decode_lean_identical']}) | — |"] if "decode_lean_speedup" in r else []),
         f"| DFA scoring | {r['dfa_pairs_per_s']:.0f} pairs/s | ≥ 1,000 |",
         f"| smoke cell wall time | {r['cell_wall_s']:.1f} s | — |",
         *([f"| same cell, CE rows packed (`train.pack=flat`) | {r['cell_wall_s_packed']:.1f} s "

@@ -189,12 +189,12 @@ def run_cell(
     res = train(
         prep.model, prep.train_rows, pad_id=pad, cfg=cfg.train, seed=cfg.seed, objective=objective, weight=weight,
         probe=cfg.probe, progress=report("train"), curve_fn=curve_fn, curve_every=cfg.geometry.curve_every,
-        autocast=cfg.model.autocast, target_dose=cfg.aux.dose,
+        autocast=cfg.model.autocast, target_dose=cfg.aux.dose, forward=cfg.model.forward,
     )
     t_eval = time.perf_counter()
     ev = evaluate(
         prep.model, prep.tok, prep.test_rows, prep.splits.test, cfg.eval,
-        progress=_eval_progress(progress, len(prep.test_rows)), task=cfg.data.task,
+        progress=_eval_progress(progress, len(prep.test_rows)), task=cfg.data.task, forward=cfg.model.forward,
     )
     t_geo = time.perf_counter()
     geometry: dict[str, Any] = {}
@@ -237,7 +237,8 @@ def run_cell(
         "metrics": ev.metrics,
         "geometry": geometry,
         "grad_cosine": res.grad_cosine,
-        "train": {"steps": res.steps, "final_loss": res.final_loss, "aux_skipped": res.aux_skipped},
+        "train": {"steps": res.steps, "final_loss": res.final_loss, "aux_skipped": res.aux_skipped,
+                  "forward": res.forward},  # lean (models/lean.py) or hf: which forward ran the CE rows,
         "timing": {
             "prepare_s": t_train - t0, "train_s": t_eval - t_train, "eval_s": t_geo - t_eval,
             "geometry_s": t_end - t_geo,
@@ -272,5 +273,6 @@ def evaluate_dir(cfg: Config, model_dir: Path, progress: ProgressFn | None = Non
     model, tok = load_pretrained(model_dir, cfg.model)
     rows = encode_all(tok, cfg.data.system, splits.test, task=get_task(cfg.data.task))
     return evaluate(
-        model, tok, rows, splits.test, cfg.eval, progress=_eval_progress(progress, len(rows)), task=cfg.data.task
+        model, tok, rows, splits.test, cfg.eval, progress=_eval_progress(progress, len(rows)), task=cfg.data.task,
+        forward=cfg.model.forward,
     )

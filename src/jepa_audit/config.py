@@ -48,6 +48,12 @@ class ModelCfg(Strict):
     autocast: Literal["none", "bf16", "fp16"] = Field(
         "none", description="mixed precision for forward/loss on GPU (weights stay in model.dtype)"
     )
+    forward: Literal["auto", "hf", "lean"] = Field(
+        "auto", description="the CE rows' forward and decoding: lean = models/lean.py (transformers' Llama maths, "
+        "LoRA merged, fused projections; same outputs to float rounding, ~1.5x faster on tiny CPU models); hf = "
+        "transformers' forward; auto = lean where it applies (Llama, fp32, no autocast, no LoRA dropout while "
+        "training), else hf"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelCfg:
@@ -345,6 +351,7 @@ class Config(Strict):
 _HASH_NEUTRAL_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
     ("train", "labels", "answer"),
     ("train", "pack", "none"),
+    ("model", "forward", "auto"),
     ("aux", "per_method", {}),
     ("aux", "dose", None),
     ("aux", "calibrated_dose", None),

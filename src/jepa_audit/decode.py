@@ -11,7 +11,9 @@ exactly reproducible.  :func:`greedy_decode` is a lean replacement for ``model.g
   cache once enough of them have accumulated, so late steps do not pay for rows that already stopped;
 * the loop ends as soon as every row has stopped;
 * for plain full-attention models the KV cache is preallocated (no ``torch.cat`` per step), and with SDPA the
-  per-step attention mask is a slice of one precomputed tensor (no per-step mask construction).
+  per-step attention mask is a slice of one precomputed tensor (no per-step mask construction);
+* ``forward="auto"`` runs a Llama through :mod:`jepa_audit.models.lean` (weights, LoRA merged, read once per
+  call; one fused matmul per projection group) instead of transformers' forward: same logits to float rounding.
 
 Every shortcut is checked against ``generate`` token for token in ``tests/test_decode.py``.
 
@@ -30,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from jepa_audit.models.lean import LeanCall, uses_lean
 
 __all__ = ["decode_benchmark", "end_ids", "greedy_decode", "hf_generate_reference"]
 
@@ -282,6 +286,8 @@ class _EvalMode:
 # ------------------------------------------------------------------------------------------ decoding
 
 
+
+
 def _decode_micro_batch(
     model: nn.Module,
     spec: _ForwardSpec,
@@ -292,14 +298,18 @@ def _decode_micro_batch(
     max_new_tokens: int,
     device: torch.device,
     drop_fraction: float | None = None,
+    call: Callable[..., Any] | None = None,
 ) -> list[list[int]]:
     """Greedy-decode one micro-batch; returns per-row generated ids (stop id excluded), in ``rows`` order.
+
+    ``call`` runs the forward (default ``model``; :class:`models.lean.LeanCall` for the lean forward).
 
     Shapes: B = len(rows), L = longest prompt, T = max_new_tokens.  The attention mask of live rows is
     ``[b, L + t]`` at step t; the cache holds ``[b, heads, L + t, head_dim]`` per layer.
     """
     if drop_fraction is None:
         drop_fraction = _DROP_FRACTION
+    call = model if call is None else call
     B = len(rows)
     ids, mask = _left_pad(rows, pad_id, device)  # [B, L]
     L = ids.shape[1]
@@ -328,7 +338,7 @@ def _decode_micro_batch(
     # Our preallocated cache when the model's layout allows it; otherwise (None) the model creates its own.
     cache = _prealloc_cache(model, spec, L + max_new_tokens) if spec.prealloc else None
     kwargs_prefill = {**kwargs, spec.cache_kw: cache} if cache is not None else kwargs
-    out = model(
+    out = call(
         input_ids=ids, attention_mask=full_mask[:, :L] if use_mask else None, position_ids=pos, **kwargs_prefill
     )
     cache = spec.cache_of(out)
@@ -358,7 +368,7 @@ def _decode_micro_batch(
             finished = finished[keep]
 
         step_mask = full_mask[..., : L + t + 1] if use_mask else None
-        out = model(
+        out = call(
             input_ids=tok.unsqueeze(1), attention_mask=step_mask, position_ids=next_pos + t,
             **{spec.cache_kw: cache}, **kwargs,
         )
@@ -423,6 +433,7 @@ def greedy_decode(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress: Callable[[int], None] | None = None,
+    forward: str = "auto",
 ) -> list[list[int]]:
     """Greedy (argmax) decoding with a KV cache, batched, identical to ``generate(do_sample=False)``.
 
@@ -435,6 +446,9 @@ def greedy_decode(
         batch_size: prompts per micro-batch (prompts are length-sorted into micro-batches).
         device: where to put the inputs; defaults to the device of the model's parameters.
         progress: called after each micro-batch with the cumulative number of prompts done.
+        forward: ``model.forward``: ``auto`` decodes through :mod:`jepa_audit.models.lean` where it applies
+            (``lean`` insists, ``hf`` never): the same logits to float rounding, so the same tokens but at a
+            near-tie of two logits.
 
     Returns:
         N lists of generated ids, in the order of ``prompts``.
@@ -445,10 +459,13 @@ def greedy_decode(
     dev = torch.device(device) if device is not None else _model_device(model)
     spec = _ForwardSpec(model)
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=dev)  # [S] (may be empty)
+    with _EvalMode(model):  # LoRA dropout is the identity in eval mode, where decoding runs
+        lean = spec.cache_kw == "cache" and uses_lean(model, forward)
+    call = LeanCall(model) if lean else model  # weights read once, inside the inference mode below
 
     def decode_rows(rows: list[list[int]]) -> list[list[int]]:
         return _decode_micro_batch(
-            model, spec, rows, pad_id=pad_id, stop=stop, max_new_tokens=max_new_tokens, device=dev
+            model, spec, rows, pad_id=pad_id, stop=stop, max_new_tokens=max_new_tokens, device=dev, call=call
         )
 
     return _map_micro_batches(model, prompts, batch_size, decode_rows, progress)

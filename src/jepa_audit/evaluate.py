@@ -30,8 +30,10 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
     *,
     task: Task | str,
+    forward: str = "auto",
 ) -> EvalResult:
-    """Greedy-decode the prompts of ``rows`` and let ``task`` score them against ``examples`` (same order)."""
+    """Greedy-decode the prompts of ``rows`` and let ``task`` score them against ``examples`` (same order);
+    ``forward``: ``model.forward`` (decode.greedy_decode)."""
     task = get_task(task) if isinstance(task, str) else task
     # the end-of-turn the template closes answers with, and every eos id of the model's generation config
     stop = end_ids(model, tok, {r.full[-1] for r in rows})
@@ -43,6 +45,7 @@ def evaluate(
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         progress=progress,
+        forward=forward,
     )
     preds = [tok.decode(ids, skip_special_tokens=True) for ids in out]
     return task.score(examples, preds, cfg)

@@ -31,6 +31,7 @@ from jepa_audit.config import ProbeCfg, TrainCfg
 from jepa_audit.data.batch import Batch
 from jepa_audit.data.packing import Packed, pack_rows
 from jepa_audit.data.views import Encoded, LabelMode, collate
+from jepa_audit.models.lean import LeanCall, LeanWeights, lean_forward, read_weights, uses_lean
 from jepa_audit.models.load import lm_head_weight
 from jepa_audit.objectives import AuxContext, Objective
 from jepa_audit.objectives.gradients import combine, grad_cosine_stats, init_grad_state, layer_group
@@ -55,6 +56,7 @@ class TrainResult:
     wall_s: float = 0.0
     weight: float = 0.0  # λ actually used (differs from the argument only under ``target_dose``)
     dose: dict[str, Any] | None = None  # see :func:`dose_summary`
+    forward: str = "hf"  # which forward ran the CE rows: lean (models/lean.py) or hf (transformers')
 
 
 def dose_summary(trace: Sequence[tuple[int, float, float]], weight: float, anchored: bool | None) -> dict[str, Any]:
@@ -121,30 +123,44 @@ def pack_ce_rows(batch: Batch, how: str) -> Packed | None:
     return pack_rows(batch.input_ids, mask, cap)
 
 
-def forward_rows(model: nn.Module, batch: Batch, packed: Packed | None = None) -> tuple[tuple[Tensor, ...], Tensor]:
+def forward_rows(
+    model: nn.Module, batch: Batch, packed: Packed | None = None, lean: LeanWeights | bool | None = None
+) -> tuple[tuple[Tensor, ...], Tensor]:
     """The CE rows' forward: (hidden states, (B, T, d) per layer (L+1 tensors); logits (B, T, V)).
 
     ``packed`` None: the right-padded (B, T) rows with their attention mask. Otherwise the same rows packed
     first-fit into R ≤ B rows (:func:`data.packing.pack_rows`): position ids restart at 0 at every sequence, so
-    Hugging Face builds a block-diagonal causal mask and each sequence sees only itself, and no padding is
-    computed; the outputs are gathered back to the padded (B, T, ·) layout every objective reads (a pad position
-    holds a copy of its row's last real state, and every reader masks pads: CE through labels −100, the
-    objectives through their masks), so the loss and its gradients equal the padded forward's to float
-    rounding (tests/test_packing.py checks loss, gradients and trained weights in float64).
+    each sequence sees only itself (a block-diagonal causal mask), and no padding is computed; the outputs are
+    gathered back to the padded (B, T, ·) layout every objective reads (a pad position holds a copy of its row's
+    last real state, and every reader masks pads: CE through labels −100, the objectives through their masks),
+    so the loss and its gradients equal the padded forward's to float rounding (tests/test_packing.py checks
+    loss, gradients and trained weights in float64).  ``lean``: the model's weights as
+    :func:`models.lean.read_weights` gives them (True: read them here), run by :func:`models.lean.lean_forward`
+    instead of transformers' forward (same outputs to float rounding: tests/test_lean.py).
     """
+    w = read_weights(model) if lean is True else (lean or None)
     if packed is None:
+        if w is not None:
+            return lean_forward(w, batch.input_ids, batch.attention_mask)
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
         return tuple(out.hidden_states), out.logits
     dev = batch.input_ids.device
     ids, pos, unpack = packed.ids.to(dev), packed.pos.to(dev), packed.unpack.to(dev)
-    out = model(input_ids=ids, position_ids=pos, use_cache=False, output_hidden_states=True)
-    return tuple(h.flatten(0, 1)[unpack] for h in out.hidden_states), out.logits.flatten(0, 1)[unpack]
+    if w is not None:
+        hidden, logits = lean_forward(w, ids, position_ids=pos, packed=True)
+    else:
+        out = model(input_ids=ids, position_ids=pos, use_cache=False, output_hidden_states=True)
+        hidden, logits = out.hidden_states, out.logits
+    return tuple(h.flatten(0, 1)[unpack] for h in hidden), logits.flatten(0, 1)[unpack]
 
 
 def answer_ce(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean next-token CE over labelled positions (train.labels=answer: answer + end-of-turn; llm-jepa: every
     token but the collator's pad id, as HF's shifted loss). logits (B,T,V), labels (B,T)."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+    # the log-softmax over V runs at the labelled positions only (a third of a row on NL-RX); same mean
+    target = labels[:, 1:]
+    keep = target != -100
+    return F.cross_entropy(logits[:, :-1][keep].float(), target[keep])
 
 
 def train(
@@ -162,12 +178,14 @@ def train(
     curve_every: int = 0,
     autocast: str = "none",
     target_dose: float | None = None,
+    forward: str = "auto",
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``rows``; return losses, gradient cosines, the dose and counters.
 
     ``target_dose`` (λ calibration, audit/calibration.py): replace ``weight`` at step 0 by
     ``target_dose·‖∇CE‖/‖∇aux‖`` measured on the first micro-batch (the step-0 probe), so the run's step-0 dose
     is ``target_dose`` whatever the auxiliary's scale; ``weight`` stays the fallback when a norm is zero.
+    ``forward``: ``model.forward`` (auto | hf | lean), how the CE rows run (:func:`forward_rows`).
     """
     t0 = time.perf_counter()
     device = next(model.parameters()).device
@@ -194,6 +212,9 @@ def train(
     recent: list[float] = []
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
     model.train()
+    with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        lean = uses_lean(model, forward)  # after .train(): LoRA dropout only counts while training
+    result.forward = "lean" if lean else "hf"
 
     for step in range(cfg.steps):
         # ---- learning rate ------------------------------------------------------------------------------
@@ -215,12 +236,13 @@ def train(
                 record_function("train.forward"),
                 torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None),
             ):
-                hidden, logits = forward_rows(model, batch, packed)
+                weights = read_weights(model) if lean else None  # LoRA merged once: CE rows and extra rows
+                hidden, logits = forward_rows(model, batch, packed, weights)
                 ce = answer_ce(logits, batch.labels)
                 aux: Tensor | None = None
                 if use_aux:
                     ctx = AuxContext(batch, hidden, logits, model, lm_head_weight(model), step=step,
-                                     total_steps=cfg.steps)
+                                     total_steps=cfg.steps, forward=LeanCall(model, weights) if lean else None)
                     aux = objective(ctx).loss.float()
             if not torch.isfinite(ce):
                 raise TrainError(f"non-finite CE loss at step {step}" + _blame_weight(weight, use_aux and step > 0))

@@ -131,11 +131,11 @@ def run_calibration_cell(cfg: Config, cell_dir: Path, progress: Callable[[dict[s
     res = train(
         prep.model, prep.train_rows, pad_id=int(prep.tok.pad_token_id), cfg=cfg.train, seed=cfg.seed,
         objective=obj, weight=float(cfg.aux.weight or 0.0), probe=cfg.probe, progress=rep,
-        autocast=cfg.model.autocast, target_dose=cfg.aux.dose,
+        autocast=cfg.model.autocast, target_dose=cfg.aux.dose, forward=cfg.model.forward,
     )  # fmt: skip
     n = cfg.calibration.val_rows or len(prep.val_rows)
     rows, examples = prep.val_rows[:n], prep.splits.val[:n]
-    ev = evaluate(prep.model, prep.tok, rows, examples, cfg.eval, task=cfg.data.task)
+    ev = evaluate(prep.model, prep.tok, rows, examples, cfg.eval, task=cfg.data.task, forward=cfg.model.forward)
     return {
         "kind": "calibration",
         "benchmark": cfg.benchmark,

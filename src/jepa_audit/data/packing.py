@@ -63,14 +63,18 @@ def pack_rows(ids: Tensor, mask: Tensor, capacity: int, filler: int = 0, decreas
         where[b] = (k, used[k])
         used[k] += n
     R, C = len(used), max(used)
-    out = torch.full((R, C), filler, dtype=ids.dtype)
-    pos = torch.zeros((R, C), dtype=torch.long)
-    unpack = torch.empty((B, Tr), dtype=torch.long)
-    steps = torch.arange(max(C, Tr))
+    # Python lists, one tensor per field at the end: this runs once per training step, and per-row tensor
+    # writes cost more than the lists on batches of a few dozen rows
+    rows = ids.tolist()
+    out = [[filler] * C for _ in range(R)]
+    pos = [[0] * u + list(range(C - u)) for u in used]  # row k's filler tail: a segment of its own, 0..C−u−1
+    unpack = []
     for b, ((k, off), n) in enumerate(zip(where, lens, strict=True)):
-        out[k, off : off + n] = ids[b, :n]
-        pos[k, off : off + n] = steps[:n]
-        unpack[b] = k * C + off + steps[:Tr].clamp(max=n - 1)
-    for k, u in enumerate(used):
-        pos[k, u:] = steps[: C - u]
-    return Packed(out, pos, unpack)
+        out[k][off : off + n] = rows[b][:n]
+        pos[k][off : off + n] = range(n)
+        base = k * C + off
+        unpack.append([base + min(j, n - 1) for j in range(Tr)])
+    out_t = torch.tensor(out, dtype=ids.dtype)
+    pos_t = torch.tensor(pos, dtype=torch.long)
+    unpack_t = torch.tensor(unpack, dtype=torch.long).reshape(B, Tr)
+    return Packed(out_t, pos_t, unpack_t)

@@ -56,7 +56,7 @@ def base_key(cfg: Config, texts: list[str]) -> str:
     return stable_hash(
         {
             "format": BASE_FORMAT,
-            "model": cfg.model.model_dump(exclude={"device", "compile", "dtype"}),
+            "model": cfg.model.model_dump(exclude={"device", "compile", "dtype", "forward"}),
             "base": cfg.base.model_dump(),
             "system": cfg.data.system,
             "texts": text_hash,
@@ -106,7 +106,8 @@ def ensure_tiny_base(cfg: Config, progress: Callable[[dict[str, Any]], None] | N
                 steps=cfg.base.steps, batch_size=cfg.base.batch_size, lr=cfg.base.lr,
                 warmup_steps=min(20, cfg.base.steps),
             )  # fmt: skip
-            result = train(model, rows, pad_id=tok.pad_token_id, cfg=tcfg, seed=cfg.base.seed, progress=progress)
+            result = train(model, rows, pad_id=tok.pad_token_id, cfg=tcfg, seed=cfg.base.seed, progress=progress,
+                           forward=cfg.model.forward)
             final_loss, steps = result.final_loss, cfg.base.steps
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:

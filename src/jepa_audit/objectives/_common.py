@@ -192,7 +192,7 @@ def published_predictor_views(ctx: AuxContext, pred_embeds: Tensor, generator: t
         return
     with isolated_rng(generator, model_device(ctx.model)), caller_precision():
         ctx.__dict__["view_hidden"] = published_view_hidden(
-            ctx.model, ctx.batch, pred_embeds, ctx.model.get_input_embeddings()
+            ctx.run, ctx.batch, pred_embeds, ctx.model.get_input_embeddings()
         )
 
 
@@ -220,7 +220,7 @@ def nl_predictor_view(
     emb = torch.where(is_pred[..., None], pred, emb)
     mask = (offset < k).long()  # NL prefix and predictors are real; everything after is padding
     with isolated_rng(generator, ids.device), caller_precision():
-        out = ctx.model(inputs_embeds=emb, attention_mask=mask, output_hidden_states=True)
+        out = ctx.run(inputs_embeds=emb, attention_mask=mask, output_hidden_states=True)
     h = out.hidden_states[layer]
     last = b.nl_last + k
     return h[torch.arange(h.shape[0], device=h.device), last].float()

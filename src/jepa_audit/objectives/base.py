@@ -68,7 +68,9 @@ class AuxContext:
     """What one training step hands an objective.
 
     ``hidden``: tuple of L+1 tensors (B, T, d); index 0 is the embeddings, index -1 the state after the final
-    norm (what the LM head reads).  ``logits``: (B, T, V).  ``lm_head_weight``: (V, d).
+    norm (what the LM head reads).  ``logits``: (B, T, V).  ``lm_head_weight``: (V, d).  ``forward``: what
+    runs the objective's extra rows, with the model's keyword signature (:attr:`run`): None = the model
+    itself; the training loop passes :class:`models.lean.LeanCall` when the CE rows run lean.
     """
 
     batch: Batch
@@ -78,6 +80,12 @@ class AuxContext:
     lm_head_weight: Tensor
     step: int = 0
     total_steps: int = 1
+    forward: Callable[..., Any] | None = None
+
+    @property
+    def run(self) -> Callable[..., Any]:
+        """Call this, not ``model``, for extra rows: the CE rows' own forward (lean or transformers')."""
+        return self.model if self.forward is None else self.forward
 
     @cached_property
     def target_hidden(self) -> tuple[Tensor, ...]:
@@ -92,7 +100,7 @@ class AuxContext:
             return tuple(h[:B, : self.batch.target_ids.shape[1]] for h in self.view_hidden)
         dev = self.batch.target_ids.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            return target_view_hidden(self.model, self.batch)
+            return target_view_hidden(self.run, self.batch)
 
     @cached_property
     def view_hidden(self) -> tuple[Tensor, ...]:
@@ -102,7 +110,7 @@ class AuxContext:
             raise ValueError("these NL views carry predictor slots: only llm-jepa (its k > 0) can run them")
         dev = self.batch.target_ids.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            return published_view_hidden(self.model, self.batch)
+            return published_view_hidden(self.run, self.batch)
 
     @property
     def nl_hidden(self) -> tuple[Tensor, ...]:

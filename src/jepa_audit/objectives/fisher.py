@@ -126,7 +126,7 @@ def noisy_twin(ctx: AuxContext, generator: torch.Generator, sigma_rel: float, ro
     noise = torch.randn(emb.shape, generator=generator).to(emb.device)
     x = (emb.float() + sigma_rel * rms * noise).to(emb.dtype)
     with C.isolated_rng(generator, emb.device), C.caller_precision():
-        return ctx.model(inputs_embeds=x, attention_mask=att, output_hidden_states=True)
+        return ctx.run(inputs_embeds=x, attention_mask=att, output_hidden_states=True)
 
 
 def twin_rows(batch_size: int, fraction: float) -> int:
