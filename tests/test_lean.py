@@ -216,3 +216,37 @@ def test_a_forward_hook_keeps_transformers_forward():
     assert "hooks" in lean_reason(model)
     handle.remove()
     assert lean_reason(model) is None
+
+
+def test_lean_forward_in_float32_matches_transformers_to_fp32_rounding():
+    """The audit's own precision: float32 agrees with transformers to fp32 rounding."""
+    b = make_toy_batch(B=6, seed=2)
+    model = _model64().float()
+    out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, output_hidden_states=True)
+    hidden, logits = lean_forward(read_weights(model), b.input_ids, b.attention_mask)
+    real = b.attention_mask.bool()
+    torch.testing.assert_close(logits[real], out.logits[real], atol=2e-5, rtol=1e-4)
+    for a, c in zip(hidden, out.hidden_states, strict=True):
+        torch.testing.assert_close(a[real], c[real], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("targets,rank_pattern", [
+    (["q_proj", "v_proj", "up_proj"], {}),  # mixed groups: adapted and plain linears side by side
+    (["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"], {"k_proj": 2}),  # per-linear ranks: own scales
+])
+def test_lean_forward_merges_partial_and_uneven_adapters(targets, rank_pattern):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(make_tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0,
+                                                         rank_pattern=rank_pattern, init_lora_weights=False)).double()
+    model.train()
+    assert lean_reason(model) is None
+    b = make_toy_batch(B=5, seed=3)
+    out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, output_hidden_states=True)
+    hidden, logits = lean_forward(read_weights(model), b.input_ids, b.attention_mask)
+    real = b.attention_mask.bool()
+    torch.testing.assert_close(logits[real], out.logits[real], **TIGHT)
+    g_hf = torch.autograd.grad(out.logits[real].pow(2).mean(), [p for p in model.parameters() if p.requires_grad])
+    g_ln = torch.autograd.grad(logits[real].pow(2).mean(), [p for p in model.parameters() if p.requires_grad])
+    for a, c in zip(g_ln, g_hf, strict=True):
+        torch.testing.assert_close(a, c, **TIGHT)
