@@ -140,3 +140,95 @@ def make_hf_llama_dir(path: Path, texts: list[str], d: int = 32, layers: int = 2
             {"bos_token_id": tok.bos_token_id, "eos_token_id": eos, "do_sample": True, "temperature": 0.6,
              "top_p": 0.9}))
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# float64 equality of two ways to run the same step (train.pack, model.forward): shared by their tests
+# ----------------------------------------------------------------------------------------------------------
+
+
+def lora64(mode: str = "lora", kv_heads: int = 4, seed: int = 0, dropout: float = 0.0) -> torch.nn.Module:
+    """A float64 tiny Llama in training mode, LoRA-wrapped with non-zero adapters (LoRA B starts at 0, which
+    would zero A's gradient) or fully trainable (``mode="full"``); ``kv_heads`` < 4: grouped-query attention."""
+    from jepa_audit.config import AdapterCfg
+    from jepa_audit.models.load import build_model
+
+    base = make_tiny_llama()
+    if kv_heads != base.config.num_key_value_heads:
+        from transformers import LlamaForCausalLM
+
+        base.config.num_key_value_heads = kv_heads
+        torch.manual_seed(0)
+        base = LlamaForCausalLM(base.config).eval()
+    model = build_model(base, AdapterCfg(mode=mode, rank=4, dropout=dropout), seed=0).double()
+    g = torch.Generator().manual_seed(7 + seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    model.train()
+    return model
+
+
+def step_loss_and_grads(batch: Batch, method: str | None, packed=None, lean: bool = False):
+    """CE + 0.5·aux of ``method`` (None: CE alone) on a fresh :func:`lora64`, with the CE rows ``packed``
+    (train.pack) and/or through the lean forward (its extra rows too); returns (loss, trainable gradients)."""
+    from jepa_audit.models.lean import LeanCall, read_weights
+    from jepa_audit.models.load import lm_head_weight
+    from jepa_audit.objectives import AuxContext, build_objective
+    from jepa_audit.train import answer_ce, forward_rows
+
+    model = lora64()
+    w = read_weights(model) if lean else None
+    hidden, logits = forward_rows(model, batch, packed, w)
+    loss = answer_ce(logits, batch.labels)
+    if method is not None:
+        mc = model.config
+        obj = build_objective(method, {}, mc.hidden_size, mc.num_hidden_layers, seed=3)
+        ctx = AuxContext(batch, hidden, logits, model, lm_head_weight(model), step=1, total_steps=4,
+                         forward=LeanCall(model, w) if lean else None)
+        loss = loss + 0.5 * obj(ctx).loss
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad and p.grad is not None]
+
+
+def assert_same_loss_and_grads(got, want, method: str | None) -> None:
+    """float64 equality of two :func:`step_loss_and_grads` results; the objectives keep their own maths in
+    fp32 (they cast the states), so fp32 rounding bounds their part."""
+    (l_got, g_got), (l_want, g_want) = got, want
+    tol = {"atol": 1e-10, "rtol": 1e-9} if method is None else {"atol": 1e-6, "rtol": 1e-5}
+    torch.testing.assert_close(l_got, l_want.to(l_got.dtype), **tol)
+    assert len(g_got) == len(g_want) and any(g.abs().sum() > 0 for g in g_want)
+    for a, c in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, c, **tol)
+
+
+def ragged_rows(n: int = 12, seed: int = 11) -> list:
+    """``n`` encoded rows of varied prompt and answer lengths (ids 3..96) for a few real training steps."""
+    from jepa_audit.data.views import Encoded
+
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        p, a = 6 + i % 4, 3 + (i * 7) % 5
+        full = torch.randint(3, 97, (p + a,), generator=g).tolist()
+        rows.append(Encoded(full=full, prompt_len=p, nl_start=2, nl_last=p - 2, target_view=[1, *full[p:]],
+                            target_last=a - 1, idx=i))
+    return rows
+
+
+def train_four_steps(rows: list, method: str | None, **cfg_kw):
+    """Four real ``train.train`` steps of a fresh :func:`lora64` (CE + 0.5·aux); ``cfg_kw``: TrainCfg fields,
+    and ``forward`` for train's own argument. Returns (logged losses, weights after the steps, the result)."""
+    from jepa_audit.config import TrainCfg
+    from jepa_audit.objectives import build_objective
+    from jepa_audit.train import train
+
+    forward = cfg_kw.pop("forward", "auto")
+    model = lora64()
+    obj = None
+    if method is not None:
+        obj = build_objective(method, {}, model.config.hidden_size, model.config.num_hidden_layers, seed=3)
+    cfg = TrainCfg(steps=4, batch_size=4, lr=1e-2, warmup_steps=0, log_every=1, **cfg_kw)
+    res = train(model, rows, pad_id=0, cfg=cfg, seed=5, objective=obj, weight=0.5 if obj else 0.0, forward=forward)
+    return [r["loss"] for r in res.log], [p.detach().clone() for p in model.parameters()], res

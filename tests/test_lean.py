@@ -10,38 +10,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_tiny_llama, make_toy_batch
-from jepa_audit.config import AdapterCfg
-from jepa_audit.models.lean import LeanCall, lean_forward, lean_reason, read_weights, uses_lean
-from jepa_audit.models.load import build_model
+from conftest import (
+    assert_same_loss_and_grads,
+    lora64,
+    make_tiny_llama,
+    make_toy_batch,
+    ragged_rows,
+    step_loss_and_grads,
+    train_four_steps,
+)
+from jepa_audit.models.lean import lean_forward, lean_reason, read_weights, uses_lean
 
 TIGHT = {"atol": 1e-11, "rtol": 1e-9}
-
-
-def _model64(mode: str = "lora", kv_heads: int = 4, seed: int = 0, dropout: float = 0.0) -> torch.nn.Module:
-    """A float64 tiny Llama, LoRA-wrapped (non-zero adapters: LoRA B starts at 0) or fully trainable."""
-    base = make_tiny_llama()
-    if kv_heads != 4:
-        from transformers import LlamaForCausalLM
-
-        cfg = base.config
-        cfg.num_key_value_heads = kv_heads
-        torch.manual_seed(0)
-        base = LlamaForCausalLM(cfg).eval()
-    model = build_model(base, AdapterCfg(mode=mode, rank=4, dropout=dropout), seed=0).double()
-    g = torch.Generator().manual_seed(7 + seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64))
-    model.train()
-    return model
 
 
 @pytest.mark.parametrize("mode,kv", [("lora", 4), ("full", 4), ("lora", 2)])
 def test_lean_forward_equals_transformers_on_padded_rows(mode, kv):
     b = make_toy_batch(B=6, seed=1)
-    model = _model64(mode, kv)
+    model = lora64(mode, kv)
     assert lean_reason(model) is None
     out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, output_hidden_states=True)
     hidden, logits = lean_forward(read_weights(model), b.input_ids, b.attention_mask)
@@ -56,7 +42,7 @@ def test_lean_forward_equals_transformers_on_packed_rows():
     from jepa_audit.train import forward_rows, pack_ce_rows
 
     b = make_toy_batch(B=7, seed=4)
-    model = _model64()
+    model = lora64()
     real = b.attention_mask.bool()
     for how in ("flat", "longest"):
         pk = pack_ce_rows(b, how)
@@ -77,67 +63,21 @@ def test_lean_and_transformers_give_the_same_loss_and_gradients(method):
     """CE + λ·aux through the lean forward equals transformers' forward, loss and every trainable gradient,
     for CE and each core objective: they read the same hidden states and logits, and their extra rows (target
     views, noisy twins, predictor rows) run through :class:`LeanCall` on the same merged weights."""
-    from jepa_audit.models.load import lm_head_weight
-    from jepa_audit.objectives import AuxContext, build_objective
-    from jepa_audit.train import answer_ce, forward_rows
-
     b = make_toy_batch(B=6, seed=5)
-
-    def loss_and_grads(lean: bool):
-        model = _model64()
-        w = read_weights(model) if lean else None
-        hidden, logits = forward_rows(model, b, None, w)
-        loss = answer_ce(logits, b.labels)
-        if method is not None:
-            mc = model.config
-            obj = build_objective(method, {}, mc.hidden_size, mc.num_hidden_layers, seed=3)
-            ctx = AuxContext(b, hidden, logits, model, lm_head_weight(model), step=1, total_steps=4,
-                             forward=LeanCall(model, w) if lean else None)
-            loss = loss + 0.5 * obj(ctx).loss
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad and p.grad is not None]
-
-    (l_hf, g_hf), (l_ln, g_ln) = loss_and_grads(False), loss_and_grads(True)
-    # the objectives keep their own maths in fp32 (they cast the states): fp32 rounding bounds their part
-    tol = {"atol": 1e-10, "rtol": 1e-9} if method is None else {"atol": 1e-6, "rtol": 1e-5}
-    torch.testing.assert_close(l_ln, l_hf.to(l_ln.dtype), **tol)
-    assert len(g_ln) == len(g_hf) and any(g.abs().sum() > 0 for g in g_hf)
-    for a, c in zip(g_ln, g_hf, strict=True):
-        torch.testing.assert_close(a, c, **tol)
+    assert_same_loss_and_grads(step_loss_and_grads(b, method, lean=True), step_loss_and_grads(b, method), method)
 
 
 @pytest.mark.parametrize("method", [None, "llm-jepa", "F2", "V3"])
 def test_lean_training_ends_at_the_same_weights(method):
     """Real train.train steps with model.forward lean and hf, float64: same losses, same trained weights (CE, a
     two-view objective, a noisy-twin objective and gradient surgery)."""
-    from jepa_audit.config import TrainCfg
-    from jepa_audit.data.views import Encoded
-    from jepa_audit.objectives import build_objective
-    from jepa_audit.train import train
-
-    g = torch.Generator().manual_seed(11)
-    rows = []
-    for i in range(12):
-        p, a = 6 + i % 4, 3 + (i * 7) % 5
-        full = torch.randint(3, 97, (p + a,), generator=g).tolist()
-        rows.append(Encoded(full=full, prompt_len=p, nl_start=2, nl_last=p - 2, target_view=[1, *full[p:]],
-                            target_last=a - 1, idx=i))
-    out = {}
-    for forward in ("hf", "lean"):
-        for pack in ("none", "longest"):
-            model = _model64()
-            obj = None
-            if method is not None:
-                obj = build_objective(method, {}, model.config.hidden_size, model.config.num_hidden_layers, seed=3)
-            cfg = TrainCfg(steps=4, batch_size=4, lr=1e-2, warmup_steps=0, log_every=1, pack=pack)
-            res = train(model, rows, pad_id=0, cfg=cfg, seed=5, objective=obj, weight=0.5 if obj else 0.0,
-                        forward=forward)
-            assert res.forward == forward
-            out[forward, pack] = ([r["loss"] for r in res.log], [p.detach().clone() for p in model.parameters()])
-    loss_ref, w_ref = out["hf", "none"]
+    rows = ragged_rows()
+    loss_ref, w_ref, _ = train_four_steps(rows, method, forward="hf")
     rel = 1e-9 if method is None else 1e-5  # the objectives' own fp32 maths
-    for key, (loss, w) in out.items():
-        assert loss == pytest.approx(loss_ref, rel=rel), key
+    for forward, pack in (("lean", "none"), ("lean", "longest"), ("hf", "longest")):
+        loss, w, res = train_four_steps(rows, method, forward=forward, pack=pack)
+        assert res.forward == forward
+        assert loss == pytest.approx(loss_ref, rel=rel), (forward, pack)
         for a, c in zip(w, w_ref, strict=True):
             torch.testing.assert_close(a, c, atol=rel * 0.1, rtol=rel)
 
@@ -146,7 +86,7 @@ def test_lean_forward_with_a_kv_cache_equals_the_full_forward():
     """Prefill then one token at a time through a cache: the last position's logits equal a full forward's."""
     from transformers.cache_utils import DynamicCache
 
-    model = _model64().eval()
+    model = lora64().eval()
     ids = torch.randint(3, 97, (3, 9), generator=torch.Generator().manual_seed(2))
     w = read_weights(model)
     with torch.no_grad():
@@ -155,23 +95,25 @@ def test_lean_forward_with_a_kv_cache_equals_the_full_forward():
         cache = DynamicCache(config=model.config)
         _, first = lean_forward(w, ids[:, :5], cache=cache, logits_to_keep=1, output_hidden_states=False)
         steps = [first[:, -1]]
-        for t in range(5, 9):
+        for t in range(5, 7):
             _, lg = lean_forward(w, ids[:, t : t + 1], cache=cache, output_hidden_states=False)
             steps.append(lg[:, -1])
+        _, chunk = lean_forward(w, ids[:, 7:9], cache=cache, output_hidden_states=False)  # 2 new over 7 cached
     torch.testing.assert_close(full, ref, **TIGHT)
-    torch.testing.assert_close(torch.stack(steps, 1), ref[:, 4:], **TIGHT)
+    torch.testing.assert_close(torch.stack(steps, 1), ref[:, 4:7], **TIGHT)
+    torch.testing.assert_close(chunk, ref[:, 7:9], **TIGHT)
 
 
 def test_lean_reason_names_what_it_does_not_cover():
-    model = _model64(dropout=0.1)
+    model = lora64(dropout=0.1)
     assert "dropout" in lean_reason(model)  # training with LoRA dropout: PEFT's masks, PEFT's order
     with pytest.raises(ValueError, match="model.forward=lean does not apply.*dropout"):
         uses_lean(model, "lean")
-    assert not uses_lean(model, "auto") and not uses_lean(_model64(), "hf")
+    assert not uses_lean(model, "auto") and not uses_lean(lora64(), "hf")
     model.eval()
     assert lean_reason(model) is None  # dropout is the identity in eval mode: decoding may use it
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert "autocast" in lean_reason(_model64())
+        assert "autocast" in lean_reason(lora64())
     from transformers import GPT2Config, GPT2LMHeadModel
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
@@ -206,8 +148,11 @@ def test_lean_decoding_gives_generates_tokens(prealloc, monkeypatch):
 
 
 def test_a_forward_hook_keeps_transformers_forward():
-    """A hook on the model (a user's probe, a steering test) must run: the lean forward steps aside."""
-    model = _model64()
+    """A hook on the model (a user's probe, a steering test) must run: the lean forward steps aside. The
+    output-capturing hooks transformers installs on the first forward with hidden states do not count."""
+    model = lora64()
+    model(input_ids=make_toy_batch(B=2).input_ids, output_hidden_states=True)
+    assert any(m._forward_hooks for m in model.modules())  # transformers' own, installed for good
     assert lean_reason(model) is None
     handle = model.register_forward_hook(lambda mod, args, out: out)
     assert "hooks" in lean_reason(model)
@@ -221,7 +166,7 @@ def test_a_forward_hook_keeps_transformers_forward():
 def test_lean_forward_in_float32_matches_transformers_to_fp32_rounding():
     """The audit's own precision: float32 agrees with transformers to fp32 rounding."""
     b = make_toy_batch(B=6, seed=2)
-    model = _model64().float()
+    model = lora64().float()
     out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, output_hidden_states=True)
     hidden, logits = lean_forward(read_weights(model), b.input_ids, b.attention_mask)
     real = b.attention_mask.bool()

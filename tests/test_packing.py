@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_tiny_llama, make_toy_batch
+from conftest import (
+    assert_same_loss_and_grads,
+    lora64,
+    make_tiny_llama,
+    make_toy_batch,
+    ragged_rows,
+    step_loss_and_grads,
+    train_four_steps,
+)
 from jepa_audit.config import AdapterCfg
 from jepa_audit.data.packing import pack_rows
 from jepa_audit.models.load import build_model
@@ -162,18 +170,6 @@ def test_packed_views_of_an_hf_llama_directory_equal_its_padded_rows(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _lora64(seed: int = 0) -> torch.nn.Module:
-    """A float64 LoRA tiny Llama with non-zero adapters (LoRA B starts at 0, which would zero A's gradient)."""
-    model = build_model(make_tiny_llama(), AdapterCfg(mode="lora", rank=4, dropout=0.0), seed=0).double()
-    g = torch.Generator().manual_seed(7 + seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64))
-    model.train()
-    return model
-
-
 def test_packed_ce_rows_compute_no_padding_and_unpack_to_the_padded_layout():
     from jepa_audit.train import forward_rows, pack_ce_rows
 
@@ -182,7 +178,7 @@ def test_packed_ce_rows_compute_no_padding_and_unpack_to_the_padded_layout():
     assert pack_ce_rows(b, "longest").ids.shape[1] == b.input_ids.shape[1]
     p = pack_ce_rows(b, "flat")
     assert p.ids.shape[0] == 1 and p.ids.numel() == int(b.attention_mask.sum())  # not one padding slot
-    model = _lora64()
+    model = lora64()
     with torch.no_grad():
         h_pad, lg_pad = forward_rows(model, b)
         h_pk, lg_pk = forward_rows(model, b, p)
@@ -201,63 +197,22 @@ CORE = ["T1", "T2", "T3-Global", "T3-Local", "T4", "T6", "D1", "D2", "D4", "D5",
 def test_packed_and_padded_steps_give_the_same_loss_and_gradients(method):
     """CE + λ·aux on the packed CE rows equals the padded forward's, loss and every trainable gradient, in
     float64 (so the comparison sees the maths, not fp32 summation order), for CE and every core objective."""
-    from jepa_audit.models.load import lm_head_weight
-    from jepa_audit.objectives import AuxContext, build_objective
-    from jepa_audit.train import answer_ce, forward_rows, pack_ce_rows
+    from jepa_audit.train import pack_ce_rows
 
     b = make_toy_batch(B=6, seed=5)
     packed = pack_ce_rows(b, "flat")
-
-    def loss_and_grads(pk):
-        model = _lora64()
-        hidden, logits = forward_rows(model, b, pk)
-        loss = answer_ce(logits, b.labels)
-        if method is not None:
-            mc = model.config
-            obj = build_objective(method, {}, mc.hidden_size, mc.num_hidden_layers, seed=3)
-            ctx = AuxContext(b, hidden, logits, model, lm_head_weight(model), step=1, total_steps=4)
-            loss = loss + 0.5 * obj(ctx).loss
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad and p.grad is not None]
-
-    (l_pad, g_pad), (l_pk, g_pk) = loss_and_grads(None), loss_and_grads(packed)
-    # the objectives keep their own maths in fp32 (they cast the states): fp32 rounding bounds their part
-    tol = {"atol": 1e-10, "rtol": 1e-9} if method is None else {"atol": 1e-6, "rtol": 1e-5}
-    torch.testing.assert_close(l_pk, l_pad.to(l_pk.dtype), **tol)
-    assert len(g_pk) == len(g_pad) and any(g.abs().sum() > 0 for g in g_pad)
-    for a, c in zip(g_pk, g_pad, strict=True):
-        torch.testing.assert_close(a, c, **tol)
+    assert_same_loss_and_grads(step_loss_and_grads(b, method, packed), step_loss_and_grads(b, method), method)
 
 
 def test_packed_training_ends_at_the_same_weights():
     """A few real steps of train.train with train.pack on and off, float64: same data order, same losses, same
     trained weights (CE and a two-view objective)."""
-    from jepa_audit.config import TrainCfg
-    from jepa_audit.data.views import Encoded
-    from jepa_audit.objectives import build_objective
-    from jepa_audit.train import train
-
-    g = torch.Generator().manual_seed(11)
-    rows = []
-    for i in range(12):
-        p, a = 6 + i % 4, 3 + (i * 7) % 5
-        full = torch.randint(3, 97, (p + a,), generator=g).tolist()
-        rows.append(Encoded(full=full, prompt_len=p, nl_start=2, nl_last=p - 2, target_view=[1, *full[p:]],
-                            target_last=a - 1, idx=i))
+    rows = ragged_rows()
     for method in (None, "llm-jepa"):
-        out = {}
-        for pack in ("none", "flat", "longest"):
-            model = _lora64()
-            obj = None
-            if method is not None:
-                obj = build_objective(method, {}, model.config.hidden_size, model.config.num_hidden_layers, seed=3)
-            cfg = TrainCfg(steps=4, batch_size=4, lr=1e-2, warmup_steps=0, log_every=1, pack=pack)
-            res = train(model, rows, pad_id=0, cfg=cfg, seed=5, objective=obj, weight=0.5 if obj else 0.0)
-            out[pack] = ([r["loss"] for r in res.log], [p.detach().clone() for p in model.parameters()])
-        loss_pad, w_pad = out["none"]
+        loss_pad, w_pad, _ = train_four_steps(rows, method, pack="none")
         rel = 1e-9 if method is None else 1e-5  # the objective's own fp32 maths
         for how in ("flat", "longest"):
-            loss_pk, w_pk = out[how]
+            loss_pk, w_pk, _ = train_four_steps(rows, method, pack=how)
             assert loss_pk == pytest.approx(loss_pad, rel=rel, abs=1e-12)
             for a, c in zip(w_pk, w_pad, strict=True):
                 torch.testing.assert_close(a, c, atol=rel * 1e-2, rtol=rel)

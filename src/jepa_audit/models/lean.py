@@ -63,6 +63,14 @@ def _linear_reason(lin: nn.Module, training: bool) -> str | None:
     return None
 
 
+def _foreign_hooks(mod: nn.Module) -> bool:
+    """Whether ``mod`` carries forward (pre-)hooks other than transformers' own output-capturing ones, which it
+    installs for good on the first forward with ``output_hidden_states`` and which only record outputs (the
+    lean forward returns those itself)."""
+    hooks = (*mod._forward_hooks.values(), *mod._forward_pre_hooks.values())
+    return any(getattr(h, "__module__", "") != "transformers.utils.output_capturing" for h in hooks)
+
+
 def lean_reason(model: nn.Module) -> str | None:
     """None when :func:`lean_forward` computes exactly ``model``'s forward; else why not, in words."""
     base = _unwrap(model)
@@ -84,7 +92,7 @@ def lean_reason(model: nn.Module) -> str | None:
     m = base.model
     if type(m.embed_tokens) is not nn.Embedding or type(base.lm_head) is not nn.Linear or base.lm_head.bias is not None:
         return "wrapped embeddings or LM head (adapter.train_embeddings)"
-    if any(mod._forward_hooks or mod._forward_pre_hooks for mod in model.modules()):
+    if any(_foreign_hooks(mod) for mod in model.modules()):
         return "forward hooks on the model (the lean forward would not run them)"
     if torch.is_autocast_enabled(m.embed_tokens.weight.device.type):
         return "autocast (transformers' forward keeps its own precision rules)"
@@ -208,8 +216,8 @@ def _mask(
     if packed:
         seq = (position_ids == 0).cumsum(-1)  # (B, T): which packed sequence each token belongs to
         out = out & (seq[:, None, :, None] == seq[:, None, None, :])
-    if attention_mask is None and not packed:
-        return None  # plain causal: SDPA's is_causal path
+    if attention_mask is None and not packed and past == 0:
+        return None  # plain causal from position 0: SDPA's is_causal path (its diagonal is top-left aligned)
     return out | (qi == kj)[None, None]
 
 
