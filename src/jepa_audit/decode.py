@@ -286,8 +286,6 @@ class _EvalMode:
 # ------------------------------------------------------------------------------------------ decoding
 
 
-
-
 def _decode_micro_batch(
     model: nn.Module,
     spec: _ForwardSpec,
