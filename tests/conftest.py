@@ -179,14 +179,13 @@ def step_loss_and_grads(batch: Batch, method: str | None, packed=None, lean: boo
     from jepa_audit.train import answer_ce, forward_rows
 
     model = lora64()
-    w = read_weights(model) if lean else None
-    hidden, logits = forward_rows(model, batch, packed, w)
+    run = LeanCall(model, read_weights(model)) if lean else model
+    hidden, logits = forward_rows(run, batch, packed)
     loss = answer_ce(logits, batch.labels)
     if method is not None:
         mc = model.config
         obj = build_objective(method, {}, mc.hidden_size, mc.num_hidden_layers, seed=3)
-        ctx = AuxContext(batch, hidden, logits, model, lm_head_weight(model), step=1, total_steps=4,
-                         forward=LeanCall(model, w) if lean else None)
+        ctx = AuxContext(batch, hidden, logits, model, lm_head_weight(model), step=1, total_steps=4, forward=run)
         loss = loss + 0.5 * obj(ctx).loss
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad and p.grad is not None]

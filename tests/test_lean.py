@@ -19,7 +19,7 @@ from conftest import (
     step_loss_and_grads,
     train_four_steps,
 )
-from jepa_audit.models.lean import lean_forward, lean_reason, read_weights, uses_lean
+from jepa_audit.models.lean import LeanCall, lean_forward, lean_reason, read_weights, uses_lean
 
 TIGHT = {"atol": 1e-11, "rtol": 1e-9}
 
@@ -47,8 +47,8 @@ def test_lean_forward_equals_transformers_on_packed_rows():
     for how in ("flat", "longest"):
         pk = pack_ce_rows(b, how)
         with torch.no_grad():
-            h_hf, lg_hf = forward_rows(model, b, pk, lean=False)
-            h_ln, lg_ln = forward_rows(model, b, pk, lean=True)
+            h_hf, lg_hf = forward_rows(model, b, pk)
+            h_ln, lg_ln = forward_rows(LeanCall(model, read_weights(model)), b, pk)
         torch.testing.assert_close(lg_ln[real], lg_hf[real], **TIGHT)
         for a, c in zip(h_ln, h_hf, strict=True):
             torch.testing.assert_close(a[real], c[real], **TIGHT)

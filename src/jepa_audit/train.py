@@ -31,7 +31,7 @@ from jepa_audit.config import ProbeCfg, TrainCfg
 from jepa_audit.data.batch import Batch
 from jepa_audit.data.packing import Packed, pack_rows
 from jepa_audit.data.views import Encoded, LabelMode, collate
-from jepa_audit.models.lean import LeanCall, LeanWeights, lean_forward, read_weights, uses_lean
+from jepa_audit.models.lean import LeanCall, read_weights, uses_lean
 from jepa_audit.models.load import lm_head_weight
 from jepa_audit.objectives import AuxContext, Objective
 from jepa_audit.objectives.gradients import combine, grad_cosine_stats, init_grad_state, layer_group
@@ -124,34 +124,27 @@ def pack_ce_rows(batch: Batch, how: str) -> Packed | None:
 
 
 def forward_rows(
-    model: nn.Module, batch: Batch, packed: Packed | None = None, lean: LeanWeights | bool | None = None
+    run: Callable[..., Any], batch: Batch, packed: Packed | None = None
 ) -> tuple[tuple[Tensor, ...], Tensor]:
     """The CE rows' forward: (hidden states, (B, T, d) per layer (L+1 tensors); logits (B, T, V)).
 
-    ``packed`` None: the right-padded (B, T) rows with their attention mask. Otherwise the same rows packed
-    first-fit into R ≤ B rows (:func:`data.packing.pack_rows`): position ids restart at 0 at every sequence, so
-    each sequence sees only itself (a block-diagonal causal mask), and no padding is computed; the outputs are
-    gathered back to the padded (B, T, ·) layout every objective reads (a pad position holds a copy of its row's
-    last real state, and every reader masks pads: CE through labels −100, the objectives through their masks),
-    so the loss and its gradients equal the padded forward's to float rounding (tests/test_packing.py checks
-    loss, gradients and trained weights in float64).  ``lean``: the model's weights as
-    :func:`models.lean.read_weights` gives them (True: read them here), run by :func:`models.lean.lean_forward`
-    instead of transformers' forward (same outputs to float rounding: tests/test_lean.py).
+    ``run``: the model, or anything with its keyword signature (:class:`models.lean.LeanCall`: the lean forward
+    on the model's own parameters, same outputs to float rounding, tests/test_lean.py).  ``packed`` None: the
+    right-padded (B, T) rows with their attention mask. Otherwise the same rows packed first-fit into R ≤ B rows
+    (:func:`data.packing.pack_rows`): position ids restart at 0 at every sequence, so each sequence sees only
+    itself (a block-diagonal causal mask), and no padding is computed; the outputs are gathered back to the
+    padded (B, T, ·) layout every objective reads (a pad position holds a copy of its row's last real state, and
+    every reader masks pads: CE through labels −100, the objectives through their masks), so the loss and its
+    gradients equal the padded forward's to float rounding (tests/test_packing.py checks loss, gradients and
+    trained weights in float64).
     """
-    w = read_weights(model) if lean is True else (lean or None)
     if packed is None:
-        if w is not None:
-            return lean_forward(w, batch.input_ids, batch.attention_mask)
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+        out = run(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
         return tuple(out.hidden_states), out.logits
     dev = batch.input_ids.device
     ids, pos, unpack = packed.ids.to(dev), packed.pos.to(dev), packed.unpack.to(dev)
-    if w is not None:
-        hidden, logits = lean_forward(w, ids, position_ids=pos, packed=True)
-    else:
-        out = model(input_ids=ids, position_ids=pos, use_cache=False, output_hidden_states=True)
-        hidden, logits = out.hidden_states, out.logits
-    return tuple(h.flatten(0, 1)[unpack] for h in hidden), logits.flatten(0, 1)[unpack]
+    out = run(input_ids=ids, position_ids=pos, use_cache=False, output_hidden_states=True)
+    return tuple(h.flatten(0, 1)[unpack] for h in out.hidden_states), out.logits.flatten(0, 1)[unpack]
 
 
 def answer_ce(logits: Tensor, labels: Tensor) -> Tensor:
@@ -185,7 +178,7 @@ def train(
     ``target_dose`` (λ calibration, audit/calibration.py): replace ``weight`` at step 0 by
     ``target_dose·‖∇CE‖/‖∇aux‖`` measured on the first micro-batch (the step-0 probe), so the run's step-0 dose
     is ``target_dose`` whatever the auxiliary's scale; ``weight`` stays the fallback when a norm is zero.
-    ``forward``: ``model.forward`` (auto | hf | lean), how the CE rows run (:func:`forward_rows`).
+    ``forward``: ``model.forward`` (auto | hf | lean), how the CE rows and the objectives' extra rows run.
     """
     t0 = time.perf_counter()
     device = next(model.parameters()).device
@@ -236,13 +229,14 @@ def train(
                 record_function("train.forward"),
                 torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None),
             ):
-                weights = read_weights(model) if lean else None  # LoRA merged once: CE rows and extra rows
-                hidden, logits = forward_rows(model, batch, packed, weights)
+                # the lean forward merges LoRA once a micro-batch, shared by the CE rows and the extra rows
+                run = LeanCall(model, read_weights(model)) if lean else model
+                hidden, logits = forward_rows(run, batch, packed)
                 ce = answer_ce(logits, batch.labels)
                 aux: Tensor | None = None
                 if use_aux:
                     ctx = AuxContext(batch, hidden, logits, model, lm_head_weight(model), step=step,
-                                     total_steps=cfg.steps, forward=LeanCall(model, weights) if lean else None)
+                                     total_steps=cfg.steps, forward=run)
                     aux = objective(ctx).loss.float()
             if not torch.isfinite(ce):
                 raise TrainError(f"non-finite CE loss at step {step}" + _blame_weight(weight, use_aux and step > 0))
