@@ -38,3 +38,43 @@ def fake_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, An
 def slow_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
     time.sleep(0.3)
     return fake_calibration(cfg, cell_dir, progress)
+
+
+def _listed(audit_dir: Path, name: str, key: str) -> bool:
+    p = audit_dir / name
+    return p.exists() and key in p.read_text().split()
+
+
+def flaky_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    """fake_calibration, except: a run whose key (``cal__...``) is listed in ``DIR/cal_fail.txt`` raises (a lost
+    run), one listed in ``DIR/cal_diverge.txt`` raises TrainError (training diverged at its dose); every call
+    appends the pairs already frozen in ``DIR/calibration.json`` to ``DIR/cal_seen.log`` as ``key pair,pair``."""
+    import json
+
+    from jepa_audit.train import TrainError
+
+    audit_dir = Path(cell_dir).parents[3]
+    key = Path(cell_dir).parent.name
+    cal = audit_dir / "calibration.json"
+    frozen = sorted(json.loads(cal.read_text())["pairs"]) if cal.exists() else []
+    with open(audit_dir / "cal_seen.log", "a") as f:
+        f.write(f"{key} {','.join(frozen)}\n")
+    if _listed(audit_dir, "cal_fail.txt", key):
+        raise RuntimeError(f"injected loss of {key}")
+    if _listed(audit_dir, "cal_diverge.txt", key):
+        raise TrainError(f"non-finite CE loss at step 3 (injected in {key})")
+    return fake_calibration(cfg, cell_dir, progress)
+
+
+def hang_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    """Write this worker's pid to ``DIR/calpids/<key>``, wait (up to 60 s) for ``DIR/release``, then finish like
+    :func:`fake_calibration`: a run that is reliably in flight while a test kills its worker."""
+    import os
+
+    audit_dir = Path(cell_dir).parents[3]
+    (audit_dir / "calpids").mkdir(exist_ok=True)
+    (audit_dir / "calpids" / Path(cell_dir).parent.name).write_text(str(os.getpid()))
+    t0 = time.monotonic()
+    while not (audit_dir / "release").exists() and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+    return fake_calibration(cfg, cell_dir, progress)

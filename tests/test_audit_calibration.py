@@ -3,6 +3,7 @@ hashes before they run; seeds disjoint from the test seeds; resumable after kill
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -93,8 +94,8 @@ def test_one_se_rule_picks_the_strongest_dose_validation_cannot_tell_from_the_be
     best = _cfg(seeds=[1001, 1002], rule="best")
     assert _run(best, tmp_path, force=True) == 0
     again = (tmp_path / "cal_calls.log").read_text().split()
-    # no finished run repeated: only V1's two failed (NaN) dose-1 runs are retried, as any failed cell is
-    assert again[: len(calls)] == calls and len(again) == len(calls) + 2
+    # no run repeated: V1's NaN dose-1 runs finished with a non-finite score (a result, committed), not lost
+    assert again == calls
     assert read_calibration(tmp_path)["pairs"]["synth/T1/lora"]["pick"]["dose_target"] == 0.1
 
 
@@ -178,15 +179,17 @@ def test_sigkill_during_the_stage_resumes_without_repeating_finished_runs(tmp_pa
     assert p.returncode == -signal.SIGKILL, p.stderr.read().decode()[-500:]
     before = _lines(res)
     done_before = {json.loads(x)["cell"] for x in before}
-    assert 2 <= len(done_before) < 7 and not (tmp_path / "calibration.json").exists()
+    assert 2 <= len(done_before) < 8
+    frozen = read_calibration(tmp_path)["pairs"]  # a pair is frozen only once all its runs are committed
+    assert all(set(run for g in e["grid"] for run in g["runs"]) <= done_before for e in frozen.values())
     n_calls = len((tmp_path / "cal_calls.log").read_text().split())
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
     after_calls = (tmp_path / "cal_calls.log").read_text().split()[n_calls:]
     assert done_before.isdisjoint(after_calls)  # no finished run ran again
     after = _lines(res)
-    # 8 runs, 7 committed: V1 at dose 1 scores NaN (a failure, recorded, never committed)
-    assert after[: len(before)] == before and len({json.loads(x)["cell"] for x in after}) == len(after) == 7
+    # 8 runs, 8 committed: V1 at dose 1 scores NaN (a finished run with a non-finite score, never picked)
+    assert after[: len(before)] == before and len({json.loads(x)["cell"] for x in after}) == len(after) == 8
     assert set(read_calibration(tmp_path)["pairs"]) == {"synth/T1/lora", "synth/V1/lora"}
     assert len(load_results(tmp_path)) == 6  # then the test grid
 
@@ -230,3 +233,151 @@ def test_real_calibration_run_reads_train_and_validation_only(tmp_path, monkeypa
     assert math.isfinite(row["metrics"]["exact_match"])
     assert row["dose"]["anchored"] and row["dose"]["step0"] == pytest.approx(0.1, rel=1e-5)
     assert row["weight"] != 0.01  # λ resolved from the dose, not the fallback
+
+
+# ---------------------------------------------------------------------------------------------- lost runs (#28.1)
+
+from _fake_calibration import flaky_calibration  # noqa: E402
+
+
+def _picks(out: Path) -> dict[str, tuple]:
+    return {pid: (e["pick"]["dose_target"], e["pick"]["weight"]) for pid, e in read_calibration(out)["pairs"].items()}
+
+
+def _run_flaky(cfg: Config, out: Path, capsys=None) -> int:
+    return run_audit(cfg, out, workers=1, cell_fn=fast_cell, calibration_fn=flaky_calibration, report=False,
+                     live=False)
+
+
+def test_a_lost_run_is_retried_and_its_pair_never_picked_from_a_partial_curve(tmp_path, capsys):
+    """#28.1: T1's dose-0.1 run (its best) is lost. Today the pick came from the other doses and the audit went
+    on with exit 0; now the pair is not picked, no test cell runs, the message names the run, exit 1, and the
+    rerun retries only that run and ends with the picks of an undisturbed run."""
+    cfg = _cfg(seeds=[1001], rule="best")
+    ref = tmp_path / "undisturbed"
+    assert _run_flaky(cfg, ref) == 0
+    out = tmp_path / "lost"
+    out.mkdir()
+    lost = "cal__synth__T1__s1001__lora__d0.1"
+    (out / "cal_fail.txt").write_text(lost)
+    capsys.readouterr()
+    assert _run_flaky(cfg, out) == 1
+    said = capsys.readouterr().out
+    assert f"{lost} (RuntimeError: injected loss of {lost})" in said and "synth/T1/lora" in said
+    assert not (out / "results.jsonl").exists()  # no test cell ran on a λ from a partial curve
+    pairs = read_calibration(out)["pairs"]
+    assert sorted(pairs) == ["synth/V1/lora", "synth/llm-jepa/lora"]  # the complete pairs are frozen
+    assert all(e["pick"] is not None and e["complete"] for e in pairs.values())
+    # a second run without the fix still refuses (the lost run is retried, not forgotten)
+    assert _run_flaky(cfg, out) == 1
+    (out / "cal_fail.txt").unlink()
+    n_calls = len((out / "cal_seen.log").read_text().splitlines())
+    assert _run_flaky(cfg, out) == 0
+    retried = [line.split()[0] for line in (out / "cal_seen.log").read_text().splitlines()[n_calls:]]
+    assert retried == [lost]
+    assert _picks(out) == _picks(ref) and _picks(out)["synth/T1/lora"][0] == 0.1
+    assert sorted(r["cell"] for r in load_results(out)) == sorted(r["cell"] for r in load_results(ref))
+
+
+def test_calibration_json_grows_pair_by_pair(tmp_path):
+    """#28.1: docs/audit.md says a pair is frozen the moment its runs are done: V1's first run already sees
+    T1 and llm-jepa in calibration.json (today the file was written once, at the end of the stage)."""
+    cfg = _cfg(seeds=[1001], rule="best")
+    assert _run_flaky(cfg, tmp_path) == 0
+    seen = dict(line.split(" ", 1) for line in (tmp_path / "cal_seen.log").read_text().splitlines())
+    assert seen["cal__synth__T1__s1001__lora__d0.001"].strip() == ""
+    assert seen["cal__synth__V1__s1001__lora__d0.001"].strip() == "synth/T1/lora,synth/llm-jepa/lora"
+
+
+def test_a_diverged_run_is_a_result_not_a_lost_run(tmp_path):
+    """A run whose training diverges (TrainError) is a non-finite score of its dose: committed, never picked,
+    not retried; the audit goes on (a rerun would diverge again)."""
+    cfg = _cfg(seeds=[1001], rule="best")
+    (tmp_path / "cal_diverge.txt").write_text("cal__synth__T1__s1001__lora__d0.1")
+    assert _run_flaky(cfg, tmp_path) == 0
+    t1 = read_calibration(tmp_path)["pairs"]["synth/T1/lora"]
+    assert t1["grid"][2]["val_em"] is None and t1["pick"]["dose_target"] == 1.0  # 0.40 beats 0.35 and 0.30
+    rows = {r["cell"]: r for r in load_results(tmp_path / "calibration")}
+    assert rows["cal__synth__T1__s1001__lora__d0.1"]["score"] == "non-finite"
+    n = len((tmp_path / "cal_seen.log").read_text().splitlines())
+    assert _run_flaky(cfg, tmp_path) == 0 and len((tmp_path / "cal_seen.log").read_text().splitlines()) == n
+
+
+def test_a_pick_frozen_from_a_partial_curve_is_not_trusted(tmp_path):
+    """A calibration.json written before #28 could hold a pair picked without a lost run (``pick`` from the
+    survivors): its run is missing from DIR/calibration/, so the pair is re-picked after the run is retried."""
+    cfg = _cfg(seeds=[1001], rule="best")
+    assert _run_flaky(cfg, tmp_path) == 0
+    from jepa_audit.audit.store import RESULTS, read_results
+
+    res = tmp_path / "calibration" / RESULTS
+    found = read_results(res)
+    lost = "cal__synth__T1__s1001__lora__d0.1"
+    res.write_bytes(b"".join(raw for k, raw in found.raws.items() if k != lost))  # as if it had failed
+    doc = json.loads((tmp_path / "calibration.json").read_text())
+    doc["pairs"]["synth/T1/lora"]["pick"]["dose_target"] = 1.0  # what the survivors would have given
+    del doc["pairs"]["synth/T1/lora"]["complete"]
+    (tmp_path / "calibration.json").write_text(json.dumps(doc))
+    n = len((tmp_path / "cal_seen.log").read_text().splitlines())
+    assert _run_flaky(cfg, tmp_path) == 0
+    retried = [line.split()[0] for line in (tmp_path / "cal_seen.log").read_text().splitlines()[n:]]
+    assert retried == [lost] and _picks(tmp_path)["synth/T1/lora"][0] == 0.1
+
+
+HANG = """
+import sys
+from pathlib import Path
+from _fake_calibration import hang_calibration
+from _fake_cells import fast_cell
+from jepa_audit.audit.runner import run_audit
+from jepa_audit.config import Config
+
+if __name__ == "__main__":
+    cfg = Config()
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce", "T1"], [82]
+    cfg.calibration.enabled, cfg.calibration.doses, cfg.calibration.seeds = True, [0.001, 1.0], [1001]
+    cfg.calibration.rule = "best"
+    sys.exit(run_audit(cfg, Path(sys.argv[1]), workers=2, cell_fn=fast_cell, calibration_fn=hang_calibration,
+                       report=False, live=False))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_calibration_worker_then_resume_gives_the_undisturbed_picks(tmp_path):
+    """#28.1 with a real SIGKILL: two workers run T1's two doses; the dose-1 run's worker is killed. Today the
+    pick came from dose 0.001 alone (exit 0); now the runner exits 1 naming the lost run, T1 is not frozen,
+    and the resume runs only that run and ends with the picks of an undisturbed run."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    script = tmp_path / "hang.py"
+    script.write_text(HANG)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    for d in (ref, out):
+        d.mkdir()
+    (ref / "release").write_text("")
+    r = subprocess.run([sys.executable, str(script), str(ref)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+    p = subprocess.Popen([sys.executable, str(script), str(out)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        pids = out / "calpids"
+        t0 = time.time()
+        while not (pids.exists() and len(list(pids.iterdir())) == 2 and all(f.read_text() for f in pids.iterdir())):
+            assert time.time() - t0 < 60 and p.poll() is None, "the calibration runs did not start"
+            time.sleep(0.05)
+        lost = "cal__synth__T1__s1001__lora__d1"
+        os.kill(int((pids / lost).read_text()), signal.SIGKILL)
+        time.sleep(0.5)
+        (out / "release").write_text("")
+        said, _ = p.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 1, said
+    assert lost in said and "SIGKILL" in said and "synth/T1/lora" in said
+    assert read_calibration(out)["pairs"] == {} and not (out / "results.jsonl").exists()
+    r = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-1000:] + r.stderr[-1000:]
+    assert sorted(f.name for f in (out / "calpids").iterdir()) == sorted([lost, "cal__synth__T1__s1001__lora__d0.001"])
+    assert _picks(out) == _picks(ref) and _picks(out)["synth/T1/lora"][0] == 1.0
+    assert len(load_results(out)) == len(load_results(ref)) == 2

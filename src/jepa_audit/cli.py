@@ -188,13 +188,16 @@ def aux_calibrate(
 ) -> None:
     """Choose λ for one objective on the validation slice (never test), exactly as the audit's calibration
     stage does (dose grid, calibration seeds); writes OUT/calibration.json and prints its entries as JSON."""
-    from jepa_audit.audit.calibration import calibrate_method
+    from jepa_audit.audit.calibration import CalibrationIncomplete, calibrate_method
     from jepa_audit.objectives import get_objective_class
 
     cfg = _config(preset, config, set_, default="quick")
     try:
         get_objective_class(method)
         entries = calibrate_method(cfg, method, out or Path("runs") / f"calibrate-{method}", stream=sys.stderr)
+    except CalibrationIncomplete as e:  # lost runs: retried by the same command, like a failed cell
+        _say(f"error: {e}")
+        raise typer.Exit(1) from None
     except (*_user_errors(), ValueError) as e:
         _fail(str(e).strip("'\""))
     typer.echo(json.dumps(entries, indent=1))

@@ -14,7 +14,9 @@ run per (dose, calibration seed) on the training split and scores it on the vali
   one standard error of the best score; ``best``: ties to the smaller λ; non-finite never wins); its λ is the
   geometric mean over seeds of the λ the runs resolved.
 - **freezing**: each (benchmark, method, mode)'s grid, scores, doses and pick go into ``DIR/calibration.json``
-  the moment its runs have all been attempted, with a ``basis`` hash of its runs' configs and the rule; a pick
+  the moment its runs have all *finished* (a NaN score or a diverged run is a finished run that never wins; a
+  lost run, an exception or a dead worker, leaves the pair unpicked and stops the audit before the test grid
+  until a rerun has retried it), with a ``basis`` hash of its runs' configs and the rule; a pick
   whose basis still matches is never recomputed (a changed rule re-picks from the stored runs, no rerun). :func:`apply_picks` writes the pick into each test cell's config
   (``aux.weight``, ``aux.calibrated_dose``), hence into its hash, before the runner registers the grid.
 - **store**: the runs are cells of their own kind in the same store format, under ``DIR/calibration/``
@@ -40,7 +42,7 @@ from typing import Any, TextIO
 from jepa_audit.audit.executors import CellFn, CellJob, make_executor, read_progress
 from jepa_audit.audit.grid import Cell, cell_key
 from jepa_audit.audit.progress import AuditProgress
-from jepa_audit.audit.store import Store, atomic_write
+from jepa_audit.audit.store import Store, atomic_write, notes
 from jepa_audit.config import Config, stable_hash
 
 SUBDIR = "calibration"
@@ -303,7 +305,7 @@ def plan_stage(cfg: Config, cells: list[Cell], out_dir: Path, stream: TextIO | N
             say("calibration stage: off, λ fixed by the preset (aux.weight), not calibrated")
         return cells
     pairs = calibration_cells(cfg, cells)
-    frozen = frozen_picks(cfg, out_dir, pairs)
+    frozen = complete_picks(out_dir, pairs, frozen_picks(cfg, out_dir, pairs))
     sub = Path(out_dir) / SUBDIR
     store = Store(sub, lock=False) if sub.exists() else None
     todo = [c for pid, runs in pairs.items() if pid not in frozen for c in runs]
@@ -320,6 +322,68 @@ def plan_stage(cfg: Config, cells: list[Cell], out_dir: Path, stream: TextIO | N
     return apply_picks(cells, frozen)
 
 
+class CalibrationIncomplete(RuntimeError):
+    """Some calibration runs were lost (an exception, a dead worker): their pairs are not picked, and the test
+    grid does not start. The message names the missing runs; running the same command again retries them."""
+
+
+def diverged(error: str | None) -> bool:
+    """Whether a run's error is a divergence of training at its dose (:class:`jepa_audit.train.TrainError`:
+    non-finite loss or gradient): a result of that dose, as deterministic as a score, never a lost run."""
+    return bool(error) and str(error).startswith("TrainError:")
+
+
+def outcome_row(cfg: Config, cell: Cell, row: dict[str, Any] | None, error: str | None) -> dict[str, Any] | None:
+    """The row to commit for one finished calibration run, or None when the run was lost and must run again.
+
+    A finished run is a result even when its score is not finite: a NaN validation score, or training that
+    diverged at this dose (``TrainError``), is committed with ``metrics[primary] = None`` and ``score:
+    "non-finite"`` (it never wins the pick, and a rerun would give the same). Anything else that failed (an
+    exception, a killed worker) is lost: recorded in failures.jsonl, retried on the next run, and its pair is
+    never picked without it."""
+    primary = primary_metric(cfg)
+    if error is None and row is not None:
+        em = (row.get("metrics") or {}).get(primary)
+        return row if _finite(em) else {**row, "score": "non-finite", "note": f"validation {primary} is {em!r}"}
+    if diverged(error):
+        return {
+            "kind": "calibration", **cell.ident(), "target_dose": cell.config.aux.dose, "weight": None,
+            "dose": None, "metrics": {primary: None, "split": "validation"}, "status": "done",
+            "score": "non-finite", "note": str(error),
+        }  # fmt: skip
+    return None
+
+
+def missing_runs(store: Store, runs: list[Cell]) -> list[Cell]:
+    """The runs of one pair without a committed row in the calibration store (lost or not yet run)."""
+    return [c for c in runs if not store.is_done(c)]
+
+
+def complete_picks(out_dir: Path, pairs: dict[str, list[Cell]], picks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The frozen ``picks`` whose runs all have a row in ``DIR/calibration/`` (an entry written before this
+    check existed may have been picked from a partial curve: it is dropped, and its lost runs run again)."""
+    sub = Path(out_dir) / SUBDIR
+    if not picks:
+        return picks
+    store = Store(sub, lock=False) if (sub / "results.jsonl").exists() else None
+    if store is None:  # picks without their runs (a copied calibration.json): only those marked complete
+        return {pid: e for pid, e in picks.items() if e.get("complete") is True}
+    return {pid: e for pid, e in picks.items() if not missing_runs(store, pairs[pid])}
+
+
+def _incomplete_message(out_dir: Path, store: Store, pairs: dict[str, list[Cell]], errors: dict[str, str]) -> str:
+    errors = {**{f["cell"]: f.get("error") for f in store.failures()}, **errors}  # lost by an earlier run too
+    lost = [(pid, c) for pid, runs in sorted(pairs.items()) for c in missing_runs(store, runs)]
+    shown = "; ".join(f"{c.key} ({errors.get(c.key, 'not run')})" for _, c in lost[:4])
+    more = f" and {len(lost) - 4} more" if len(lost) > 4 else ""
+    names = ", ".join(sorted({pid for pid, _ in lost}))
+    return (
+        f"calibration stage: {len(lost)} run(s) lost: {shown}{more}. λ is not picked for {names} (never from a "
+        f"partial curve) and no test cell ran; errors in {Path(out_dir) / SUBDIR / 'failures.jsonl'}. Run the "
+        "same command again to retry them"
+    )
+
+
 def run_stage(
     cfg: Config,
     cells: list[Cell],
@@ -331,50 +395,65 @@ def run_stage(
     stream: TextIO | None = None,
     live: bool | None = None,
 ) -> list[Cell]:
-    """Run the missing calibration runs, freeze every complete pair into calibration.json, and return
-    ``cells`` with the picks applied. ``fn`` (default :func:`run_calibration_cell`) has the cell contract
-    ``(cfg, cell_dir, progress) -> row``; a failed run counts as a non-finite score (it never wins)."""
+    """Run the missing calibration runs, freeze each pair into calibration.json the moment its last run is
+    committed, and return ``cells`` with the picks applied. ``fn`` (default :func:`run_calibration_cell`) has
+    the cell contract ``(cfg, cell_dir, progress) -> row``. A run that finished with a non-finite score (or
+    diverged) counts as such and never wins (:func:`outcome_row`); a lost run leaves its pair unpicked and
+    raises :class:`CalibrationIncomplete` once the stage is over (a rerun retries it)."""
     if not active(cfg):
         return cells
     out_dir = Path(out_dir)
     fn = fn or run_calibration_cell
     pairs = calibration_cells(cfg, cells)
-    frozen = frozen_picks(cfg, out_dir, pairs)
+    frozen = complete_picks(out_dir, pairs, frozen_picks(cfg, out_dir, pairs))
     todo_pairs = {pid: runs for pid, runs in pairs.items() if pid not in frozen}
     if todo_pairs:
         all_runs = [c for runs in todo_pairs.values() for c in runs]
         by_key = {c.key: c for c in all_runs}
-        failed: dict[str, str] = {}
-        with Store(out_dir / SUBDIR) as store:
+        pair_of = {c.key: pid for pid, runs in todo_pairs.items() for c in runs}
+        errors: dict[str, str] = {}
+        with notes(lambda msg: print(msg, file=stream or sys.stdout, flush=True)):
+            store = Store(out_dir / SUBDIR)
+        with store:
+
+            def freeze_if_complete(pid: str) -> None:  # calibration.json grows pair by pair
+                runs = todo_pairs[pid]
+                if pid in frozen or missing_runs(store, runs):
+                    return
+                entries = dict(read_calibration(out_dir)["pairs"])
+                entries[pid] = frozen[pid] = {**summarise_pair(cfg, runs, {c.key: store.row(c) for c in runs}), "complete": True}
+                write_calibration(out_dir, cfg, entries)
+
             store.check_grid(all_runs, force=True, name=f"{cfg.audit.name}-calibration")
+            for pid in todo_pairs:  # runs all stored already (a changed rule, or a kill after the last commit)
+                freeze_if_complete(pid)
             todo = [c for c in all_runs if not store.is_done(c)]
             jobs = [CellJob(c.key, c.config.model_copy(deep=True), str(store.prepare_cell(c)), c.hash) for c in todo]
             attempts = {j.key: Path(j.cell_dir) for j in jobs}  # where each run writes its progress, this attempt
             with AuditProgress(len(all_runs), len(all_runs) - len(todo), workers, stream=stream, live=live) as prog:
-                prog.log(f"calibration stage: {len(todo)} of {len(all_runs)} run(s) to go (validation slice only)")
+                if todo:
+                    prog.log(f"calibration stage: {len(todo)} of {len(all_runs)} run(s) to go (validation slice only)")
 
                 def poll() -> None:
                     prog.poll(lambda key: read_progress(attempts[key]))
 
-                runner = make_executor(kind, workers, cfg)
-                for out in runner.run(jobs, fn, on_start=prog.started, tick=poll, listener=prog.update):
+                runner = make_executor(kind, workers, cfg) if jobs else None
+                for out in runner.run(jobs, fn, on_start=prog.started, tick=poll, listener=prog.update) if runner else ():
                     cell = by_key[out.key]
-                    row, error = out.row, out.error
-                    em = ((row or {}).get("metrics") or {}).get(primary_metric(cfg))
-                    if error is None and row is not None and _finite(em):
+                    row = outcome_row(cfg, cell, out.row, out.error)
+                    if row is not None:
                         store.commit(cell, {**row, "wall_s": round(out.wall_s, 3)})
                         prog.finished(cell.key, True, out.wall_s, row=row)
+                        if row.get("score") == "non-finite":
+                            prog.log(f"{cell.key}: non-finite validation score ({row['note']}); it never wins the pick")
+                        freeze_if_complete(pair_of[cell.key])
                     else:
-                        error = error or f"validation {primary_metric(cfg)} is {em!r}, not a finite number"
+                        error = out.error or "the run returned no row"
                         store.record_failure(cell, error, out.traceback, out.wall_s)
-                        failed[cell.key] = error
+                        errors[cell.key] = error
                         prog.finished(cell.key, False, out.wall_s, error=error)
-            rows = {c.key: store.row(c) for c in all_runs}
-        entries = dict(read_calibration(out_dir)["pairs"])
-        for pid, runs in todo_pairs.items():
-            entries[pid] = summarise_pair(cfg, runs, rows)
-            frozen[pid] = entries[pid]
-        write_calibration(out_dir, cfg, entries)
+            if any(pid not in frozen for pid in todo_pairs):
+                raise CalibrationIncomplete(_incomplete_message(out_dir, store, {p: todo_pairs[p] for p in todo_pairs if p not in frozen}, errors))
     return apply_picks(cells, frozen)
 
 
@@ -389,6 +468,9 @@ def calibrate_method(
     c.audit.methods = [method]
     c.aux.weight = None
     c.calibration.enabled = True
-    run_stage(c, expand_grid(c, known_methods=None), Path(out_dir), kind="local", workers=workers, stream=stream)
+    with notes(lambda msg: print(msg, file=stream or sys.stdout, flush=True)):
+        lock = Store(out_dir)  # the directory's lock: never write into a directory whose audit is running
+    with lock:
+        run_stage(c, expand_grid(c, known_methods=None), Path(out_dir), kind="local", workers=workers, stream=stream)
     pairs = read_calibration(Path(out_dir))["pairs"]
     return {pid: e for pid, e in pairs.items() if e["method"] == method}

@@ -282,9 +282,13 @@ def run_audit(
 
     with _open_store(out_dir, stream) as store:
         # λ calibration on validation (audit/calibration.py): frozen into the cells' configs before the grid
-        cells = calibration.run_stage(
-            cfg, cells, out_dir, kind=kind, workers=n_workers, fn=calibration_fn, stream=stream, live=live
-        )
+        try:
+            cells = calibration.run_stage(
+                cfg, cells, out_dir, kind=kind, workers=n_workers, fn=calibration_fn, stream=stream, live=live
+            )
+        except calibration.CalibrationIncomplete as e:  # a lost run: no λ from a partial curve, no test cell
+            _say(stream, f"error: {e}")
+            return 1
         by_key = {c.key: c for c in cells}
         changed = store.check_grid(cells, force=force, name=cfg.audit.name)
         if changed:

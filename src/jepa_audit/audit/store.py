@@ -30,7 +30,7 @@ import secrets
 import socket
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,22 @@ class StoreLockedError(StoreError):
 class StoreNotice(UserWarning):
     """Something the store repaired or took over on open (a torn line cut, a stale lock): printed as one
     line by the runner, never as a Python warning with a source line."""
+
+
+@contextlib.contextmanager
+def notes(say: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, the store's notices (:class:`StoreNotice`: a torn line cut, a stale lock taken over)
+    go to ``say`` as one plain ``note: ...`` line each, never as a Python warning with a source line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StoreNotice)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, StoreNotice):
+                    say(f"note: {w.message}")
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def os_reason(e: OSError) -> str:
