@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jepa_audit.audit.grid import cell_key
+from jepa_audit.audit.store import encode_row
 from jepa_audit.report import ReportError, write_report
 
 HOSTILE_METHOD = "<img src=x onerror=alert(1)>"
@@ -59,9 +60,7 @@ def _write_results(out: Path) -> None:
             )  # fmt: skip
     rows.append({"benchmark": "synth", "method": "t1_straight", "seed": 4, "mode": "lora", "status": "failed",
                  "error": "<b>boom</b>"})  # fmt: skip
-    with open(out / "results.jsonl", "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    (out / "results.jsonl").write_bytes(b"".join(encode_row(r) for r in rows))  # checksummed, as the runner writes
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +188,9 @@ def test_missing_and_malformed_results_raise_report_error(tmp_path) -> None:
         write_report(tmp_path)
     (tmp_path / "results.jsonl").write_text('{"benchmark": "synth"}\n{not json}\n[1, 2]\n', encoding="utf-8")
     excluded = write_report(tmp_path)["excluded_rows"]  # untrusted lines are left out and listed
-    assert [(e["line"], e["reason"][:14]) for e in excluded] == [(2, "not valid JSON"), (3, "expected a JSO")]
+    assert [(e["line"], e["reason"][:14]) for e in excluded] == [
+        (1, "no row_sha256 "), (2, "not valid JSON"), (3, "expected a JSO")
+    ]  # a row without its checksum is not trusted (#28.2)
     with pytest.raises(ReportError, match="family"):
         write_report(tmp_path, family="per-method")
 
@@ -205,7 +206,7 @@ def test_predictions_outside_the_directory_are_not_read(tmp_path) -> None:
          "predictions_file": "../secret.jsonl"}
         for m in ("ce", "x") for s in (1, 2)
     ]  # fmt: skip
-    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (out / "results.jsonl").write_bytes(b"".join(encode_row(r) for r in rows))
     summary = write_report(out, bootstrap_reps=20)
     assert summary["items"] == []
     assert "SECRET" not in (out / "report.html").read_text(encoding="utf-8")

@@ -97,3 +97,68 @@ def test_read_only_directory_report_is_one_clear_error(tmp_path):
         assert not (out / "report.md").exists()
         _no_temp_files(out)
         assert os.statvfs(out).f_flag & os.ST_RDONLY
+
+
+# ------------------------------------------------------------------------ edits the checksums could not see (#28.2)
+
+
+def test_row_without_its_checksum_is_excluded_and_named(tmp_path):
+    """ce seed 82 edited 0.2 → 0.99 with its row_sha256 deleted: today trusted (and reported); now excluded
+    by the report and by the runner's resume (quarantined, the cell runs again), and named in both."""
+    _cells, lines = _audit_dir(tmp_path)
+    row = json.loads(lines[0])
+    del row["row_sha256"]
+    row["metrics"]["exact_match"] = 0.99
+    (tmp_path / "results.jsonl").write_bytes(json.dumps(row).encode() + b"\n" + b"".join(lines[1:]))
+    summary = write_report(tmp_path, **OPTIONS)
+    assert _ce_n(summary) == 2 and summary["counts"]["rows"] == 5
+    (excluded,) = summary["excluded_rows"]
+    assert excluded["line"] == 1 and excluded["cell"] == row["cell"] and "no row_sha256" in excluded["reason"]
+    assert any("line 1" in w and "no row_sha256" in w for w in summary["warnings"])
+    with pytest.warns(UserWarning, match="no row_sha256"), Store(tmp_path) as s:
+        assert not s.is_done(row["cell"]) and len(s.rows()) == 5
+    assert b'"exact_match": 0.99' in (tmp_path / "results.jsonl.corrupt").read_bytes()
+
+
+def test_row_whose_cell_key_disagrees_with_its_fields_is_excluded(tmp_path):
+    """A row re-keyed by an edit that recomputed the checksum (seed 82 → 99 under the cell key of seed 82)."""
+    _cells, lines = _audit_dir(tmp_path)
+    moved = encode_row({**json.loads(lines[0]), "seed": 99})
+    (tmp_path / "results.jsonl").write_bytes(moved + b"".join(lines[1:]))
+    summary = write_report(tmp_path, **OPTIONS)
+    (excluded,) = summary["excluded_rows"]
+    assert "does not match its own fields" in excluded["reason"] and "synth__ce__s99__lora" in excluded["reason"]
+    assert summary["counts"]["rows"] == 5
+
+
+def _items_n(summary: dict) -> int:
+    return next(e["n_seeds"] for e in summary["items"] if e["metric"] == "exact_match")
+
+
+def test_edited_predictions_file_is_refused_by_the_item_analyses(tmp_path):
+    """Flipping every ce prediction of one seed to correct moved the per-item p today; the runner now records
+    each predictions file's sha256 in its row and the report refuses (and names) a file that differs. Rows
+    written before the checksum stay readable, with a note."""
+    from _fake_cells import fast_cell
+    from jepa_audit.audit.runner import run_audit
+
+    cfg = Config()
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce", "T1"], [82, 23, 37]
+    assert run_audit(cfg, tmp_path, workers=1, cell_fn=fast_cell, report=False, live=False) == 0
+    rows = {r["cell"]: r for r in (json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines())}
+    ce = rows["synth__ce__s82__lora"]
+    assert len(ce["predictions_sha256"]) == 64
+    assert _items_n(write_report(tmp_path, **OPTIONS)) == 3
+    pred = tmp_path / ce["predictions_file"]
+    flipped = [{**json.loads(x), "exact": True} for x in pred.read_text().splitlines()]
+    pred.write_text("".join(json.dumps(p) + "\n" for p in flipped))
+    summary = write_report(tmp_path, **OPTIONS)
+    assert _items_n(summary) == 2  # the edited file is left out of the item-level analyses
+    (refused,) = [w for w in summary["warnings"] if "does not match" in w]
+    assert ce["predictions_file"] in refused and "predictions_sha256" in refused
+    # rows from before the checksum: read as before, with one note
+    old = [encode_row({k: v for k, v in r.items() if k != "predictions_sha256"}) for r in rows.values()]
+    (tmp_path / "results.jsonl").write_bytes(b"".join(old))
+    summary = write_report(tmp_path, **OPTIONS)
+    assert _items_n(summary) == 3
+    assert any("6 row(s) were written before predictions files had a checksum" in w for w in summary["warnings"])

@@ -111,7 +111,9 @@ def test_report_opens_with_headline_then_verdict_table(tmp_path):
     from jepa_audit.report import write_report
 
     rows = _rows(np.random.default_rng(0))
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from jepa_audit.audit.store import encode_row
+
+    (tmp_path / "results.jsonl").write_bytes(b"".join(encode_row(r) for r in rows))  # as the runner writes them
     write_report(tmp_path, 0.10)
     md = (tmp_path / "report.md").read_text()
     lines = md.splitlines()

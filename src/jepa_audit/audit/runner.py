@@ -22,7 +22,14 @@ from jepa_audit.audit import calibration
 from jepa_audit.audit.executors import CellFn, CellJob, make_executor, read_progress
 from jepa_audit.audit.grid import Cell, expand_grid
 from jepa_audit.audit.progress import AuditProgress, fmt_duration
-from jepa_audit.audit.store import Store, StoreError, StoreNotice, atomic_write
+from jepa_audit.audit.store import (
+    PREDICTIONS_CHECKSUM,
+    Store,
+    StoreError,
+    StoreNotice,
+    atomic_write,
+    file_sha256,
+)
 from jepa_audit.audit.tracking import Tracker
 from jepa_audit.config import Config, ConfigError, dump_config
 
@@ -331,6 +338,8 @@ def run_audit(
                     if isinstance(row.get("predictions_file"), str):  # this attempt's file, relative to DIR
                         name = Path(row["predictions_file"]).name
                         row["predictions_file"] = (attempts[cell.key] / name).relative_to(out_dir).as_posix()
+                        # its bytes as committed: the item-level analyses refuse a file edited afterwards
+                        row[PREDICTIONS_CHECKSUM] = file_sha256(out_dir / row["predictions_file"])
                     try:
                         row = store.commit(cell, row)
                     except StoreError as e:  # the row does not belong to this cell: a bug in the cell fn

@@ -133,6 +133,21 @@ def parse_line(raw: bytes) -> dict[str, Any] | None:
     return row
 
 
+PREDICTIONS_CHECKSUM = "predictions_sha256"
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """sha256 of a file's bytes (hex), or None when it cannot be read (a row's ``predictions_sha256``)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
 def _fsync_dir(path: Path) -> None:
     """Make a rename or a new file durable (the directory entry lives in the directory)."""
     with contextlib.suppress(OSError):
@@ -269,15 +284,36 @@ def _why_bad(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"not valid JSON ({str(e).split(':')[0]})"
     if not isinstance(row, dict):
         return None, f"expected a JSON object, got {type(row).__name__}"
-    if CHECKSUM in row and row[CHECKSUM] != row_checksum(row):
+    if CHECKSUM not in row:
+        return row, (
+            f"no {CHECKSUM} (the runner writes one on every row: a row without it was written or edited "
+            "by hand, and is not trusted)"
+        )
+    if row[CHECKSUM] != row_checksum(row):
         return row, f"{CHECKSUM} does not match the row's content (edited or damaged after it was written)"
-    return row, None
+    return row, _cell_mismatch(row)
+
+
+def _cell_mismatch(row: dict[str, Any]) -> str | None:
+    """Why a row's ``cell`` key disagrees with its own benchmark/method/seed/mode (and, for a calibration run,
+    its ``target_dose``), or None when it agrees or names no cell. A row moved under another cell's key by
+    an edit that recomputed the checksum is caught here."""
+    key = row.get("cell")
+    if key is None:
+        return None
+    own = cell_key(str(row.get("benchmark")), str(row.get("method")), row.get("seed"), str(row.get("mode")))
+    if row.get("kind") == "calibration":
+        dose = row.get("target_dose")
+        own = f"cal__{own}__d{dose:g}" if isinstance(dose, int | float) and not isinstance(dose, bool) else None
+    if key != own:
+        return f"its cell key {key!r} does not match its own fields (benchmark, method, seed, mode: {own!r})"
+    return None
 
 
 def read_results(path: str | Path, hashes: Mapping[str, str] | None = None) -> ResultsFile:
     """Read and validate ``results.jsonl``: the one reader of the runner (which repairs) and the report.
 
-    A row is trusted when its line is complete, valid JSON, an object, its ``row_sha256`` (when present)
+    A row is trusted when its line is complete, valid JSON, an object, its ``row_sha256`` is present and
     matches, and no other line claims its cell. Rules, wherever a line sits:
 
     - only a last line *without its newline* is torn (the mark of a kill during an append); a whole valid

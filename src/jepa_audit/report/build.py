@@ -158,6 +158,48 @@ def predictions_loader(out_dir: Path) -> Callable[[str], list[dict[str, Any]] | 
     return load
 
 
+def verify_predictions(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(rows, warnings): each row's predictions file checked against the ``predictions_sha256`` the runner
+    recorded in the row when it committed the cell.
+
+    A file that does not match (edited, replaced or damaged after the cell finished) is refused: its row comes
+    back without ``predictions_file``, so the item-level analyses and the examples leave that cell out, and a
+    warning names the file. Rows written before the checksum existed (no ``predictions_sha256``) are read as
+    before, with one note saying how many files could not be verified."""
+    from jepa_audit.audit.store import PREDICTIONS_CHECKSUM, file_sha256
+
+    root = Path(out_dir).resolve()
+    out: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    unverified = 0
+    for row in rows:
+        rel = row.get("predictions_file")
+        if not isinstance(rel, str) or not rel:
+            out.append(dict(row))
+            continue
+        want = row.get(PREDICTIONS_CHECKSUM)
+        if not isinstance(want, str):
+            unverified += 1
+            out.append(dict(row))
+            continue
+        path = (root / rel).resolve()
+        got = file_sha256(path) if path.is_relative_to(root) else None
+        if got is not None and got != want:
+            warnings.append(
+                f"predictions file {rel!r} does not match the {PREDICTIONS_CHECKSUM} recorded in its row (edited "
+                "after the cell finished?): refused, its cell is left out of the item-level analyses"
+            )
+            out.append({k: v for k, v in row.items() if k != "predictions_file"})
+            continue
+        out.append(dict(row))
+    if unverified:
+        warnings.append(
+            f"note: {unverified} row(s) were written before predictions files had a checksum (no "
+            f"{PREDICTIONS_CHECKSUM}): their predictions files are read unverified"
+        )
+    return out, warnings
+
+
 # --------------------------------------------------------------------------- formatting
 
 
@@ -665,11 +707,12 @@ def write_report(
     if not (isinstance(alpha, int | float) and 0.0 < alpha < 1.0):
         raise ReportError(f"--alpha must be in (0, 1), got {alpha!r}")
     rows, excluded = read_rows(out_dir / RESULTS)
+    rows, refused = verify_predictions(out_dir, rows)  # a predictions file edited after its cell: left out
     load = predictions_loader(out_dir)
     summary_options.setdefault("declared", load_declared(out_dir))
     summary = build_summary(rows, alpha=alpha, family=family, predictions_loader=load, **summary_options)
     summary["excluded_rows"] = excluded  # lines of results.jsonl not trusted, with the reason
-    summary["warnings"] = _excluded_warnings(out_dir / RESULTS, excluded) + list(summary["warnings"])
+    summary["warnings"] = _excluded_warnings(out_dir / RESULTS, excluded) + refused + list(summary["warnings"])
     md, html = render(_report_data(summary, rows, load))
     summary_text = json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     _write_all({out_dir / SUMMARY: summary_text, out_dir / REPORT_MD: md, out_dir / REPORT_HTML: html})
