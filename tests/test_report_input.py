@@ -162,3 +162,55 @@ def test_edited_predictions_file_is_refused_by_the_item_analyses(tmp_path):
     summary = write_report(tmp_path, **OPTIONS)
     assert _items_n(summary) == 3
     assert any("6 row(s) were written before predictions files had a checksum" in w for w in summary["warnings"])
+
+
+def test_report_refuses_the_calibration_store(tmp_path):
+    """#28.3: `report DIR/calibration` built verdicts from validation rows; now one line, and nothing written."""
+    from typer.testing import CliRunner
+
+    from _fake_calibration import fake_calibration
+    from _fake_cells import fast_cell
+    from jepa_audit.audit.runner import run_audit
+    from jepa_audit.cli import app
+
+    cfg = Config()
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce", "T1"], [82, 23]
+    cfg.calibration.enabled, cfg.calibration.doses = True, [0.001, 1.0]
+    assert run_audit(cfg, tmp_path, workers=1, cell_fn=fast_cell, calibration_fn=fake_calibration, report=False,
+                     live=False) == 0
+    with pytest.raises(ReportError, match=r"calibration runs scored on the validation split"):
+        write_report(tmp_path / "calibration", **OPTIONS)
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "calibration")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "kind: calibration" in r.output and not (tmp_path / "calibration" / "report.md").exists()
+
+
+def test_report_during_a_running_audit_says_in_progress(tmp_path):
+    """#28.7: a report while the audit holds the lock says "In progress" before its headline and counts the
+    declared cells without rows; a report after some cells failed says "Incomplete"; leftovers of a killed
+    report's temporary files are removed."""
+    cells, lines = _audit_dir(tmp_path)
+    (tmp_path / "results.jsonl").write_bytes(b"".join(lines[:4]))  # two T1 cells have no row yet
+    stale = tmp_path / ".report.md.999999999.tmp"
+    stale.write_text("half a report")
+    import subprocess
+    import sys
+
+    hold = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from jepa_audit.audit.store import DirLock; from pathlib import Path\n"
+        f"l = DirLock(Path({str(tmp_path / '.lock')!r})); l.acquire(); print('held', flush=True); time.sleep(60)"
+    )], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert hold.stdout.readline().strip() == "held"
+        summary = write_report(tmp_path, **OPTIONS)
+    finally:
+        hold.kill()
+        hold.wait()
+    assert summary["progress"]["in_progress"] == f"pid {hold.pid} on {os.uname().nodename}"
+    assert summary["progress"]["declared"] == 6 and summary["progress"]["with_rows"] == 4
+    md = (tmp_path / "report.md").read_text()
+    assert "In progress: an audit is running" in md.split("|")[0] and "4 of 6 declared cells" in md
+    assert not stale.exists()
+    summary = write_report(tmp_path, **OPTIONS)  # the runner is gone: the same rows are an incomplete grid
+    assert summary["progress"]["in_progress"] is None
+    assert summary["warnings"][0].startswith("Incomplete: 2 of 6 declared cells have no row")

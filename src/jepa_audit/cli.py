@@ -114,6 +114,8 @@ def report(
     except ReportError as e:
         _fail(str(e))
     n = len(summary.get("comparisons", []))
+    if (summary.get("progress") or {}).get("sentence"):
+        _say(f"warning: {summary['progress']['sentence']}")
     for e in summary.get("excluded_rows", []):  # what the runner's validation does not trust, and why
         cell = f" ({e['cell']})" if e.get("cell") else ""
         _say(f"note: results.jsonl line {e['line']}{cell} left out: {e['reason']}")

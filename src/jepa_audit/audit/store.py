@@ -443,6 +443,48 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def lock_holder(out_dir: str | Path) -> str | None:
+    """``"pid N on HOST"`` when another process holds ``DIR/.lock`` (an audit running there), else None.
+
+    The flock is the truth (the kernel drops it when its holder dies); the pid/host text only names it. The
+    caller's own lock (the runner writing its report) does not count. Never creates the file."""
+    path = Path(out_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, host = DirLock._parse(os.pread(fd, 256, 0).decode(errors="replace"))
+            if pid == os.getpid() and host in (None, socket.gethostname()):
+                return None
+            return f"pid {pid} on {host or 'unknown host'}"
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def clean_temporaries(out_dir: str | Path, names: Iterable[str]) -> list[Path]:
+    """Remove ``.<name>.<pid>.tmp`` files of :func:`atomic_write_all` left in ``out_dir`` by a killed writer
+    (its pid no longer running, or not a number). Returns what was removed; a file that cannot be removed is
+    left (it is never read)."""
+    removed = []
+    for name in names:
+        for tmp in Path(out_dir).glob(f".{name}.*.tmp"):
+            pid = tmp.name[len(name) + 2 : -4]
+            if pid.isdigit() and pid_alive(int(pid)):
+                continue  # a writer still at work (another report, or this one)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 class DirLock:
     """``DIR/.lock``: an ``flock`` held for the runner's life plus ``pid host`` inside for humans.
 

@@ -200,6 +200,54 @@ def verify_predictions(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> tupl
     return out, warnings
 
 
+def refuse_calibration_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Raise :class:`ReportError` (one line) when ``path`` holds λ-calibration runs: their scores are on the
+    validation split, and verdicts built from them would read as test results (``report DIR/calibration``)."""
+    cal = [
+        r for r in rows
+        if r.get("kind") == "calibration" or (isinstance(r.get("metrics"), Mapping) and r["metrics"].get("split") == "validation")
+    ]  # fmt: skip
+    if cal:
+        raise ReportError(
+            f"{path}: {len(cal)} row(s) are λ-calibration runs scored on the validation split (kind: calibration), "
+            f"not test cells; report the audit directory above it (jepa-audit report {Path(path).parent.parent}); "
+            "the picks are in its calibration.json"
+        )
+
+
+def _progress(out_dir: Path, rows: Sequence[Mapping[str, Any]], declared: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """Declared cells (grid.json) against rows, and whether an audit holds the directory now.
+
+    ``{"declared", "with_rows", "missing", "in_progress" (who holds the lock, or None), "sentence",
+    "warnings"}``: a report written while an audit runs, or after some cells failed, says so before its
+    headline instead of speaking only of the cells that have rows."""
+    from jepa_audit.audit.store import lock_holder
+
+    def ident(c: Mapping[str, Any]) -> tuple:
+        return tuple(str(c.get(k)) for k in ("benchmark", "method", "seed", "mode"))
+
+    have = {ident(r) for r in rows}
+    cells = {ident(c) for c in declared or []}
+    missing = len(cells - have)
+    holder = lock_holder(out_dir)
+    sentence = ""
+    warnings: list[str] = []
+    if holder:
+        sentence = (
+            f"In progress: an audit is running in this directory ({holder}); {len(cells & have)} of {len(cells)} "
+            "declared cells have a row so far, and every count below covers only those."
+        )
+    elif missing:
+        sentence = (
+            f"Incomplete: {missing} of {len(cells)} declared cells have no row (failed or not run); every count "
+            "below covers only the cells that have one."
+        )
+    if sentence:
+        warnings.append(sentence)
+    return {"declared": len(cells), "with_rows": len(cells & have), "missing": missing,
+            "in_progress": holder, "sentence": sentence, "warnings": warnings}  # fmt: skip
+
+
 # --------------------------------------------------------------------------- formatting
 
 
@@ -706,14 +754,25 @@ def write_report(
         raise ReportError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if not (isinstance(alpha, int | float) and 0.0 < alpha < 1.0):
         raise ReportError(f"--alpha must be in (0, 1), got {alpha!r}")
+    from jepa_audit.audit.store import clean_temporaries
+
+    clean_temporaries(out_dir, (SUMMARY, REPORT_MD, REPORT_HTML))  # left by a report killed mid-write
     rows, excluded = read_rows(out_dir / RESULTS)
+    refuse_calibration_rows(out_dir / RESULTS, rows)
     rows, refused = verify_predictions(out_dir, rows)  # a predictions file edited after its cell: left out
     load = predictions_loader(out_dir)
     summary_options.setdefault("declared", load_declared(out_dir))
     summary = build_summary(rows, alpha=alpha, family=family, predictions_loader=load, **summary_options)
     summary["excluded_rows"] = excluded  # lines of results.jsonl not trusted, with the reason
-    summary["warnings"] = _excluded_warnings(out_dir / RESULTS, excluded) + refused + list(summary["warnings"])
-    md, html = render(_report_data(summary, rows, load))
+    summary["progress"] = progress = _progress(out_dir, rows, summary_options["declared"])  # in progress?
+    summary["warnings"] = (
+        progress["warnings"] + _excluded_warnings(out_dir / RESULTS, excluded) + refused + list(summary["warnings"])
+    )
+    del progress["warnings"]
+    data = _report_data(summary, rows, load)
+    if progress["sentence"]:  # the headline speaks of the cells it has; say first how many it has not
+        data.headline = f"{progress['sentence']} {data.headline}"
+    md, html = render(data)
     summary_text = json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     _write_all({out_dir / SUMMARY: summary_text, out_dir / REPORT_MD: md, out_dir / REPORT_HTML: html})
     return summary
