@@ -132,3 +132,49 @@ def test_full_disk_during_the_audits_report_is_one_clear_error(tmp_path):
         assert len((out / "results.jsonl").read_text().splitlines()) == 4
         assert not any((out / n).exists() for n in ("summary.json", "report.md", "report.html"))
         assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
+
+
+def _fill_then_big_row(cfg, cell_dir, progress=None):
+    """A cell that fills the disk and returns a row larger than what is left: its append is cut short."""
+    from _fake_cells import fast_cell
+
+    row = fast_cell(cfg, cell_dir, progress)
+    fill(Path(cell_dir).parents[2])
+    return {**row, "padding": "x" * 16384}
+
+
+def test_full_disk_during_a_row_append_leaves_no_fragment_and_names_results(tmp_path):
+    """#28.6: ENOSPC part-way through a results.jsonl append left a partial row, and the error named
+    failures.jsonl (the runner took the write error for a bad row and tried to record a failure). Now the file
+    is cut back to its last whole row and the one error line names results.jsonl."""
+    from jepa_audit.audit.runner import run_audit
+    from jepa_audit.audit.store import StoreError
+    from jepa_audit.config import Config
+
+    cfg = Config()
+    cfg.audit.benchmarks, cfg.audit.methods, cfg.audit.seeds = ["synth"], ["ce"], [82, 23]
+    with tmpfs(tmp_path / "mnt", size="256k") as out:
+        from _fake_cells import fast_cell
+
+        one = Config()
+        one.audit.benchmarks, one.audit.methods, one.audit.seeds = ["synth"], ["ce"], [82]
+        assert run_audit(one, out, cell_fn=fast_cell, report=False, stream=io.StringIO()) == 0
+        before = (out / "results.jsonl").read_bytes()
+        with pytest.raises(StoreError, match=r"No space left on device") as e:
+            run_audit(cfg, out, cell_fn=_fill_then_big_row, report=False, stream=io.StringIO())
+        assert str(e.value).startswith(f"{out / 'results.jsonl'}: cannot write")
+        assert (out / "results.jsonl").read_bytes() == before  # no fragment of the new row
+        assert not (out / "failures.jsonl").exists()
+
+
+def test_append_line_cuts_back_a_short_write(tmp_path, monkeypatch):
+    """The same on any file system: a write that takes only part of the line is truncated back."""
+    from jepa_audit.audit import store as S
+
+    path = tmp_path / "results.jsonl"
+    S.append_line(path, b'{"a": 1}\n')
+    real = os.write
+    monkeypatch.setattr(S.os, "write", lambda fd, data: real(fd, bytes(data)[:5]))  # the disk takes 5 bytes
+    with pytest.raises(S.StoreError, match=r"results\.jsonl: cannot write .*No space left on device"):
+        S.append_line(path, b'{"b": 2}\n')
+    assert path.read_bytes() == b'{"a": 1}\n'

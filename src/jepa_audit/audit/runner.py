@@ -24,6 +24,7 @@ from jepa_audit.audit.grid import Cell, expand_grid
 from jepa_audit.audit.progress import AuditProgress, fmt_duration
 from jepa_audit.audit.store import (
     PREDICTIONS_CHECKSUM,
+    RowMismatchError,
     Store,
     StoreError,
     StoreNotice,
@@ -342,7 +343,8 @@ def run_audit(
                         row[PREDICTIONS_CHECKSUM] = file_sha256(out_dir / row["predictions_file"])
                     try:
                         row = store.commit(cell, row)
-                    except StoreError as e:  # the row does not belong to this cell: a bug in the cell fn
+                    except RowMismatchError as e:  # the row is not this cell's (a bug in the cell fn); a
+                        # write error (full disk) is not caught here: it stops the runner naming results.jsonl
                         error = str(e)
                 if error is not None or row is None:
                     error = error or "the cell returned no row"

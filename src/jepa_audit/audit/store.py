@@ -21,6 +21,7 @@ their bytes. The append is the single commit point: a cell is done iff its line 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -77,6 +78,10 @@ def notes(say: Callable[[str], None]) -> Iterator[None]:
 def os_reason(e: OSError) -> str:
     """The cause of an OS error in words (``No space left on device``), without Python's decoration."""
     return e.strerror or type(e).__name__
+
+
+class RowMismatchError(StoreError):
+    """A cell function returned a row whose identity fields are not its cell's (a bug in the cell function)."""
 
 
 class GridChangedError(StoreError):
@@ -159,22 +164,30 @@ def _fsync_dir(path: Path) -> None:
 
 
 def append_line(path: Path, data: bytes) -> None:
-    """Append ``data`` with one ``write`` on an ``O_APPEND`` descriptor, then fsync.
+    """Append ``data`` with one ``write`` on an ``O_APPEND`` descriptor, then fsync; all of it or nothing.
 
-    Raises :class:`StoreError` naming ``path`` and the cause (full disk, read-only, a directory there)."""
+    A write that fails part-way (a full disk takes what fits, then refuses the rest) is cut back to the
+    file's length before it, so no fragment of a row is left for the next reader to quarantine. Raises
+    :class:`StoreError` naming ``path`` and the cause (full disk, read-only, a directory there)."""
     new = not path.exists()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(data)
-            while view:  # a regular-file write is complete in practice; loop for the pathological case
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     except OSError as e:
         raise StoreError(f"{path}: cannot write ({os_reason(e)})") from None
+    try:
+        start = os.fstat(fd).st_size  # the directory lock makes this process the only appender
+        try:
+            n = os.write(fd, data)
+            if n != len(data):  # a short write: the rest would be refused; nothing half is kept
+                raise OSError(errno.ENOSPC, f"only {n} of {len(data)} bytes written (No space left on device)")
+            os.fsync(fd)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+            raise StoreError(f"{path}: cannot write ({os_reason(e)}); nothing of this line was kept") from None
+    finally:
+        os.close(fd)
     if new:
         _fsync_dir(path.parent)
 
@@ -680,7 +693,7 @@ class Store:
         out = dict(row)
         for k, v in cell.ident().items():
             if k in out and out[k] != v:
-                raise StoreError(f"cell {cell.key}: its row says {k}={out[k]!r}, the grid says {v!r}")
+                raise RowMismatchError(f"cell {cell.key}: its row says {k}={out[k]!r}, the grid says {v!r}")
             out.setdefault(k, v)
         if out.get("config_hash") not in (None, cell.hash):
             out["resolved_config_hash"] = out["config_hash"]
