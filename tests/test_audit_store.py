@@ -166,7 +166,7 @@ def test_changed_config_detected_from_rows_without_manifest(tmp_path):
 def test_second_runner_refused_with_pid(tmp_path):
     with Store(tmp_path):
         text = (tmp_path / ".lock").read_text()
-        assert text.split() == [str(os.getpid()), socket.gethostname()]
+        assert text.split()[:2] == [str(os.getpid()), socket.gethostname()]
         with pytest.raises(StoreLockedError, match=rf"pid {os.getpid()}"):
             Store(tmp_path)
     with Store(tmp_path):  # released on close
@@ -176,11 +176,33 @@ def test_second_runner_refused_with_pid(tmp_path):
 
 def test_live_pid_in_lock_file_refused_even_without_flock(tmp_path):
     """Where flock is not honoured (some network file systems) the pid in the file still protects."""
+    from jepa_audit.audit.store import boot_id, process_start
+
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        (tmp_path / ".lock").write_text(f"{p.pid} {socket.gethostname()}\n")
+    try:  # the text a runner writes: pid host boot-id start-time, all matching the live process
+        (tmp_path / ".lock").write_text(f"{p.pid} {socket.gethostname()} {boot_id()} {process_start(p.pid)}\n")
         with pytest.raises(StoreLockedError, match=rf"pid {p.pid}"):
             Store(tmp_path)
+    finally:
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.parametrize("hint", ["other-start", "legacy"])
+def test_lock_naming_a_reused_pid_is_taken_over(tmp_path, hint):
+    """#28.5: the pid in a stale lock now belongs to an unrelated live process. Today the directory was refused
+    ("stop it"); the free flock is the truth: the lock is taken over, and the note says why."""
+    from jepa_audit.audit.store import boot_id
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # the unrelated process
+    try:
+        extra = f" {boot_id()} 1" if hint == "other-start" else ""  # started at tick 1: not this process
+        (tmp_path / ".lock").write_text(f"{p.pid} {socket.gethostname()}{extra}\n")
+        why = "unrelated process" if hint == "other-start" else "no start time"
+        with pytest.warns(UserWarning, match=rf"stale lock .* pid {p.pid} \(.*{why}.*flock is the truth"):
+            with Store(tmp_path):
+                assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+        assert p.poll() is None  # nothing was done to it
     finally:
         p.kill()
         p.wait()

@@ -498,13 +498,33 @@ def clean_temporaries(out_dir: str | Path, names: Iterable[str]) -> list[Path]:
     return removed
 
 
-class DirLock:
-    """``DIR/.lock``: an ``flock`` held for the runner's life plus ``pid host`` inside for humans.
+def boot_id() -> str | None:
+    """This boot's id (Linux ``/proc/sys/kernel/random/boot_id``), or None where there is none."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
-    The flock is released by the kernel when the runner dies (even by SIGKILL), so a kill never leaves the
-    directory locked on a local file system. The pid/host text covers file systems where flock is a no-op:
-    a live pid on this host refuses; a dead one (a stale lock) is taken over with a warning; a lock from
-    another host refuses, since its pid cannot be checked from here.
+
+def process_start(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None: with the boot
+    id it tells a live runner from an unrelated process that was given the same pid later."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+class DirLock:
+    """``DIR/.lock``: an ``flock`` held for the runner's life plus ``pid host boot-id start`` inside as hints.
+
+    The flock is the truth: the kernel releases it when the runner dies (even by SIGKILL), so a free flock
+    means no runner holds the directory, whatever pid the file names (that pid may have been given to an
+    unrelated process since). The text names the holder in messages and covers file systems where flock is
+    a no-op: the lock is refused only when the named pid is alive on this host *and* is the same process
+    (same boot id and start time); a lock from another host refuses, since its pid cannot be checked from
+    here. Anything else is a stale lock, taken over with one note that says why.
     """
 
     def __init__(self, path: Path) -> None:
@@ -518,6 +538,15 @@ class DirLock:
             return int(parts[0]), (parts[1] if len(parts) > 1 else None)
         except (IndexError, ValueError):
             return None, None
+
+    @staticmethod
+    def _same_process(text: str, pid: int) -> bool | None:
+        """Whether live ``pid`` is the process that wrote ``text`` (boot id and start time agree); None when
+        the text carries no such hint (written before it existed, or by hand)."""
+        parts = text.split()
+        if len(parts) < 4:
+            return None
+        return parts[2] == boot_id() and parts[3] == process_start(pid)
 
     def acquire(self) -> None:
         host = socket.gethostname()
@@ -534,24 +563,34 @@ class DirLock:
                     f"{self.path.parent} is in use by another audit runner (pid {pid} on {other or 'unknown host'}); "
                     f"wait for it to finish or stop it. Lock file: {self.path}"
                 ) from None
-            pid, other = self._parse(os.pread(fd, 256, 0).decode(errors="replace"))
+            raw = os.pread(fd, 256, 0).decode(errors="replace")
+            pid, other = self._parse(raw)
             if pid is not None and pid != os.getpid():
                 if other not in (None, host):
                     raise StoreLockedError(
                         f"{self.path.parent} is locked by pid {pid} on host {other}, which cannot be checked from "
                         f"{host}; if that runner is gone, delete {self.path} and run again"
                     )
-                if pid_alive(pid):  # flock not honoured here (some network file systems)
+                alive = pid_alive(pid)
+                same = self._same_process(raw, pid) if alive else False
+                if same:  # the runner that wrote it is running: flock is not honoured here (network file system)
                     raise StoreLockedError(
                         f"{self.path.parent} is in use by another audit runner (pid {pid} on {host}); wait for it "
                         f"to finish or stop it. Lock file: {self.path}"
                     )
+                why = (
+                    "no longer running" if not alive
+                    else "now an unrelated process: its boot id or start time differs from the lock's" if same is False
+                    else "alive, but the lock file has no start time to tell whether it is the runner that wrote it"
+                )  # fmt: skip
                 warnings.warn(
-                    f"taking over a stale lock {self.path} left by pid {pid} (no longer running)",
+                    f"taking over a stale lock {self.path} left by pid {pid} ({why}); its flock was free, and the "
+                    "flock is the truth (the kernel drops it when a runner dies)",
                     StoreNotice,
                     stacklevel=3,
                 )
-            text = f"{os.getpid()} {host}\n".encode()
+            me = os.getpid()
+            text = f"{me} {host} {boot_id() or '-'} {process_start(me) or '-'}\n".encode()
             try:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, text, 0)
