@@ -199,9 +199,8 @@ def test_lock_naming_a_reused_pid_is_taken_over(tmp_path, hint):
         extra = f" {boot_id()} 1" if hint == "other-start" else ""  # started at tick 1: not this process
         (tmp_path / ".lock").write_text(f"{p.pid} {socket.gethostname()}{extra}\n")
         why = "unrelated process" if hint == "other-start" else "no start time"
-        with pytest.warns(UserWarning, match=rf"stale lock .* pid {p.pid} \(.*{why}.*flock is the truth"):
-            with Store(tmp_path):
-                assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+        with pytest.warns(UserWarning, match=rf"stale lock .* pid {p.pid} \(.*{why}.*flock is the truth"), Store(tmp_path):
+            assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
         assert p.poll() is None  # nothing was done to it
     finally:
         p.kill()
