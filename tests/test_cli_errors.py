@@ -178,3 +178,69 @@ def test_append_line_cuts_back_a_short_write(tmp_path, monkeypatch):
     with pytest.raises(S.StoreError, match=r"results\.jsonl: cannot write .*No space left on device"):
         S.append_line(path, b'{"b": 2}\n')
     assert path.read_bytes() == b'{"a": 1}\n'
+
+
+# ------------------------------------------------------------------------ every input checked first (#28.4)
+
+NLRX = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "nl-rx"
+needs_nlrx = pytest.mark.skipif(not NLRX.is_dir(), reason=f"the real NL-RX data is not at {NLRX}")
+
+
+def _nlrx_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    d = tmp_path / "nl-rx"
+    shutil.copytree(NLRX, d)
+    return d
+
+
+def _real_data(d: Path) -> list[str]:
+    return [*SMOKE, "--set", "data.source=nl-rx", "--set", f"data.path={d}", "--set", "data.split=llm-jepa",
+            "--set", "audit.benchmarks=[synth]"]  # fmt: skip
+
+
+@needs_nlrx
+def test_unreadable_data_file_is_one_line_before_anything_runs(tmp_path, monkeypatch):
+    """Mode 000 gave a 117-line traceback and exit 1. The tests run as root, where chmod 000 does not stop a
+    read, so the refusal is simulated where the kernel would make it (the file's read)."""
+    d = _nlrx_copy(tmp_path)
+    bad = d / "NL-RX-Synth" / "src.txt"
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == bad:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    r = runner.invoke(app, ["audit", *_real_data(d), "--out", str(tmp_path / "o")])
+    _assert_one_error_line(r, f"{bad}: cannot read (Permission denied)")
+    assert not (tmp_path / "o").exists()  # nothing ran, nothing was created
+
+
+@needs_nlrx
+def test_unreadable_data_folder_is_one_line(tmp_path, monkeypatch):
+    d = _nlrx_copy(tmp_path)
+    real = Path.is_file
+
+    def is_file(self: Path) -> bool:  # what stat() does inside a folder of mode 000 for a non-root user
+        if self.parent == d / "NL-RX-Synth":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    r = runner.invoke(app, ["audit", *_real_data(d), "--out", str(tmp_path / "o")])
+    _assert_one_error_line(r, str(d / "NL-RX-Synth"), "cannot read (Permission denied)")
+
+
+@needs_nlrx
+def test_a_line_too_long_for_the_model_is_named_by_the_preflight(tmp_path):
+    """A 5 MB line passed the preflight, the base pre-trained, then every cell failed without naming it."""
+    d = _nlrx_copy(tmp_path)
+    src = d / "NL-RX-Synth" / "src.txt"
+    lines = src.read_text().split("\n")
+    lines[4] = "lines with the word dog " * 220_000
+    src.write_text("\n".join(lines))
+    r = runner.invoke(app, ["audit", *_real_data(d), "--out", str(tmp_path / "o")])
+    _assert_one_error_line(r, f"{src}: line 5 has 5,280,000 characters", "model.max_positions")
+    assert not (tmp_path / "o").exists()

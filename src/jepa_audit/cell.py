@@ -19,7 +19,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from jepa_audit.config import Config, MethodOverride, stable_hash
-from jepa_audit.data import Splits, load_benchmark
+from jepa_audit.data import DataError, Splits, load_benchmark
 from jepa_audit.data.views import Encoded, collate, encode_all
 from jepa_audit.models.load import ModelError, build_model, load_pretrained, quiet_hf_progress
 from jepa_audit.tasks import get_task
@@ -113,15 +113,44 @@ def preflight(cfg: Config) -> None:
 
     Raises DataError, ModelError or KeyError with one message naming the input.
     """
+    from jepa_audit.data.nlrx import line_limit
     from jepa_audit.models.load import check_model_dir
     from jepa_audit.objectives import get_objective_class
 
     for method in cfg.audit.methods:
         get_objective_class(method)
-    for benchmark in cfg.audit.benchmarks:
-        load_benchmark(cfg.data, benchmark)
     if cfg.model.kind == "hf":
         check_model_dir(Path(cfg.model.path or ""))
+    context, source = model_context(cfg)
+    why = (
+        f"in the model's {context} positions ({source}) even at {MAX_CHARS_PER_TOKEN} characters per token; "
+        "shorten or drop that line"
+    )
+    for benchmark in cfg.audit.benchmarks:
+        try:
+            with line_limit(context * MAX_CHARS_PER_TOKEN, why):
+                load_benchmark(cfg.data, benchmark)
+        except OSError as e:  # a folder the loader cannot even look into (permissions)
+            raise DataError(f"{e.filename or cfg.data.path}: cannot read ({e.strerror or type(e).__name__})") from None
+
+
+#: No tokenizer the audit uses averages more characters per token than this over a line (BPE tokens of
+#: English text and regexes average 3-5); a line longer than context × this cannot fit, so the preflight
+#: refuses it before the base pre-trains. Shorter lines that still do not fit are caught, in tokens, by
+#: :func:`prepare`.
+MAX_CHARS_PER_TOKEN = 32
+
+
+def model_context(cfg: Config) -> tuple[int, str]:
+    """(positions the model can attend over, where that number comes from), without loading the model."""
+    if cfg.model.kind == "hf":
+        try:
+            n = json.loads((Path(cfg.model.path or "") / "config.json").read_text()).get("max_position_embeddings")
+        except (OSError, ValueError, AttributeError):
+            n = None
+        if isinstance(n, int) and n > 0:
+            return n, f"{cfg.model.path}/config.json max_position_embeddings"
+    return cfg.model.max_positions, "model.max_positions"
 
 
 def geometry_batch(cfg: Config, rows: list[Encoded], pad_id: int):
