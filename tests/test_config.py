@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from jepa_audit.config import PRESETS, ConfigError, load_config
@@ -66,3 +68,36 @@ def test_cell_hash_is_stable_and_sensitive():
     # where caches live and how the grid is executed do not change a cell's result
     c = load_config("smoke", None, ["cache_dir=/tmp/elsewhere", "audit.workers=1"]).cell("synth", "T1", 82, "lora")
     assert a.cell_hash() == c.cell_hash()
+
+
+# --------------------------------------------------------------------------------- #28.4: inf, nan, bad YAML
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("aux.weight=inf", "aux.weight"), ("train.lr=inf", "train.lr"), ("aux.weight=.inf", "aux.weight"),
+        ("train.lr=-.inf", "train.lr"), ("aux.params.k=.nan", "aux.params.k"),
+        ("calibration.doses=[0.001,.inf]", "calibration.doses[1]"), ("eval.dfa_time_budget_s=inf", "eval.dfa_time_budget_s"),
+    ],
+)  # fmt: skip
+def test_non_finite_numbers_are_refused_everywhere(override, key):
+    with pytest.raises(ConfigError, match=rf"key '{re.escape(key)}'.*finite number"):
+        load_config(overrides=[override])
+
+
+def test_non_finite_assignment_is_refused():
+    from pydantic import ValidationError
+
+    cfg = load_config()
+    with pytest.raises(ValidationError, match="finite number"):
+        cfg.aux.weight = float("inf")
+
+
+def test_bad_yaml_is_one_line_with_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: 3\n  lr: [1, 2\nfoo: bar\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(file=bad)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"config file {bad} is not valid YAML: line 4, column 4: ")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,8 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are refused in every float field (λ = inf trained to a NaN model; lr = inf likewise)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelCfg(Strict):
@@ -388,10 +390,36 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_where(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def _yaml_where(e: yaml.YAMLError) -> str:
+    """The parser's complaint in one line: ``line L, column C: <problem>`` (1-based), not its 7-line report."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = " ".join(str(getattr(e, "problem", None) or e).split())
+    context = getattr(e, "context", None)
+    what = f"{problem} ({' '.join(str(context).split())})" if context and problem else problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}" if mark is not None else what
+
+
+def _non_finite(obj: Any, where: str = "") -> str | None:
+    """The dotted key of the first inf or nan anywhere in ``obj`` (lists as ``key[i]``), or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "(top level)"
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = _non_finite(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    if isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            found = _non_finite(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -454,6 +482,12 @@ def load_config(
             cur = nxt
         cur[path[-1]] = value
         sources.append(f"--set {item}")
+    bad = _non_finite(data)  # everywhere, aux.params and other free-form mappings included
+    if bad is not None:
+        raise ConfigError(
+            f"invalid config from {' + '.join(sources) or 'defaults'}: key {bad!r} is not a finite number "
+            "(inf and nan are refused everywhere in the config)"
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as e:
