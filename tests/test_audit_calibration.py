@@ -381,3 +381,33 @@ def test_sigkill_of_a_calibration_worker_then_resume_gives_the_undisturbed_picks
     assert sorted(f.name for f in (out / "calpids").iterdir()) == sorted([lost, "cal__synth__T1__s1001__lora__d0.001"])
     assert _picks(out) == _picks(ref) and _picks(out)["synth/T1/lora"][0] == 1.0
     assert len(load_results(out)) == len(load_results(ref)) == 2
+
+
+def test_calibration_store_notes_are_plain_lines(tmp_path, capsys):
+    """#28.7: a repair in DIR/calibration/ printed as a raw Python warning with a source line; now one
+    `note:` line like the test store's."""
+    cfg = _cfg(seeds=[1001], rule="best")
+    cfg.audit.methods = ["ce", "T1"]
+    assert _run(cfg, tmp_path) == 0
+    res = tmp_path / "calibration" / "results.jsonl"
+    res.write_bytes(res.read_bytes() + b"torn")
+    (tmp_path / "calibration.json").unlink()  # so that the stage opens its store again
+    capsys.readouterr()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a StoreNotice escaping as a warning fails the test
+        assert _run(cfg, tmp_path) == 0
+    out = capsys.readouterr()
+    notes = [x for x in out.out.splitlines() if "incomplete last line" in x]
+    assert len(notes) == 1 and notes[0].startswith("note: ") and "warn" not in out.err.lower()
+
+
+def test_aux_calibrate_takes_the_directory_lock(tmp_path):
+    """#28.7: `aux calibrate --out DIR` wrote into a directory whose audit was running."""
+    from jepa_audit.audit.calibration import calibrate_method
+    from jepa_audit.audit.store import Store, StoreLockedError
+
+    with Store(tmp_path), pytest.raises(StoreLockedError, match="in use by another audit runner"):
+        calibrate_method(_cfg(seeds=[1001]), "T1", tmp_path)
+    assert not (tmp_path / "calibration").exists()

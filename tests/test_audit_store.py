@@ -299,3 +299,43 @@ def test_reader_excludes_rows_of_another_config(tmp_path):
     assert "not the grid's" in reasons[4] and reasons[5].startswith("torn last line")
     # load_results (the read-only helper) is exactly as strict: the foreign row is left out there too
     assert [r["cell"] for r in load_results(tmp_path)] == [c.key for c in cells[:3]]
+
+
+# ------------------------------------------------------------------------------- leftovers, half-truths (#28.7)
+
+
+def test_garbage_last_line_is_quarantined_not_deleted(tmp_path):
+    """A last line without a newline that is not a row was deleted, and the note promised a rerun of a cell
+    that had none. Now its bytes go to results.jsonl.corrupt and the note says only what is true."""
+    cells = grid()
+    with Store(tmp_path) as s:
+        for c in cells[:2]:
+            s.commit(c, row_for(c))
+    path = tmp_path / "results.jsonl"
+    good = path.read_bytes()
+    path.write_bytes(good + b"garbage, not a row")
+    with pytest.warns(UserWarning, match=r"moved an incomplete last line .* to results\.jsonl\.corrupt; the cell "
+                      r"it was recording, if any"), Store(tmp_path):  # fmt: skip
+        pass
+    assert path.read_bytes() == good
+    assert (tmp_path / "results.jsonl.corrupt").read_bytes() == b"garbage, not a row\n"
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_on_the_next_start(tmp_path):
+    """`.config.yaml.<pid>.tmp` (and the report's) survived a kill; the next runner removes them, but never
+    the temporary file of a writer that is still running."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        tmp_path.mkdir(exist_ok=True)
+        left = [tmp_path / f".config.yaml.{dead.pid}.tmp", tmp_path / f".report.html.{dead.pid}.tmp"]
+        busy = tmp_path / f".summary.json.{live.pid}.tmp"
+        for f in [*left, busy]:
+            f.write_text("half")
+        with pytest.warns(UserWarning, match=r"removed 2 temporary file\(s\)"), Store(tmp_path):
+            pass
+        assert not any(f.exists() for f in left) and busy.exists()
+    finally:
+        live.kill()
+        live.wait()

@@ -249,7 +249,10 @@ def read_jsonl(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], list[byt
     return good, bad
 
 
-TORN = "torn last line (no newline at its end: a cell interrupted while being recorded); that cell runs again"
+TORN = (
+    "torn last line (no newline at its end: a write cut short); the cell it was recording, if any, has no row "
+    "and runs again"
+)
 
 
 @dataclass
@@ -482,19 +485,21 @@ def lock_holder(out_dir: str | Path) -> str | None:
         os.close(fd)
 
 
-def clean_temporaries(out_dir: str | Path, names: Iterable[str]) -> list[Path]:
-    """Remove ``.<name>.<pid>.tmp`` files of :func:`atomic_write_all` left in ``out_dir`` by a killed writer
-    (its pid no longer running, or not a number). Returns what was removed; a file that cannot be removed is
-    left (it is never read)."""
+def clean_temporaries(out_dir: str | Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the ``.<name>.<pid>.tmp`` files of :func:`atomic_write_all` that a killed writer left in
+    ``out_dir`` (``names``: only those files' temporaries; None: any). A temporary whose pid is still running
+    (a report being written now, or this process's own) is kept. Returns what was removed; a file that cannot
+    be removed is left (it is never read)."""
     removed = []
-    for name in names:
-        for tmp in Path(out_dir).glob(f".{name}.*.tmp"):
-            pid = tmp.name[len(name) + 2 : -4]
-            if pid.isdigit() and pid_alive(int(pid)):
-                continue  # a writer still at work (another report, or this one)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                removed.append(tmp)
+    for tmp in Path(out_dir).glob(".*.*.tmp"):
+        name, _, pid = tmp.name[1:-4].rpartition(".")
+        if not name or (names is not None and name not in names):
+            continue
+        if pid.isdigit() and (int(pid) == os.getpid() or pid_alive(int(pid))):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
     return removed
 
 
@@ -643,6 +648,14 @@ class Store:
             except OSError as e:
                 raise StoreError(f"{self.dir}: cannot create the audit directory ({os_reason(e)})") from None
             self._lock.acquire()
+            gone = clean_temporaries(self.dir)  # .config.yaml.<pid>.tmp and the like, left by a kill
+            if gone:
+                warnings.warn(
+                    f"{self.dir}: removed {len(gone)} temporary file(s) a killed writer left "
+                    f"({', '.join(p.name for p in gone[:3])}{', ...' if len(gone) > 3 else ''})",
+                    StoreNotice,
+                    stacklevel=2,
+                )
         try:
             self._load(repair=lock)
         except BaseException:
@@ -692,6 +705,7 @@ class Store:
                 stacklevel=3,
             )
         elif found.torn:
+            append_line(self.dir / f"{RESULTS}.corrupt", found.torn.raw + b"\n")  # quarantined, never deleted
             try:
                 with open(self.results_path, "r+b") as f:
                     f.truncate(found.complete_bytes)
@@ -701,8 +715,9 @@ class Store:
                 raise StoreError(f"{self.results_path}: cannot cut the torn last line ({os_reason(e)})") from None
         if found.torn:
             warnings.warn(
-                f"{self.results_path}: cut an incomplete last line (a cell interrupted while being recorded); "
-                "that cell will run again",
+                f"{self.results_path}: moved an incomplete last line ({len(found.torn.raw)} bytes without a newline: "
+                f"a write cut short) to {RESULTS}.corrupt; the cell it was recording, if any, has no row and "
+                "runs again",
                 StoreNotice,
                 stacklevel=3,
             )
