@@ -27,7 +27,7 @@ import contextlib
 import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -200,7 +200,7 @@ def carved_splits(cfg: DataCfg, benchmark: str, train: list[Example], test: list
     rest, geometry = carve_geometry(rest, cfg.geometry_size, what=f"the {benchmark} train split less data.val_size")
     if cfg.max_train is not None:
         rest = rest[: cfg.max_train]
-    test = [Example(e.prompt, e.target, i) for i, e in enumerate(test[: cfg.max_test])]
+    test = [replace(e, idx=i) for i, e in enumerate(test[: cfg.max_test])]  # replace: keeps a subclass's fields
     note = (f"{source}; val {len(val)} rows carved from train (seed {VAL_SEED}), geometry pool {len(geometry)} "
             f"rows carved from the rest (seed {GEOMETRY_SEED})")
     return Splits(benchmark=benchmark, source=note, train=rest, val=val, test=test, geometry=geometry)
