@@ -243,24 +243,31 @@ EP_OBJECTIVE = """
 @pytest.fixture
 def installed_dist(tmp_path, monkeypatch):
     """A tiny installed distribution on sys.path (seen by spawned workers and local Ray too) whose entry
-    point ``jepa_audit.objectives`` names a module registering ``ep-center``."""
+    points name a module registering the objective ``ep-center`` and one registering the task
+    ``ep-reverse`` (docs/plugins.md's task under another name)."""
     import importlib
 
     site = tmp_path / "site"
     _write(site, "jepa_audit_ep_demo.py", EP_OBJECTIVE)
+    task = doc_plugins()["reverse.py"].replace('name = "reverse"', 'name = "ep-reverse"')
+    _write(site, "jepa_audit_ep_demo_task.py", task)
     info = site / "jepa_audit_ep_demo-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: jepa-audit-ep-demo\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[jepa_audit.objectives]\nep-center = jepa_audit_ep_demo\n")
+    (info / "entry_points.txt").write_text(
+        "[jepa_audit.objectives]\nep-center = jepa_audit_ep_demo\n\n"
+        "[jepa_audit.tasks]\nep-reverse = jepa_audit_ep_demo_task\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", f"{site}:{__import__('os').environ.get('PYTHONPATH', '')}")
     importlib.invalidate_caches()
     monkeypatch.setattr(plugins, "_ENTRY_POINTS", None)
     yield site
     for p in list(plugins._LOADED):
-        if p.startswith("entry point ep-center"):
+        if p.startswith(("entry point ep-center", "entry point ep-reverse")):
             plugins._forget(p)
     sys.modules.pop("jepa_audit_ep_demo", None)
+    sys.modules.pop("jepa_audit_ep_demo_task", None)
     plugins._ENTRY_POINTS = None
 
 
@@ -401,16 +408,21 @@ def test_plugin_objective_and_task_run_on_a_local_ray_instance(plugin_dir, tmp_p
 
 
 @pytest.mark.slow
-def test_an_installed_entry_point_objective_runs_on_two_workers(installed_dist, plugin_dir, tmp_path):
-    """No --include for the objective: it comes from an installed distribution's entry point, in the
+def test_an_installed_entry_point_objective_and_task_run_on_two_workers(installed_dist, tmp_path):
+    """No --include: the objective and the task come from an installed distribution's entry points, in the
     driver and in each spawned worker."""
     from jepa_audit.audit import run_audit
 
-    cfg = load_config("smoke", None, [*TINY, "audit.methods=[ce, ep-center]", f"cache_dir={tmp_path / 'cache'}"],
-                      includes=[plugin_dir / "reverse.py"])  # fmt: skip
-    source = "entry point ep-center = jepa_audit_ep_demo (jepa-audit-ep-demo)"
-    assert origin_of("ep-center") == source and source in cfg.plugins_loaded
+    cfg = load_config("smoke", None, [*TINY, "data.task=ep-reverse", "audit.methods=[ce, ep-center]",
+                                      f"cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    assert not cfg.plugins
+    obj = "entry point ep-center = jepa_audit_ep_demo (jepa-audit-ep-demo)"
+    task = "entry point ep-reverse = jepa_audit_ep_demo_task (jepa-audit-ep-demo)"
+    assert origin_of("ep-center") == obj and {obj, task} <= set(cfg.plugins_loaded)
     out = tmp_path / "ep"
     assert run_audit(cfg, out, workers=2, stream=io.StringIO(), live=False) == 0
-    mine = next(r for r in _rows(out) if r["method"] == "ep-center")
-    assert source in mine["plugins"] and mine["metrics"]["n_test"] == 40
+    rows = _rows(out)
+    assert {r["task"] for r in rows} == {"ep-reverse"} and all(r["metrics"]["n_test"] == 40 for r in rows)
+    mine = next(r for r in rows if r["method"] == "ep-center")
+    assert set(mine["plugins"]) == {obj, task}
+    assert "ep-center" in (out / "report.md").read_text()

@@ -93,10 +93,10 @@ class AdapterCfg(Strict):
 class DataCfg(Strict):
     """Which task, where its examples come from and how they are split (jepa_audit.tasks)."""
 
-    task: str = Field("nlrx", description="task id from `jepa-audit tasks list` (nlrx, scan, gsm8k, ...)")
+    task: str = Field("nlrx", description="task id from `jepa-audit tasks list` (nlrx, scan, gsm8k, jsonl, a plugin's)")
     source: str = Field(
         "embedded", description="the task's data source: nlrx: embedded (generator) | nl-rx (data.path); "
-        "scan, gsm8k: local (data.path)"
+        "scan, gsm8k, jsonl: local (data.path)"
     )
     path: str | None = Field(None, description="local data directory of the task (NL-RX, SCAN, GSM8K files)")
     split: Literal["llm-jepa", "deep-regex"] = Field(

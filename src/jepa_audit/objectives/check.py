@@ -115,7 +115,7 @@ def check_finite(name: str, params: dict[str, Any]) -> str:
         got = f"{loss.dtype} {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
         raise AssertionError(f"the loss must be a float32 scalar tensor, got {got}")
     if not bool(torch.isfinite(loss)):
-        raise AssertionError(f"the loss is {float(loss)}")
+        raise AssertionError(f"the loss is {float(loss.detach())}")
     if not loss.requires_grad:
         if obj.spec.default_weight == 0.0:
             return "constant loss (a reference with λ = 0)"
