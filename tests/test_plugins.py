@@ -117,6 +117,7 @@ def test_config_plugins_resolve_against_the_config_folder_and_enter_only_their_c
     [
         ("bad_import.py", "import no_such_module_here\n",
          r"failed to import: ModuleNotFoundError: No module named 'no_such_module_here' \(line 1\)"),
+        ("syntax.py", "x = 1\ndef broken(:\n", r"failed to import: SyntaxError: .*\(line 2\)$"),
         ("dup.py", """
             from jepa_audit.objectives import Objective, ObjectiveSpec, register_objective
 
