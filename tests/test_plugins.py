@@ -427,3 +427,25 @@ def test_an_installed_entry_point_objective_and_task_run_on_two_workers(installe
     mine = next(r for r in rows if r["method"] == "ep-center")
     assert set(mine["plugins"]) == {obj, task}
     assert "ep-center" in (out / "report.md").read_text()
+
+
+def test_report_and_the_other_commands_take_include(plugin_dir, tmp_path):
+    """``report DIR --include`` (fake cells of a plugin grid: no training); a broken --include stops report,
+    train, eval, data stats, aux calibrate and bench with the same one line."""
+    from _fake_cells import fast_cell
+    from jepa_audit.audit import run_audit
+
+    cfg = load_config(None, None, ["audit.methods=[ce, my-center]", "audit.seeds=[82, 23, 37]"],
+                      includes=[plugin_dir])  # fmt: skip
+    out = tmp_path / "grid"
+    assert run_audit(cfg, out, workers=1, cell_fn=fast_cell, report=False, stream=io.StringIO(), live=False) == 0
+    r = runner.invoke(app, ["report", str(out), "--include", str(plugin_dir), "--no-item-logit"])
+    assert r.exit_code == 0, r.output
+    assert "my-center" in (out / "report.md").read_text()
+
+    bad = _write(tmp_path / "bad", "bad.py", "raise RuntimeError('boom')\n")
+    for cmd in (["report", str(out)], ["train"], ["eval", str(tmp_path)], ["data", "stats"],
+                ["aux", "calibrate", "T1"], ["bench"], ["aux", "check", "T1"]):  # fmt: skip
+        r = runner.invoke(app, [*cmd, "--include", str(bad)])
+        assert r.exit_code == 2, (cmd, r.output)
+        assert f"plugin {bad}: failed to import: RuntimeError: boom (line 1)" in r.output.replace("\n", ""), cmd
