@@ -196,7 +196,7 @@ def check_training(name: str, params: dict[str, Any], steps: int = 5) -> str:
         ce, ctx = ce_forward(model, batch)
         aux = obj(ctx).loss
         if not (bool(torch.isfinite(ce)) and bool(torch.isfinite(aux))):
-            raise AssertionError(f"step {step}: CE {float(ce)}, aux {float(aux.detach())}")
+            raise AssertionError(f"step {step}: CE {float(ce.detach())}, aux {float(aux.detach())}")
         if weight == 0.0 or not aux.requires_grad:
             ce.backward()
         else:
