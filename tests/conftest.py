@@ -14,53 +14,9 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("JEPA_AUDIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def make_tiny_llama(vocab: int = 97, d: int = 32, layers: int = 3, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-        tie_word_embeddings=True, attn_implementation="sdpa",
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def make_toy_batch(B: int = 6, vocab: int = 97, seed: int = 0) -> Batch:
-    """Rows: [prompt (P tokens, NL content = positions 2..P-2)] [answer (A tokens incl. eot)] [pad].
-
-    Lengths vary per row so padding and per-row indices are exercised.
-    """
-    g = torch.Generator().manual_seed(seed)
-    P = [8 + int(torch.randint(0, 4, (1,), generator=g)) for _ in range(B)]
-    A = [4 + int(torch.randint(0, 4, (1,), generator=g)) for _ in range(B)]
-    T = max(p + a for p, a in zip(P, A, strict=True))
-    Tr = max(A) + 2
-    ids = torch.zeros(B, T, dtype=torch.long)
-    att = torch.zeros(B, T, dtype=torch.long)
-    labels = torch.full((B, T), -100, dtype=torch.long)
-    pmask = torch.zeros(B, T, dtype=torch.bool)
-    rids = torch.zeros(B, Tr, dtype=torch.long)
-    rmask = torch.zeros(B, Tr, dtype=torch.long)
-    nl_last, a0, rlast = [], [], []
-    for b in range(B):
-        p, a = P[b], A[b]
-        row = torch.randint(3, vocab, (p + a,), generator=g)
-        ids[b, : p + a] = row
-        att[b, : p + a] = 1
-        labels[b, p : p + a] = row[p:]
-        pmask[b, 2 : p - 1] = True
-        nl_last.append(p - 2)
-        a0.append(p)
-        rids[b, 0] = 1
-        rids[b, 1 : 1 + a] = row[p:]
-        rmask[b, : 1 + a] = 1
-        rlast.append(a - 1)  # last regex content token (the eot is at index a)
-    return Batch(
-        input_ids=ids, attention_mask=att, labels=labels, answer_mask=labels != -100, prompt_mask=pmask,
-        nl_last=torch.tensor(nl_last), answer_start=torch.tensor(a0), target_ids=rids, target_mask=rmask,
-        target_last=torch.tensor(rlast), item_ids=torch.arange(B),
-    )
+# one home: the objective battery's model and batch (jepa_audit.objectives.check, `jepa-audit aux check`)
+from jepa_audit.objectives.check import tiny_llama as make_tiny_llama  # noqa: E402
+from jepa_audit.objectives.check import toy_batch as make_toy_batch  # noqa: E402
 
 
 @pytest.fixture

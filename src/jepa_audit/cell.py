@@ -275,6 +275,8 @@ def run_cell(
         "data_source": prep.splits.source,
         "predictions_file": str(rel),
         "config_hash": cfg.cell_hash(),
+        # plugins (docs/plugins.md) that registered this cell's method or task: source → sha256 (in the hash)
+        **({"plugins": {src: p["sha256"] for src, p in cfg.cell_plugins().items()}} if cfg.cell_plugins() else {}),
         "deterministic": cfg.train.deterministic,  # deterministic GPU kernels on (jepa_audit/determinism.py)
         "wall_s": time.perf_counter() - t0,
         "status": "done",

@@ -28,6 +28,10 @@ err = Console(stderr=True)
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="smoke | quick | cpu | paper | paper-full-ft | replicate-llm-jepa | scan | gsm8k")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (on top of the preset)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
+IncludeOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--include", "-I", help="plugin .py file or folder of them (objectives, tasks); repeatable"),
+]
 
 
 def _say(msg: str) -> None:
@@ -53,12 +57,29 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, DataError, ModelError, TemplateError, StoreError, KeyError)
 
 
-def _config(preset: str | None, config: Path | None, overrides: list[str] | None, default: str | None = None) -> Any:
+def _config(
+    preset: str | None,
+    config: Path | None,
+    overrides: list[str] | None,
+    default: str | None = None,
+    include: list[Path] | None = None,
+) -> Any:
+    """The resolved config; its plugins (``--include``, ``plugins:``) and entry points are imported first."""
     from jepa_audit.config import ConfigError, load_config
 
     try:
-        return load_config(preset or (None if config else default), config, overrides or [])
+        return load_config(preset or (None if config else default), config, overrides or [], includes=include)
     except ConfigError as e:
+        _fail(str(e))
+
+
+def _plugins(include: list[Path] | None) -> None:
+    """Import the ``--include`` plugins and installed entry points (commands that read no config)."""
+    from jepa_audit.plugins import PluginError, load_plugins
+
+    try:
+        load_plugins(include or [])
+    except PluginError as e:
         _fail(str(e))
 
 
@@ -72,13 +93,14 @@ def audit(
     workers: Annotated[int | None, typer.Option(help="cells run side by side")] = None,
     force: Annotated[bool, typer.Option(help="accept a config change in an existing --out")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the cells and a compute estimate")] = False,
+    include: IncludeOpt = None,
 ) -> None:
     """Run the grid (benchmark × method × seed × mode), then write summary.json and the report. Resumable."""
     from jepa_audit.audit import run_audit
     from jepa_audit.audit.runner import check_workers
     from jepa_audit.cell import preflight
 
-    cfg = _config(preset, config, set_, default="quick")
+    cfg = _config(preset, config, set_, default="quick", include=include)
     out_dir = out or Path("runs") / cfg.preset
     try:
         if workers is not None:
@@ -102,10 +124,12 @@ def report(
             "(secondary; ~2 s per fit on 20,000 rows)"
         ),
     ] = True,
+    include: IncludeOpt = None,
 ) -> None:
     """Recompute summary.json, report.md and report.html from DIR/results.jsonl alone."""
     from jepa_audit.report import ReportError, write_report
 
+    _plugins(include)
     if family not in ("per-benchmark", "all"):
         _fail(f"--family must be per-benchmark or all, got {family!r}")
     try:
@@ -123,8 +147,13 @@ def report(
 
 
 @aux_app.command("list")
-def aux_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """List every registered objective: id, family, core flag, extra forward rows and backward passes, defaults."""
+def aux_list(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    include: IncludeOpt = None,
+) -> None:
+    """List every registered objective: id, family, core flag, extra forward rows and backward passes, defaults;
+    plugin objectives (--include, entry points) with the file they came from."""
+    _plugins(include)
     from jepa_audit.objectives import spec_rows
 
     rows = spec_rows()
@@ -133,6 +162,9 @@ def aux_list(as_json: Annotated[bool, typer.Option("--json", help="machine-reada
         return
     out = Console()
     out.print(aux_table(rows, out.width))
+    for r in rows:
+        if r["origin"] != "built-in":
+            out.print(f"{r['id']}: plugin from {r['origin']}", highlight=False, markup=False, soft_wrap=True)
 
 
 # aux list columns after id and description, most wanted first: narrow terminals drop from the end
@@ -187,13 +219,14 @@ def aux_calibrate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="directory (default runs/calibrate-<ID>)")] = None,
+    include: IncludeOpt = None,
 ) -> None:
     """Choose λ for one objective on the validation slice (never test), exactly as the audit's calibration
     stage does (dose grid, calibration seeds); writes OUT/calibration.json and prints its entries as JSON."""
     from jepa_audit.audit.calibration import CalibrationIncomplete, calibrate_method
     from jepa_audit.objectives import get_objective_class
 
-    cfg = _config(preset, config, set_, default="quick")
+    cfg = _config(preset, config, set_, default="quick", include=include)
     try:
         get_objective_class(method)
         entries = calibrate_method(cfg, method, out or Path("runs") / f"calibrate-{method}", stream=sys.stderr)
@@ -203,6 +236,39 @@ def aux_calibrate(
     except (*_user_errors(), ValueError) as e:
         _fail(str(e).strip("'\""))
     typer.echo(json.dumps(entries, indent=1))
+
+
+@aux_app.command("check")
+def aux_check(
+    method: Annotated[str, typer.Argument(help="objective id, e.g. a plugin's")],
+    include: IncludeOpt = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="objective parameter key=value (beats the spec's default)")
+    ] = None,
+) -> None:
+    """Run the objective battery on one objective before a grid is spent on it: finite fp32 loss whose
+    gradients reach the model, seeded determinism, λ = 0 equals CE exactly, five finite training steps.
+    Exit 0 when every check passes, 1 when one fails."""
+    _plugins(include)
+    from jepa_audit.config import ConfigError, parse_override
+    from jepa_audit.objectives import get_objective_class, origin_of
+    from jepa_audit.objectives.check import run_checks
+
+    try:
+        get_objective_class(method)
+        params = {}
+        for item in param or []:
+            key, value = parse_override(item)
+            params[".".join(key)] = value
+        results = run_checks(method, params)
+    except (KeyError, ValueError, ConfigError) as e:
+        _fail(str(e).strip("'\""))
+    typer.echo(f"{method} ({origin_of(method)})")
+    for r in results:
+        typer.echo(f"  {'PASS' if r.ok else 'FAIL'} {r.name}: {r.detail}")
+    bad = [r.name for r in results if not r.ok]
+    typer.echo(f"{method}: {len(results) - len(bad)}/{len(results)} checks passed" + (f"; failed: {', '.join(bad)}" if bad else ""))
+    raise typer.Exit(1 if bad else 0)
 
 
 @regex_app.command("equiv")
@@ -228,10 +294,12 @@ def bench(
     compile_: Annotated[
         bool, typer.Option("--compile", help="also time a torch.compile'd step (minutes of inductor compile)")
     ] = False,
+    include: IncludeOpt = None,
 ) -> None:
     """Measure step-time ratios, probe/geometry overhead, decoding and DFA throughput in one run."""
     from jepa_audit.bench import run_bench
 
+    _plugins(include)
     result = run_bench(device=device, quiet=as_json, write_docs=write_docs, compile_model=compile_)
     typer.echo(json.dumps(result, indent=1) if as_json else _bench_table(result))
 
@@ -250,11 +318,12 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="where the cell row, predictions and model go")] = Path(
         "runs/train"
     ),
+    include: IncludeOpt = None,
 ) -> None:
     """Fine-tune and evaluate one cell (benchmark, aux.method, seed, adapter.mode from the config)."""
     from jepa_audit.cell import run_cell
 
-    cfg = _config(preset, config, set_, default="smoke")
+    cfg = _config(preset, config, set_, default="smoke", include=include)
     with _progress() as cb:
         try:
             row = run_cell(cfg, out, progress=cb, save_model=out / "model")
@@ -274,11 +343,12 @@ def eval_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write predictions.jsonl here")] = None,
+    include: IncludeOpt = None,
 ) -> None:
     """Evaluate a local model directory on the configured benchmark's test split (the task's metrics)."""
     from jepa_audit.cell import evaluate_dir
 
-    cfg = _config(preset, config, set_, default="smoke")
+    cfg = _config(preset, config, set_, default="smoke", include=include)
     with _progress() as cb:
         try:
             res = evaluate_dir(cfg, model_dir, progress=cb)
@@ -303,13 +373,15 @@ def data_fetch() -> None:
 
 
 @data_app.command("stats")
-def data_stats(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def data_stats(
+    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None, include: IncludeOpt = None
+) -> None:
     """Statistics of the configured benchmarks, as the task computes them (NL-RX: operators, lengths,
-    empty-language share; others: sizes and text lengths)."""
+    empty-language share; jsonl: the rows read per file; others: sizes and text lengths)."""
     from jepa_audit.data import load_benchmark
     from jepa_audit.tasks import get_task
 
-    cfg = _config(preset, config, set_, default="quick")
+    cfg = _config(preset, config, set_, default="quick", include=include)
     task = get_task(cfg.data.task)
     out = {}
     for b in cfg.audit.benchmarks:
@@ -321,8 +393,13 @@ def data_stats(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt 
 
 
 @tasks_app.command("list")
-def tasks_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """List every registered task: name, benchmarks, sources, metrics (primary first), presets."""
+def tasks_list(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    include: IncludeOpt = None,
+) -> None:
+    """List every registered task: name, benchmarks, sources, metrics (primary first), presets, and where a
+    plugin task came from."""
+    _plugins(include)
     from jepa_audit.tasks import task_rows
 
     rows = task_rows()
@@ -334,6 +411,8 @@ def tasks_list(as_json: Annotated[bool, typer.Option("--json", help="machine-rea
         typer.echo(f"{r['name']}: {r['description']}")
         typer.echo(f"  benchmarks: {', '.join(r['benchmarks'])}; sources: {', '.join(r['sources'])}; "
                    f"metrics: {metrics}; presets: {', '.join(r['presets']) or '-'}")
+        if r["origin"] != "built-in":
+            typer.echo(f"  plugin from {r['origin']}")
 
 
 class _progress:

@@ -95,10 +95,10 @@ class AdapterCfg(Strict):
 class DataCfg(Strict):
     """Which task, where its examples come from and how they are split (jepa_audit.tasks)."""
 
-    task: str = Field("nlrx", description="task id from `jepa-audit tasks list` (nlrx, scan, gsm8k, ...)")
+    task: str = Field("nlrx", description="task id from `jepa-audit tasks list` (nlrx, scan, gsm8k, jsonl, a plugin's)")
     source: str = Field(
         "embedded", description="the task's data source: nlrx: embedded (generator) | nl-rx (data.path); "
-        "scan, gsm8k: local (data.path)"
+        "scan, gsm8k, jsonl: local (data.path)"
     )
     path: str | None = Field(None, description="local data directory of the task (NL-RX, SCAN, GSM8K files)")
     split: Literal["llm-jepa", "deep-regex"] = Field(
@@ -114,6 +114,19 @@ class DataCfg(Strict):
     max_train: int | None = Field(None, gt=0, description="use only the first N training rows")
     max_test: int | None = Field(None, gt=0, description="evaluate only the first N test rows")
     system_prompt: str | None = Field(None, description="system turn; None = the task's own (tasks list)")
+    # the jsonl task (tasks/jsonl.py): one's own data from one YAML
+    name: str | None = Field(None, description="jsonl: the benchmark's name (default: jsonl)")
+    train_file: str = Field("train.jsonl", description="jsonl: the training file under data.path")
+    test_file: str = Field("test.jsonl", description="jsonl: the test file under data.path")
+    validation_file: str | None = Field(
+        None, description="jsonl: a validation file under data.path (default: data.val_size rows carved from train)"
+    )
+    prompt_field: str = Field("prompt", description="jsonl: the field of a pair line holding the prompt")
+    target_field: str = Field("target", description="jsonl: the field of a pair line holding the target")
+    match: Literal["exact", "normalised", "numeric"] = Field(
+        "exact", description="jsonl: exact match of stripped strings | normalised (case, spaces, Unicode form) | "
+        "numeric (the last number, by value)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataCfg:
@@ -316,6 +329,14 @@ class Config(Strict):
     tracking: TrackingCfg = Field(default_factory=TrackingCfg)
     audit: AuditCfg = Field(default_factory=AuditCfg)
     calibration: CalibrationCfg = Field(default_factory=CalibrationCfg)
+    plugins: list[str] = Field(
+        default_factory=list, description="plugin .py files or folders (objectives, tasks) imported before the "
+        "registries are read; relative paths resolve against the config file's folder (docs/plugins.md)"
+    )
+    plugins_loaded: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="set when the config is loaded, not by hand: every plugin imported "
+        "(files and entry points) → its sha256 and the ids it registered; enters the hash of the cells it serves"
+    )
 
     @model_validator(mode="after")
     def _calibration_seeds_disjoint(self) -> Config:
@@ -338,7 +359,9 @@ class Config(Strict):
     def cell_hash(self) -> str:
         """Stable hash of what determines a cell's result (not the grid, not where caches live)."""
         # the calibration stage reaches a test cell only through aux.weight (its pick), which is hashed
-        d = self.model_dump(mode="json", exclude={"audit", "calibration", "cache_dir", "preset", "tracking"})
+        d = self.model_dump(
+            mode="json", exclude={"audit", "calibration", "cache_dir", "preset", "tracking", "plugins", "plugins_loaded"}
+        )
         # keys added after results existed leave the hash alone at their defaults (old runs still resume)
         # the system turn is hashed as the text it resolves to (None = the task's own), as before it could be None
         d["data"]["system_prompt"] = self.data.system
@@ -347,7 +370,15 @@ class Config(Strict):
                 d.get(section, {}).pop(key, None)
         if d.get("views") == {"nl": "prefix"}:
             d.pop("views")
+        used = self.cell_plugins()
+        if used:  # a plugin's source is part of the cell: by content, not by where the file lies
+            d["plugins"] = sorted(p["sha256"] for p in used.values())
         return stable_hash(d)
+
+    def cell_plugins(self) -> dict[str, dict[str, Any]]:
+        """The loaded plugins this cell runs: those that registered its ``aux.method`` or its ``data.task``."""
+        return {src: p for src, p in self.plugins_loaded.items()
+                if self.aux.method in p.get("objectives", ()) or self.data.task in p.get("tasks", ())}  # fmt: skip
 
 
 _HASH_NEUTRAL_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
@@ -358,6 +389,13 @@ _HASH_NEUTRAL_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
     ("aux", "dose", None),
     ("aux", "calibrated_dose", None),
     ("data", "task", "nlrx"),
+    ("data", "name", None),
+    ("data", "train_file", "train.jsonl"),
+    ("data", "test_file", "test.jsonl"),
+    ("data", "validation_file", None),
+    ("data", "prompt_field", "prompt"),
+    ("data", "target_field", "target"),
+    ("data", "match", "exact"),
 )
 
 
@@ -458,19 +496,42 @@ def _format_validation(err: ValidationError, source: str) -> str:
     return f"invalid config from {source}: " + "; ".join(parts)
 
 
+def _plugin_paths(data: dict[str, Any], base: Path, source: str) -> list[str]:
+    """``data["plugins"]`` as absolute paths (relative ones resolved against ``base``); ConfigError else."""
+    raw = data.get("plugins", [])
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+        raise ConfigError(f"invalid config from {source}: key 'plugins': expected a list of paths, got {raw!r}")
+    return [str((base / Path(x).expanduser()).resolve()) for x in raw]
+
+
 def load_config(
-    preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    includes: list[str | Path] | None = None,
 ) -> Config:
-    """Resolve a config: defaults ← preset ← file ← ``--set`` overrides. Raises ConfigError."""
+    """Resolve a config: defaults ← preset ← file ← ``--set`` overrides. Raises ConfigError.
+
+    Plugins (``plugins:`` of the file, resolved against its folder; ``includes``, i.e. ``--include``,
+    against the working directory) and installed entry points are imported before validation, so a
+    plugin's task or objective is known to it; ``plugins_loaded`` records what was imported."""
     data: dict[str, Any] = {}
     sources = []
+    plugins: list[str] = []
     if preset:
         p = preset_path(preset)
         data = _merge(data, _read_yaml(p))
         data.setdefault("preset", preset)
         sources.append(str(p))
+        plugins += _plugin_paths(data, p.parent, str(p))
     if file:
-        data = _merge(data, _read_yaml(Path(file)))
+        raw = _read_yaml(Path(file))
+        plugins += _plugin_paths(raw, Path(file).resolve().parent, str(file))
+        data = _merge(data, raw)
         sources.append(str(file))
     for item in overrides or []:
         path, value = parse_override(item)
@@ -482,12 +543,19 @@ def load_config(
             cur = nxt
         cur[path[-1]] = value
         sources.append(f"--set {item}")
+        if path == ["plugins"]:
+            plugins += _plugin_paths({"plugins": value}, Path.cwd(), f"--set {item}")
     bad = _non_finite(data)  # everywhere, aux.params and other free-form mappings included
     if bad is not None:
         raise ConfigError(
             f"invalid config from {' + '.join(sources) or 'defaults'}: key {bad!r} is not a finite number "
             "(inf and nan are refused everywhere in the config)"
         )
+    plugins += [str(Path(x).expanduser().resolve()) for x in includes or []]
+    from jepa_audit.plugins import load_plugins, records  # lazily: plugins import the registries
+
+    data["plugins"] = list(dict.fromkeys(plugins))
+    data["plugins_loaded"] = records(load_plugins(data["plugins"]))
     try:
         return Config.model_validate(data)
     except ValidationError as e:

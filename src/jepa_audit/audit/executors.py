@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,8 @@ class CellJob:
     cell_dir: str
     hash: str
     tensorboard: bool = False
+    # Ray: the plugin files' bytes by their driver path (plugins.bundle), for nodes that do not see them
+    plugin_files: dict[str, bytes] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -276,6 +278,9 @@ def execute_cell(cell_fn: CellFn, job: CellJob, listener: Listener | None = None
     progress = ProgressWriter(job.cell_dir, job.key, job.tensorboard, listener)
     row = None
     try:
+        from jepa_audit.plugins import load_for_cell
+
+        load_for_cell(job.config, job.plugin_files)  # a spawned or Ray worker imports the driver's plugins
         row = cell_fn(job.config, Path(job.cell_dir), progress)
         if not isinstance(row, dict):
             raise TypeError(f"the cell function returned {type(row).__name__}, expected a dict row")
@@ -412,7 +417,7 @@ def _ray_execute(cell_fn: CellFn, job: CellJob) -> Outcome:
     if shared:
         return execute_cell(cell_fn, job)
     with tempfile.TemporaryDirectory(prefix=f"jepa-audit-{job.key}-") as tmp:
-        local = CellJob(job.key, job.config, tmp, job.hash, job.tensorboard)
+        local = CellJob(job.key, job.config, tmp, job.hash, job.tensorboard, job.plugin_files)
         out = execute_cell(cell_fn, local)
         out.files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
         return out
@@ -477,7 +482,10 @@ class RayExecutor:
             # num_gpus/max_calls in the definition, not .options(): only then is a GPU worker single-use
             task = ray.remote(**ray_task_options(gpus, self.cpus_per_cell))(_ray_execute)
             fn_ref = ray.put(cell_fn)
-            queue = list(reversed(jobs))
+            from jepa_audit.plugins import bundle
+
+            # plugin files travel with each task: a node need not see the driver's file system
+            queue = [replace(j, plugin_files=bundle(j.config) if j.config.plugins else None) for j in reversed(jobs)]
             running: dict[Any, tuple[CellJob, float]] = {}
             try:
                 while queue or running:

@@ -387,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int)
     p.add_argument("--force", action="store_true")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--include", action="append", default=[], help="plugin file or folder (docs/plugins.md)")
     a = p.parse_args(argv)
-    cfg = load_config(preset=a.preset, file=a.config, overrides=a.overrides)
+    cfg = load_config(preset=a.preset, file=a.config, overrides=a.overrides, includes=a.include)
     return run_audit(
         cfg, Path(a.out), executor=a.executor, workers=a.workers, force=a.force, dry_run=a.dry_run
     )

@@ -879,8 +879,10 @@ class Store:
         if changed and not force:
             shown = "; ".join(f"{c.key}: recorded {known[c.key]}, now {c.hash}" for c in changed[:5])
             more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+            edited = _edited_plugins(self.read_manifest()["cells"], changed)
             raise GridChangedError(
-                f"the config changed for {len(changed)} cell(s) already recorded in {self.dir}: {shown}{more}. "
+                f"the config changed for {len(changed)} cell(s) already recorded in {self.dir}: {shown}{more}"
+                f"{edited}. "
                 "Use a new --out directory, or --force to discard those cells' results and run them again."
             )
         if changed:
@@ -891,6 +893,9 @@ class Store:
             manifest["name"] = name
         for c in cells:
             manifest["cells"][c.key] = {**c.ident(), "hash": c.hash}
+            used = c.config.cell_plugins()
+            if used:  # the plugins in the cell's hash, by source: what an edit would change
+                manifest["cells"][c.key]["plugins"] = {src: p["sha256"] for src, p in used.items()}
         atomic_write(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
         return changed
 
@@ -904,3 +909,14 @@ class Store:
         atomic_write(self.results_path, b"".join(kept))
         for k in keys:
             self._rows.pop(k, None)
+
+
+def _edited_plugins(recorded: dict[str, Any], changed: list[Cell]) -> str:
+    """``; plugin P edited (sha256 a → b)`` for plugins whose source differs from grid.json's, else ""."""
+    edits: dict[str, tuple[str, str]] = {}
+    for c in changed:
+        was = (recorded.get(c.key) or {}).get("plugins") or {}
+        for src, p in c.config.cell_plugins().items():
+            if src in was and was[src] != p["sha256"]:
+                edits[src] = (was[src], p["sha256"])
+    return "".join(f"; plugin {s} edited (sha256 {a[:12]} → {b[:12]})" for s, (a, b) in edits.items())

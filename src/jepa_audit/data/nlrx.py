@@ -34,7 +34,7 @@ import contextvars
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -310,7 +310,8 @@ def llm_jepa_permutation(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _reindex(rows: list[Example]) -> list[Example]:
-    return [Example(prompt=e.prompt, target=e.target, idx=i) for i, e in enumerate(rows)]
+    # replace, not Example(...): a task's Example subclass (tasks/jsonl.py) keeps its extra fields
+    return [replace(e, idx=i) for i, e in enumerate(rows)]
 
 
 def carve_val(

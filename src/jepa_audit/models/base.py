@@ -45,7 +45,7 @@ def _corpus(cfg: Config) -> tuple[list, list[str]]:
     texts = [cfg.data.system] * 5000  # weight it so BPE merges the fixed system prompt into few tokens
     for ex in pool:
         texts += [ex.prompt, ex.target]
-    for b in get_task(cfg.data.task).benchmarks:
+    for b in get_task(cfg.data.task).benchmark_names(cfg.data):
         for ex in load_benchmark(cfg.data, b).train:
             texts += [ex.prompt, ex.target]
     return pool, texts

@@ -15,6 +15,8 @@ from jepa_audit.objectives.base import (
     build_objective,
     freeze,
     get_objective_class,
+    origin_of,
+    register_objective,
     registry,
     spec_rows,
 )
@@ -33,6 +35,8 @@ __all__ = [
     "ObjectiveSpec",
     "build_objective",
     "get_objective_class",
+    "origin_of",
+    "register_objective",
     "registry",
     "spec_rows",
 ]

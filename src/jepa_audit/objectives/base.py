@@ -16,8 +16,9 @@ an auxiliary leaves the CE run's data order, init and dropout untouched.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal
@@ -208,19 +209,79 @@ class Objective(nn.Module):
 
 _REGISTRY: dict[str, type[Objective]] = {}
 _FROZEN = False
+_ORIGIN: dict[str, str] = {}  # id → where it was registered from (a plugin file, an entry point); built-ins absent
+_LOADING: str | None = None  # the plugin being imported now (set by :func:`open_for_plugin`)
+GRAD_MODES: tuple[str, ...] = ("add", "cone", "gate", "gradvac")
+
+
+def check_spec(cls: type) -> ObjectiveSpec:
+    """``cls.spec`` when it is a valid :class:`ObjectiveSpec`, else ValueError/TypeError naming what is wrong."""
+    spec = getattr(cls, "spec", None)
+    if not isinstance(spec, ObjectiveSpec):
+        raise TypeError(f"objective class {cls.__name__} has no `spec = ObjectiveSpec(...)` class attribute")
+    if not isinstance(cls, type) or not issubclass(cls, Objective):
+        raise TypeError(f"objective {spec.id!r}: {cls.__name__} must subclass jepa_audit.objectives.Objective")
+    if not isinstance(spec.id, str) or not spec.id.strip() or spec.id != spec.id.strip():
+        raise ValueError(f"objective spec id {spec.id!r}: expected a non-empty string without outer spaces")
+    if spec.family not in FAMILIES:
+        raise ValueError(f"objective {spec.id}: unknown family {spec.family!r}; expected one of {FAMILIES}")
+    if spec.grad_mode not in GRAD_MODES:
+        raise ValueError(f"objective {spec.id}: unknown grad_mode {spec.grad_mode!r}; expected one of {GRAD_MODES}")
+    if not isinstance(spec.params, dict):
+        raise ValueError(f"objective {spec.id}: params must be a dict of default hyper-parameters")
+    w = spec.default_weight
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+        raise ValueError(f"objective {spec.id}: default_weight must be a number ≥ 0, got {w!r}")
+    if isinstance(spec.extra_forward, bool) or not isinstance(spec.extra_forward, int) or spec.extra_forward < 0:
+        raise ValueError(f"objective {spec.id}: extra_forward must be an integer ≥ 0, got {spec.extra_forward!r}")
+    tg = spec.target_geometry
+    if not isinstance(tg, tuple) or not all(isinstance(t, str) and t for t in tg):
+        raise ValueError(f"objective {spec.id}: target_geometry must be a tuple of geometry keys, got {tg!r}")
+    return spec
 
 
 def register_objective(cls: type[Objective]) -> type[Objective]:
-    """Class decorator: add ``cls`` under ``cls.spec.id``.  Duplicate ids and unknown families raise."""
+    """Class decorator: add ``cls`` under ``cls.spec.id``.  Duplicate ids and invalid specs raise.
+
+    Outside the package, objectives register while :func:`jepa_audit.plugins.load_plugins` imports their file
+    (``--include``, ``plugins:``, entry points): the registry is frozen otherwise."""
+    spec = check_spec(cls)
     if _FROZEN:
-        raise RuntimeError(f"registry is frozen; cannot register {cls.spec.id}")
-    spec = cls.spec
+        raise RuntimeError(
+            f"registry is frozen; cannot register {spec.id} (load a plugin with --include or `plugins:` instead)"
+        )
     if spec.id in _REGISTRY:
-        raise KeyError(f"objective id {spec.id!r} registered twice")
-    if spec.family not in FAMILIES:
-        raise ValueError(f"objective {spec.id}: unknown family {spec.family!r}; expected one of {FAMILIES}")
+        where = _ORIGIN.get(spec.id, "the built-in registry")
+        raise KeyError(f"objective id {spec.id!r} registered twice (it is already in {where})")
     _REGISTRY[spec.id] = cls
+    if _LOADING is not None:
+        _ORIGIN[spec.id] = _LOADING
     return cls
+
+
+@contextlib.contextmanager
+def open_for_plugin(origin: str) -> Iterator[None]:
+    """Open the frozen registry while one plugin (``origin``: its file or entry point) is imported, so its
+    ``@register_objective`` classes register and remember where they came from; frozen again after."""
+    global _FROZEN, _LOADING
+    was, _FROZEN, _LOADING = _FROZEN, False, origin
+    try:
+        yield
+    finally:
+        _FROZEN, _LOADING = was, None
+
+
+def unregister(ids: Iterable[str]) -> None:
+    """Drop plugin objectives (a plugin file re-imported after an edit registers its classes anew)."""
+    for i in ids:
+        if i in _ORIGIN:
+            _REGISTRY.pop(i, None)
+            _ORIGIN.pop(i, None)
+
+
+def origin_of(name: str) -> str:
+    """Where objective ``name`` was registered from: ``built-in``, a plugin file or an entry point."""
+    return _ORIGIN.get(name, "built-in")
 
 
 def freeze() -> None:
@@ -265,6 +326,7 @@ def spec_rows() -> list[dict[str, Any]]:
             "grad_mode": s.grad_mode,
             "source": s.source,
             "target_geometry": list(s.target_geometry),
+            "origin": origin_of(s.id),
         }
         for s in (c.spec for c in _REGISTRY.values())
     ]

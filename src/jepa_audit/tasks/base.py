@@ -23,10 +23,11 @@ what text goes in each when it builds its examples, and :meth:`Task.messages` re
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -113,6 +114,11 @@ class Task(ABC):
             raise DataError(f"data.task={self.name} needs data.path: a local copy of its data (nothing is downloaded)")
         return Path(cfg.path)
 
+    def benchmark_names(self, cfg: DataCfg) -> tuple[str, ...]:
+        """The benchmarks this task offers under ``cfg`` (default: :attr:`benchmarks`; the ``jsonl`` task
+        names its one benchmark after ``data.name``)."""
+        return self.benchmarks
+
     def check_benchmark(self, benchmark: str) -> None:
         if benchmark not in self.benchmarks:
             raise DataError(
@@ -179,6 +185,7 @@ class Task(ABC):
             "sources": list(cls.sources), "system_prompt": cls.system_prompt,
             "metrics": [m.as_dict() for m in cls.metrics], "presets": list(cls.presets),
             "pretraining_pool": cls.pretraining_pool is not Task.pretraining_pool,
+            "origin": _ORIGIN.get(cls.name, "built-in"),
         }  # fmt: skip
 
 
@@ -193,7 +200,7 @@ def carved_splits(cfg: DataCfg, benchmark: str, train: list[Example], test: list
     rest, geometry = carve_geometry(rest, cfg.geometry_size, what=f"the {benchmark} train split less data.val_size")
     if cfg.max_train is not None:
         rest = rest[: cfg.max_train]
-    test = [Example(e.prompt, e.target, i) for i, e in enumerate(test[: cfg.max_test])]
+    test = [replace(e, idx=i) for i, e in enumerate(test[: cfg.max_test])]  # replace: keeps a subclass's fields
     note = (f"{source}; val {len(val)} rows carved from train (seed {VAL_SEED}), geometry pool {len(geometry)} "
             f"rows carved from the rest (seed {GEOMETRY_SEED})")
     return Splits(benchmark=benchmark, source=note, train=rest, val=val, test=test, geometry=geometry)
@@ -210,18 +217,60 @@ def _summary(xs: Sequence[float]) -> dict[str, float] | None:
 
 _REGISTRY: dict[str, type[Task]] = {}
 _INSTANCES: dict[str, Task] = {}
+_ORIGIN: dict[str, str] = {}  # name → the plugin file or entry point it came from; built-ins absent
+_LOADING: str | None = None  # the plugin being imported now (:func:`open_for_plugin`)
 
 
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: add ``cls`` under ``cls.name`` (re-registering a name replaces it)."""
+def check_task_class(cls: type) -> None:
+    """TypeError naming what a task class lacks: the class attributes, a Task subclass, metric specs."""
+    if not isinstance(cls, type) or not issubclass(cls, Task):
+        raise TypeError(f"{getattr(cls, '__name__', cls)!r} must subclass jepa_audit.tasks.Task")
     for attr in ("name", "description", "benchmarks", "system_prompt", "metrics"):
         if not hasattr(cls, attr):
             raise TypeError(f"task class {cls.__name__} has no {attr!r}")
+    if not isinstance(cls.name, str) or not cls.name.strip():
+        raise TypeError(f"task class {cls.__name__}: name must be a non-empty string, got {cls.name!r}")
     if not cls.metrics:
         raise TypeError(f"task {cls.name}: metrics must name at least one MetricSpec (the primary first)")
+    if not all(isinstance(m, MetricSpec) for m in cls.metrics):
+        raise TypeError(f"task {cls.name}: metrics must be a tuple of MetricSpec (the primary first)")
+    b = cls.benchmarks
+    if not isinstance(b, tuple) or not b or not all(isinstance(x, str) and x for x in b):
+        raise TypeError(f"task {cls.name}: benchmarks must be a non-empty tuple of names, got {b!r}")
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: add ``cls`` under ``cls.name``.  In a module, re-registering a name replaces it; while
+    a plugin is imported (:func:`open_for_plugin`) a name that is already taken raises KeyError."""
+    check_task_class(cls)
+    if _LOADING is not None:
+        if cls.name in _REGISTRY:
+            where = _ORIGIN.get(cls.name, "the built-in tasks")
+            raise KeyError(f"task {cls.name!r} registered twice (it is already in {where})")
+        _ORIGIN[cls.name] = _LOADING
     _REGISTRY[cls.name] = cls
     _INSTANCES.pop(cls.name, None)
     return cls
+
+
+@contextlib.contextmanager
+def open_for_plugin(origin: str) -> Iterator[None]:
+    """Mark ``origin`` (a plugin file or entry point) as the source of the tasks registered meanwhile."""
+    global _LOADING
+    _LOADING = origin
+    try:
+        yield
+    finally:
+        _LOADING = None
+
+
+def unregister(names: Iterable[str]) -> None:
+    """Drop plugin tasks (a plugin file re-imported after an edit registers its classes anew)."""
+    for n in names:
+        if n in _ORIGIN:
+            _REGISTRY.pop(n, None)
+            _INSTANCES.pop(n, None)
+            _ORIGIN.pop(n, None)
 
 
 def get_task(name: str) -> Task:
