@@ -214,3 +214,24 @@ def test_report_during_a_running_audit_says_in_progress(tmp_path):
     summary = write_report(tmp_path, **OPTIONS)  # the runner is gone: the same rows are an incomplete grid
     assert summary["progress"]["in_progress"] is None
     assert summary["warnings"][0].startswith("Incomplete: 2 of 6 declared cells have no row")
+
+
+def test_a_report_peeking_at_the_lock_never_blocks_a_starting_runner(tmp_path):
+    """`report` checks for a running audit with a shared flock held for microseconds; a runner that starts at
+    that moment waits it out instead of refusing the directory."""
+    import fcntl
+
+    from jepa_audit.audit.store import lock_holder
+
+    _audit_dir(tmp_path)
+    fd = os.open(tmp_path / ".lock", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a report in the middle of its peek
+        import threading
+
+        threading.Timer(0.05, lambda: fcntl.flock(fd, fcntl.LOCK_UN)).start()
+        with Store(tmp_path) as s:
+            assert len(s.rows()) == 6
+            assert lock_holder(tmp_path) is None  # its own lock does not count as another audit
+    finally:
+        os.close(fd)

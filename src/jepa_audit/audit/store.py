@@ -561,7 +561,14 @@ class DirLock:
             raise StoreError(f"{self.path}: cannot open the directory lock ({os_reason(e)})") from None
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                for wait in (0.02, 0.05, 0.1, 0.2, None):  # `report` peeks with a shared flock for microseconds
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if wait is None:
+                            raise
+                        time.sleep(wait)
             except BlockingIOError:
                 pid, other = self._parse(self.path.read_text(errors="replace"))
                 raise StoreLockedError(
