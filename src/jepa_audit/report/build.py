@@ -48,6 +48,7 @@ RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
+CALIBRATION = "calibration.json"  # the λ calibration stage's picks and curves (audit/calibration.py)
 GRID = "grid.json"  # the runner's manifest: every cell the grid defined in this directory
 _TEMPLATES = Path(__file__).parent / "templates"
 _MAX_SCATTER_PANELS = 12
@@ -129,6 +130,21 @@ def load_declared(out_dir: Path) -> list[dict[str, Any]] | None:
             raise ReportError(f"{path}: cell {key!r} lacks a benchmark and method (expected strings)")
         out.append({k: cell.get(k) for k in ("benchmark", "method", "seed", "mode")})
     return out
+
+
+def load_calibration(out_dir: Path) -> dict[str, Any] | None:
+    """``DIR/calibration.json`` (the λ calibration stage's picks and dose-response curves), or None without one.
+    Raises :class:`ReportError` naming the file when it exists but is not a JSON object with ``pairs``."""
+    path = Path(out_dir) / CALIBRATION
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read the calibration file ({exc}); restore it or delete it") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("pairs"), dict):
+        raise ReportError(f"{path}: expected an object with a 'pairs' mapping (the calibration stage's output)")
+    return doc
 
 
 def predictions_loader(out_dir: Path) -> Callable[[str], list[dict[str, Any]] | None]:
@@ -667,6 +683,7 @@ def write_report(
     rows, excluded = read_rows(out_dir / RESULTS)
     load = predictions_loader(out_dir)
     summary_options.setdefault("declared", load_declared(out_dir))
+    summary_options.setdefault("calibration", load_calibration(out_dir))
     summary = build_summary(rows, alpha=alpha, family=family, predictions_loader=load, **summary_options)
     summary["excluded_rows"] = excluded  # lines of results.jsonl not trusted, with the reason
     summary["warnings"] = _excluded_warnings(out_dir / RESULTS, excluded) + list(summary["warnings"])

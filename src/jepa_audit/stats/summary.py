@@ -25,6 +25,7 @@ from jepa_audit.results import ResultsRow
 from jepa_audit.tasks.base import LEGACY_METRICS, MetricSpec
 
 from .coupling import group_means, spearman
+from .curves import calibration_section
 from .items import (
     conditional_logit,
     hierarchical_bootstrap,
@@ -872,6 +873,7 @@ def build_summary(
     seed: int = 0,
     bootstrap_reps: int = 2_000,
     conditional_logit_metrics: Sequence[str] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary.json structure of DESIGN.md, plus the secondary analyses.
 
@@ -881,6 +883,8 @@ def build_summary(
     (or None); without it the per-item section is empty. ``declared``: the cells the grid defines (mappings
     with ``benchmark``, ``method``, ``mode``, e.g. grid.json's entries); every comparison they imply is in
     its family's m even without data (default: only the comparisons the rows have).
+    ``calibration``: the parsed calibration.json of the audit's λ calibration stage (None: none ran), whose
+    per-pair dose-response curves go into ``calibration`` (:func:`stats.curves.calibration_section`).
     ``conditional_logit_metrics``: the metrics
     whose items get the conditional logit (None: the primary metric; ``()``: none; ~2 s per fit on 20,000 rows).
     The metrics compared are those the rows declare (``metric_specs``; NL-RX's for older rows). ``seed`` fixes
@@ -978,6 +982,7 @@ def build_summary(
             "declared_from_grid": declared is not None,
         },
     }
+    summary["calibration"] = calibration_section(calibration, rows)
     changed = _answers_changed(idx, load) if load is not None else None
     summary.update(_manipulation_section(idx, comparisons, alpha, grid, changed))
     return json_safe(summary)
