@@ -286,7 +286,7 @@ def run_audit(
             cfg, cells, out_dir, kind=kind, workers=n_workers, fn=calibration_fn, stream=stream, live=live
         )
         by_key = {c.key: c for c in cells}
-        changed = store.check_grid(cells, force=force, name=cfg.audit.name)
+        changed = store.check_grid(cells, force=force, name=cfg.audit.name, stats=cfg.stats.model_dump())
         if changed:
             _say(
                 stream,

@@ -132,6 +132,34 @@ def load_declared(out_dir: Path) -> list[dict[str, Any]] | None:
     return out
 
 
+_STATS_DEFAULTS = {"sesoi_pp": 2.0, "min_shift_sd": 0.5}  # config.StatsCfg's defaults (no config import here)
+
+
+def load_declared_stats(out_dir: Path) -> dict[str, float]:
+    """The decision settings the run declared before testing (``grid.json``'s ``stats``: ``sesoi_pp``,
+    ``min_shift_sd``), or {} when grid.json is absent or predates them. Raises :class:`ReportError` naming the
+    file when a value is not a non-negative number."""
+    path = Path(out_dir) / GRID
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read the grid manifest ({exc}); restore it or delete it") from exc
+    stats = manifest.get("stats") if isinstance(manifest, dict) else None
+    if not isinstance(stats, dict):
+        return {}
+    out = {}
+    for key in _STATS_DEFAULTS:
+        v = stats.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise ReportError(f"{path}: stats.{key} = {v!r}; expected a number ≥ 0")
+        out[key] = float(v)
+    return out
+
+
 def load_calibration(out_dir: Path) -> dict[str, Any] | None:
     """``DIR/calibration.json`` (the λ calibration stage's picks and dose-response curves), or None without one.
     Raises :class:`ReportError` naming the file when it exists but is not a JSON object with ``pairs``."""
@@ -255,6 +283,28 @@ class ReportData:
     logit_label: str = ""
     headline: str = ""  # stats.manipulation.headline: the result in words, before any table
     aux_verdicts: list[dict[str, str]] = field(default_factory=list)  # stats.manipulation.verdict_table
+    aux_columns: list[dict[str, Any]] = field(default_factory=lambda: list(VERDICT_COLUMNS))  # both templates
+    sesoi: str = "2"  # Δ, pp, as the verdicts used it
+    min_shift_sd: str = "0.5"
+    calibration_note: str = ""  # when the calibration runs' budget differs from the test cells'
+
+
+#: The verdict table's columns, in order: the key of a stats.manipulation.verdict_table row and its header.
+#: One specification for report.md and report.html (the templates loop over it).
+VERDICT_COLUMNS: tuple[dict[str, Any], ...] = (
+    {"key": "benchmark", "header": "benchmark", "num": False},
+    {"key": "mode", "header": "mode", "num": False},
+    {"key": "method", "header": "auxiliary", "num": False},
+    {"key": "weight", "header": "λ chosen", "num": False},
+    {"key": "dose", "header": "dose", "num": True},
+    {"key": "target", "header": "target key Δ [CI at decision level]", "num": False},
+    {"key": "em", "header": "EM Δ pp [CI at decision level]", "num": False},
+    {"key": "upper", "header": "gain ruled out above (pp)", "num": False},
+    {"key": "representation", "header": "representation", "num": False},
+    {"key": "reward", "header": "reward", "num": False},
+    {"key": "verdict", "header": "verdict", "num": False},
+    {"key": "power", "header": "MDE vs Δ; seeds needed", "num": False},
+)
 
 
 def _hits(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -559,9 +609,20 @@ def _report_data(
     alpha = summary["alpha"]
     primary = (summary.get("metrics") or [{"name": "exact_match"}])[0]["name"]  # the verdicts' metric
     power = [p for p in summary.get("power", []) if p["metric"] == primary]
+    sesoi = summary.get("sesoi_pp", 2.0)
+    declared = summary.get("sesoi_declared_pp")
+    sesoi_note = (
+        f"Δ = {sesoi:g} pp was set for this report (report --sesoi); the run declared Δ = {declared:g} pp before "
+        "testing (grid.json), so the no-gain-shown decisions here are not the pre-declared ones."
+        if summary.get("sesoi_overridden") else None
+    )  # fmt: skip
     return ReportData(
-        headline=headline(summary["verdicts"], alpha, power),
+        headline=headline(summary["verdicts"], alpha, power, sesoi_note=sesoi_note,
+                          fwer_text=(summary.get("family_fwer_all") or {}).get("text")),
         aux_verdicts=verdict_table(summary["verdicts"], power),
+        sesoi=f"{sesoi:g}",
+        min_shift_sd=f"{summary.get('min_shift_sd', 0.5):g}",
+        calibration_note=(summary.get("calibration") or {}).get("steps_note") or "",
         title="jepa-audit report",
         counts={
             "task": str(summary.get("task", "nlrx")),
@@ -667,7 +728,9 @@ def write_report(
     when the runner wrote one; without it, from the rows alone.
 
     ``alpha`` and ``family`` are passed to :func:`jepa_audit.stats.summary.build_summary`, as are any
-    ``summary_options`` (e.g. ``bootstrap_reps``, ``conditional_logit_metrics``). Returns the summary dict.
+    ``summary_options`` (e.g. ``bootstrap_reps``, ``conditional_logit_metrics``, ``sesoi_pp``: Δ in pp, None =
+    the value grid.json declared, else 2.0; a value that differs from the declared one is flagged in the
+    report). Returns the summary dict.
     Rows are read through the runner's validation (:func:`read_rows`); lines it does not trust are left out
     and listed in ``summary["excluded_rows"]`` (``{"line", "cell", "reason"}``) and in the warnings. The
     three files are written to temporary names and renamed together at the end. Raises
@@ -676,6 +739,9 @@ def write_report(
     anything is read).
     """
     out_dir = Path(out_dir)
+    sesoi = summary_options.get("sesoi_pp")
+    if sesoi is not None and (isinstance(sesoi, bool) or not isinstance(sesoi, int | float) or not sesoi > 0):
+        raise ReportError(f"--sesoi must be a positive number of percentage points, got {sesoi!r}")
     if family not in FAMILIES:
         raise ReportError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if not (isinstance(alpha, int | float) and 0.0 < alpha < 1.0):
@@ -684,6 +750,11 @@ def write_report(
     load = predictions_loader(out_dir)
     summary_options.setdefault("declared", load_declared(out_dir))
     summary_options.setdefault("calibration", load_calibration(out_dir))
+    declared_stats = load_declared_stats(out_dir)
+    for key in ("sesoi_pp", "min_shift_sd"):
+        if summary_options.get(key) is None:
+            summary_options[key] = declared_stats.get(key, _STATS_DEFAULTS[key])
+    summary_options.setdefault("sesoi_declared", declared_stats.get("sesoi_pp"))
     summary = build_summary(rows, alpha=alpha, family=family, predictions_loader=load, **summary_options)
     summary["excluded_rows"] = excluded  # lines of results.jsonl not trusted, with the reason
     summary["warnings"] = _excluded_warnings(out_dir / RESULTS, excluded) + list(summary["warnings"])
