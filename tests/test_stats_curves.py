@@ -59,7 +59,36 @@ def test_report_reads_calibration_json_into_summary(tmp_path):
     (tmp_path / "calibration.json").write_text(json.dumps(_doc(20)))
     summary = write_report(tmp_path, 0.10)
     assert summary["calibration"]["steps_differ"] and len(summary["calibration"]["pairs"]) == 2
+    md, html = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    assert "## Dose-response: the verdict read against the λ calibration curve" in md
+    assert "**synth · lora · T1**: validation EM is best at dose 0.001" in md and "(picked the smallest dose)" in md
+    assert "Calibration budget: the calibration runs trained 20 steps, the test cells 60" in md
+    assert html.count("dose-response on validation") >= 1
     assert build_summary(rows, conditional_logit_metrics=())["calibration"]["pairs"] == []
     (tmp_path / "calibration.json").write_text("[1, 2]")
     with pytest.raises(ReportError, match="calibration.json: expected an object with a 'pairs' mapping"):
         write_report(tmp_path, 0.10)
+
+
+def test_verdict_read_against_the_curve_and_drawn():
+    """read_curves sizes each dose's target shift in the test grid's pooled seed SDs and says, in one
+    sentence, where EM is best, where the target moves most (and whether as intended), and the verdict at the
+    pick; the report draws the curves (one PNG per benchmark and mode, byte-identical on a rerun)."""
+    from jepa_audit.report import plots
+    from jepa_audit.stats.curves import read_curves
+
+    sec = calibration_section(_doc(20))
+    man = [{"benchmark": "synth", "mode": "lora", "method": "T1", "key": "curvature_answer_L2",
+            "seed_sd_pooled": 2.0, "direction": "decrease"}]  # fmt: skip
+    ver = [{"benchmark": "synth", "mode": "lora", "method": "T1", "verdict": "representation_and_harm"}]
+    read_curves(sec, man, ver)
+    t1 = sec["pairs"][0]
+    assert [p["target_shift_sd"]["curvature_answer_L2"] for p in t1["curve"]] == pytest.approx([0.0, -5.0])
+    assert t1["reading"] == (
+        "validation EM is best at dose 0.001 (30.0 %); curvature_answer_L2 moves most at dose 1 (-5 seed SD from "
+        "the smallest dose as intended), where validation EM is -5.0 pp from the best; at the pick the test grid "
+        "says representation and harm."
+    )
+    assert "logged no target geometry" in sec["pairs"][1]["reading"]
+    png = plots.dose_response_plot(sec["pairs"], "synth · lora")
+    assert png.startswith(b"\x89PNG") and png == plots.dose_response_plot(sec["pairs"], "synth · lora")

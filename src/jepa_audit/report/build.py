@@ -287,6 +287,7 @@ class ReportData:
     sesoi: str = "2"  # Δ, pp, as the verdicts used it
     min_shift_sd: str = "0.5"
     calibration_note: str = ""  # when the calibration runs' budget differs from the test cells'
+    dose_readings: list[dict[str, str]] = field(default_factory=list)  # per pair: the verdict read against its curve
 
 
 #: The verdict table's columns, in order: the key of a stats.manipulation.verdict_table row and its header.
@@ -516,7 +517,7 @@ def _examples(
 
 
 def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Figure]]:
-    figs: dict[str, list[Figure]] = {"forest": [], "ladder": [], "coupling": [], "grad": []}
+    figs: dict[str, list[Figure]] = {"forest": [], "ladder": [], "coupling": [], "grad": [], "dose": []}
     comps = summary["comparisons"]
     alpha = summary["alpha"]
     for v in summary["metric_verdicts"]:
@@ -583,6 +584,21 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
                     _data_uri(plots.coupling_scatter(chosen, families, title)),
                 )
             )
+    curves: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for pair in (summary.get("calibration") or {}).get("pairs", []):
+        curves[(pair["benchmark"], pair["mode"])].append(pair)
+    for (bench, mode), pairs in sorted(curves.items()):
+        title = f"{bench} · {mode}: dose-response on validation (λ calibration)"
+        figs["dose"].append(
+            Figure(
+                "dose",
+                title,
+                "Per auxiliary: validation EM (blue, ±1 SE; ring: the validation-best dose) and its target keys' shift "
+                "from the smallest dose in pooled seed SDs of the test grid (red, right axis; raw values when no SD "
+                "is known) against the dose; dashed line: the picked dose, where the test cells ran.",
+                _data_uri(plots.dose_response_plot(sorted(pairs, key=lambda p: p["method"]), title)),
+            )
+        )
     by_key: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for r in summary["grad_cosine"]:
         by_key[(r["benchmark"], r["mode"])].append(r)
@@ -623,6 +639,14 @@ def _report_data(
         sesoi=f"{sesoi:g}",
         min_shift_sd=f"{summary.get('min_shift_sd', 0.5):g}",
         calibration_note=(summary.get("calibration") or {}).get("steps_note") or "",
+        dose_readings=[
+            {"pair": f"{p['benchmark']} · {p['mode']} · {p['method']}", "reading": p.get("reading") or "—",
+             "flags": ", ".join(f for f, on in (("picked the smallest dose", p.get("picked_smallest")),
+                                               ("picked the largest dose", p.get("picked_largest")),
+                                               ("pick is not the validation-best dose", p.get("picked_is_best") is False))
+                                if on)}  # fmt: skip
+            for p in (summary.get("calibration") or {}).get("pairs", [])
+        ],
         title="jepa-audit report",
         counts={
             "task": str(summary.get("task", "nlrx")),

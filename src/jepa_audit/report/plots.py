@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-__all__ = ["forest_plot", "p_ladder", "coupling_scatter", "grad_cosine_plot", "family_colors"]
+__all__ = ["forest_plot", "p_ladder", "coupling_scatter", "grad_cosine_plot", "dose_response_plot", "family_colors"]
 
 _RC = {
     "text.parse_math": False,
@@ -216,4 +216,58 @@ def grad_cosine_plot(rows: Sequence[Mapping[str, Any]], title: str) -> bytes:
         ax2.set_xlim(0.0, 1.0)
         fig.suptitle(_label(title, 90), fontsize=10)
         fig.tight_layout()
+        return _png(fig)
+
+
+def dose_response_plot(pairs: Sequence[Mapping[str, Any]], title: str, columns: int = 4) -> bytes:
+    """The λ calibration's dose-response curves of one (benchmark, mode), one panel per auxiliary: validation
+    EM (pp, with ±1 SE bars; left axis, blue) and each target key's shift from the smallest dose in pooled
+    seed SDs of the test grid (right axis, red; the raw value when no SD is known) against the dose (log
+    axis). The picked dose is marked by a vertical line, the validation-best dose by a hollow ring.
+
+    ``pairs``: summary.json ``calibration.pairs`` entries (``method``, ``picked_dose``, ``best_dose``,
+    ``curve``: per dose ``dose``, ``val_pp``, ``se_pp``, ``target``, ``target_shift_sd``).
+    """
+    columns = max(1, min(columns, len(pairs)))
+    rows = max(1, math.ceil(len(pairs) / columns))
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 2.4 * rows), squeeze=False)
+        for ax, pair in zip(axes.ravel(), pairs, strict=False):
+            curve = [p for p in pair["curve"] if p.get("dose")]
+            x = np.array([p["dose"] for p in curve], dtype=float)
+            y = np.array([np.nan if p.get("val_pp") is None else p["val_pp"] for p in curve], dtype=float)
+            se = np.array([0.0 if p.get("se_pp") is None else p["se_pp"] for p in curve], dtype=float)
+            ax.errorbar(x, y, yerr=se, color=_PALETTE[0], marker="o", ms=4, lw=1.2, capsize=2)
+            best = [i for i, p in enumerate(curve) if p["dose"] == pair.get("best_dose")]
+            if best and np.isfinite(y[best[0]]):
+                ax.plot(x[best[0]], y[best[0]], "o", ms=10, mfc="none", mec=_PALETTE[0])
+            if pair.get("picked_dose") is not None:
+                ax.axvline(pair["picked_dose"], color=_NEUTRAL, lw=0.9, ls="--")
+            ax.set_xscale("log")
+            ax.set_xticks(x)  # the grid's doses, written plainly (math text is off)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(labelsize=7)
+            ax.set_title(_label(pair["method"], 30), fontsize=8)
+            keys = sorted({k for p in curve for k in (p.get("target") or {})})
+            if keys:
+                tw = ax.twinx()
+                for j, key in enumerate(keys):
+                    shift = [(p.get("target_shift_sd") or {}).get(key) for p in curve]
+                    sized = any(v is not None for v in shift)
+                    vals = shift if sized else [(p.get("target") or {}).get(key) for p in curve]
+                    v = np.array([np.nan if a is None else a for a in vals], dtype=float)
+                    tw.plot(x, v, color=_PALETTE[1 + j % (len(_PALETTE) - 1)], marker="s", ms=3, lw=1.0,
+                            label=_label(key + ("" if sized else " (raw)"), 28))  # fmt: skip
+                tw.axhline(0.0, color=_PALETTE[1], lw=0.5, ls=":")
+                tw.tick_params(labelsize=7, colors=_PALETTE[1])
+                tw.legend(fontsize=6, loc="best", frameon=False)
+        for ax in axes.ravel()[len(pairs) :]:
+            ax.set_axis_off()
+        for ax in axes[:, 0]:
+            ax.set_ylabel("validation EM (%)", color=_PALETTE[0])
+        for ax in axes[-1, :]:
+            ax.set_xlabel("dose λ·‖∇aux‖/‖∇CE‖")
+        fig.suptitle(_label(title, 90), fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
         return _png(fig)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["calibration_section"]
+__all__ = ["calibration_section", "read_curves"]
 
 
 def _num(x: object) -> float | None:
@@ -104,3 +104,56 @@ def calibration_section(doc: Mapping[str, Any] | None, rows: Sequence[Mapping[st
     rules = sorted({p["rule"] for p in pairs if p["rule"]})
     return {"rule": rules[0] if len(rules) == 1 else (rules or None), "rule_text": doc.get("rule"), "steps": steps, "test_steps": test or None, "steps_differ": differ,
             "steps_note": note, "pairs": pairs}  # fmt: skip
+
+
+def read_curves(
+    section: dict[str, Any], manipulation: Sequence[Mapping[str, Any]], verdicts: Sequence[Mapping[str, Any]]
+) -> None:
+    """Read each pair's verdict against its dose-response curve, in place: every curve point gains
+    ``target_shift_sd`` ({key: (value − value at the smallest dose) / the key's pooled seed SD of the test grid,
+    from ``manipulation``}), and the pair gains ``reading``, one sentence: where validation EM is best, where
+    the target moves most (in its intended direction or against it), what EM does there, and the test
+    verdict at the picked dose (e.g. "at the dose where the representation moves, EM falls")."""
+    sd = {(e["benchmark"], e["mode"], e["method"], e["key"]): (e.get("seed_sd_pooled"), e.get("direction"))
+          for e in manipulation}  # fmt: skip
+    verdict = {(v["benchmark"], v["mode"], v["method"]): v for v in verdicts}
+    for pair in section.get("pairs", []):
+        curve = pair["curve"]
+        ident = (pair["benchmark"], pair["mode"], pair["method"])
+        base = curve[0]["target"] if curve else {}
+        for point in curve:
+            point["target_shift_sd"] = {}
+            for key, value in point["target"].items():
+                s, _ = sd.get((*ident, key), (None, None))
+                ref = base.get(key)
+                point["target_shift_sd"][key] = (value - ref) / s if s and value is not None and ref is not None else None
+        pair["reading"] = _reading(pair, sd, verdict.get(ident))
+
+
+def _reading(pair: Mapping[str, Any], sd: Mapping[tuple, tuple], v: Mapping[str, Any] | None) -> str | None:
+    curve = [p for p in pair["curve"] if p["val_pp"] is not None]
+    if not curve:
+        return None
+    best = max(curve, key=lambda p: (p["val_pp"], -p["dose"]))
+    picked = next((p for p in curve if p["dose"] == pair.get("picked_dose")), None)
+    words = [f"validation EM is best at dose {best['dose']:g} ({best['val_pp']:.1f} %)"
+             + ("" if picked is None or picked is best else f"; the pick is dose {picked['dose']:g} "
+                f"({picked['val_pp']:.1f} %)")]  # fmt: skip
+    moves = [(abs(x), key, p, x) for p in curve for key, x in (p.get("target_shift_sd") or {}).items() if x is not None]
+    if moves:
+        _, key, at, x = max(moves, key=lambda t: (t[0], -t[2]["dose"]))
+        direction = sd.get((pair["benchmark"], pair["mode"], pair["method"], key), (None, "either"))[1] or "either"
+        aim = "" if direction == "either" else (" as intended" if (x > 0) == (direction == "increase") else
+                                                " against its aim")  # fmt: skip
+        em = at["val_pp"] - best["val_pp"]
+        words.append(
+            f"{key} moves most at dose {at['dose']:g} ({x:+.3g} seed SD from the smallest dose{aim}), where "
+            + ("validation EM is the best" if at is best else f"validation EM is {em:+.1f} pp from the best")
+        )
+    elif any(p["target"] for p in curve):
+        words.append("the target's shift along the curve cannot be sized (no seed SD from the test grid)")
+    else:
+        words.append("the calibration runs logged no target geometry")
+    if v is not None:
+        words.append(f"at the pick the test grid says {v['verdict'].replace('_', ' ')}")
+    return "; ".join(words) + "."

@@ -25,7 +25,7 @@ from jepa_audit.results import ResultsRow
 from jepa_audit.tasks.base import LEGACY_METRICS, MetricSpec
 
 from .coupling import group_means, spearman
-from .curves import calibration_section
+from .curves import calibration_section, read_curves
 from .decisions import (
     holm_levels,
     holm_with_degenerate,
@@ -1070,6 +1070,7 @@ def build_summary(
         _manipulation_section(idx, comparisons, alpha, grid, changed, float(sesoi_pp), float(min_shift_sd), power_rows)
     )
     summary["family_fwer_all"] = _fwer_all(alpha, families, summary["manipulation"], idx.primary)
+    read_curves(summary["calibration"], summary["manipulation"], summary["verdicts"])
     return json_safe(summary)
 
 
