@@ -205,7 +205,11 @@ def test_sesoi_declared_in_grid_json_and_overridden_by_the_report(tmp_path):
     assert res.exit_code == 0, res.output
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["sesoi_pp"] == 1.5 and s["sesoi_declared_pp"] == 3.0 and s["sesoi_overridden"]
-    assert "Δ = 1.5 pp was set for this report" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "Δ = 1.5 pp was set for this report" in md
+    # the comparisons table prints, beside its Holm mark, the interval at the Holm decision's level (here m = 2)
+    assert "| CI at the Holm decision's level | p_nonsup_Holm (Δ) | one-sided 95 % upper |" in md
+    assert ") at 95 % |" in md  # not rejected: the simultaneous 1 − α/m
     with pytest.raises(ReportError, match="--sesoi must be a positive number"):
         write_report(tmp_path, 0.10, sesoi_pp=0)
 

@@ -202,6 +202,7 @@ def test_a_tiny_consistent_shift_is_not_a_manipulation():
     assert v["targets"][0]["reject_holm"] and abs(v["targets"][0]["shift_in_seed_sds"]) < 0.5
     assert v["representation"] == "not_shown" and not v["representation_moved"]
     assert "by less than 0.5 pooled seed SD (anisotropy_L2)" in v["note"]
+    assert verdict_table([v])[0]["target"].endswith("(passed Holm, below the minimum shift)")
     loose = build_summary(rows, alpha=0.10, conditional_logit_metrics=(), min_shift_sd=0.0)["verdicts"][0]
     assert loose["representation"] == "moved_against"  # D7 aims to lower anisotropy; this raised it
 

@@ -387,6 +387,11 @@ def _comparison_view(c: Mapping[str, Any]) -> dict[str, Any]:
         "hedges_gz": _signed(c["hedges_gz"]),
         "p_bonferroni": _p(c["p_bonferroni"]),
         "p_holm": _p(c["p_holm"]),
+        # the interval beside the Holm mark is at the Holm decision's level (stats/decisions.py: holm_levels)
+        "ci_holm": "—" if c.get("ci_holm_low") is None else
+        f"({_pp(c['ci_holm_low'])}, {_pp(c['ci_holm_high'])}) at {100 * c['ci_holm_level']:.4g} %",
+        "p_nonsup_holm": _p(c.get("p_nonsup_holm")),
+        "upper95": _pp(c.get("upper95")),
         "p_bh": _p(c["p_bh"]),
         "prob_improvement": _num(c["prob_improvement"], 2),
         "rejects": " ".join(flags) if flags else "—",

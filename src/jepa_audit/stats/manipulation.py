@@ -551,7 +551,8 @@ def verdict_table(
             + (f" at {_level(t.get('ci_holm_level'))}" if t.get("ci_holm_level") is not None else "")
             + (f" ({t['shift_in_seed_sds']:+.2g} seed SD" if t.get("shift_in_seed_sds") is not None else " (")
             + f"{', ' if t.get('shift_in_seed_sds') is not None else ''}aim: {t.get('direction', 'either')})"
-            + (" *" if t["moved"] else " ↯" if t.get("against") else "")
+            + (" *" if t["moved"] else " ↯" if t.get("against") else
+               " (passed Holm, below the minimum shift)" if t.get("reject_holm") else "")
             for t in v["targets"]
         )
         e = v["em"]
