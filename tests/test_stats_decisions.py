@@ -225,3 +225,15 @@ def test_stats_config_is_recorded_in_grid_json_and_not_hashed(tmp_path):
     cfg.stats.sesoi_pp = 1.0
     assert run_audit(cfg, tmp_path, workers=1, cell_fn=fast_cell, report=False, live=False) == 0
     assert json.loads((tmp_path / "grid.json").read_text())["stats"] == {"sesoi_pp": 1.0, "min_shift_sd": 0.5}
+
+
+def test_forest_plot_draws_the_intervals_of_its_marks():
+    """The forest plot's thick bar is the 1 − α interval (the fill's level) and its thin whisker the Holm-level
+    one (the ring's): with α given it draws differently from the plain 95 % version, and deterministically."""
+    from jepa_audit.report import plots
+
+    rows = _rows({"A": 3.0, "B": 0.0}, 1.0)
+    comps = [c for c in build_summary(rows, conditional_logit_metrics=())["comparisons"] if c["metric"] == "exact_match"]
+    png = plots.forest_plot(comps, "t", 0.10)
+    assert png.startswith(b"\x89PNG") and png == plots.forest_plot(comps, "t", 0.10)
+    assert png != plots.forest_plot(comps, "t")

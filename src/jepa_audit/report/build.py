@@ -536,9 +536,11 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
             Figure(
                 "forest",
                 title,
-                "Mean paired difference over seeds with its 95 % t-interval, grouped by auxiliary family. "
-                "Filled: p_t ≤ α; black ring: survives Holm within the family; diamond: degenerate (no interval).",
-                _data_uri(plots.forest_plot(members, title)),
+                "Mean paired difference over seeds, grouped by auxiliary family. Filled: p_t ≤ α, with the thick "
+                f"{100 * (1 - alpha):g} % t-interval; black ring: survives Holm within the family, with the thin "
+                "interval at the Holm decision's level (1 − α/(m − r + 1) when rejected at rank r, else 1 − α/m); "
+                "diamond: degenerate (no interval).",
+                _data_uri(plots.forest_plot(members, title, alpha)),
             )
         )
     for fam in summary["families"]:

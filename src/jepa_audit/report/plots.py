@@ -55,13 +55,17 @@ def _label(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def forest_plot(comparisons: Sequence[Mapping[str, Any]], title: str) -> bytes:
-    """ΔEM (pp) with its 95 % t-interval per auxiliary, grouped by auxiliary family.
+def forest_plot(comparisons: Sequence[Mapping[str, Any]], title: str, alpha: float | None = None) -> bytes:
+    """ΔEM (pp) per auxiliary with intervals at the levels of its marks, grouped by auxiliary family.
 
     ``comparisons``: the comparisons of one (benchmark, mode, metric), each with ``method``,
-    ``aux_family``, ``mean_diff``, ``ci95_low``, ``ci95_high``, ``reject_single``, ``reject_holm``,
-    ``degenerate``. Filled markers pass single-cell α; a black ring marks survival of Holm.
+    ``aux_family``, ``mean_diff``, ``sd_diff``, ``n``, ``ci95_low``, ``ci95_high``, ``ci_holm_low``,
+    ``ci_holm_high``, ``reject_single``, ``reject_holm``, ``degenerate``. Filled markers pass single-cell α,
+    drawn with the thick 1 − α t-interval (without ``alpha``: the 95 % one); a black ring marks survival of
+    Holm, and the thin whisker is the interval at the Holm decision's level, so neither mark sits beside an
+    interval that contradicts it.
     """
+    from jepa_audit.stats.decisions import t_interval_moments
     rows = sorted(comparisons, key=lambda c: (c["aux_family"], c["method"]))
     colors = family_colors([c["aux_family"] for c in rows])
     with plt.rc_context(_RC):
@@ -84,8 +88,14 @@ def forest_plot(comparisons: Sequence[Mapping[str, Any]], title: str) -> bytes:
                 last_family = c["aux_family"]
             color = colors[c["aux_family"]]
             if c["mean_diff"] is not None:
-                if c["ci95_low"] is not None and c["ci95_high"] is not None:
-                    ax.plot([c["ci95_low"], c["ci95_high"]], [y, y], color=color, lw=1.6)
+                if c.get("ci_holm_low") is not None and c.get("ci_holm_high") is not None:
+                    ax.plot([c["ci_holm_low"], c["ci_holm_high"]], [y, y], color=color, lw=0.7)
+                lo, hi = (
+                    t_interval_moments(c.get("n") or 0, c["mean_diff"], c.get("sd_diff"), 1 - alpha)
+                    if alpha is not None else (c["ci95_low"], c["ci95_high"])
+                )  # fmt: skip
+                if lo is not None and hi is not None:
+                    ax.plot([lo, hi], [y, y], color=color, lw=2.2)
                 ax.plot(
                     [c["mean_diff"]],
                     [y],
@@ -102,7 +112,11 @@ def forest_plot(comparisons: Sequence[Mapping[str, Any]], title: str) -> bytes:
         ax.axvline(0.0, color=_NEUTRAL, lw=0.8, ls="--")
         ax.set_yticks(ticks, labels)
         ax.set_ylim(y + 0.3, 1.0)
-        ax.set_xlabel("difference vs ce (percentage points), 95 % t-interval")
+        ax.set_xlabel(
+            "difference vs ce (percentage points); thick: "
+            + ("95 %" if alpha is None else f"{100 * (1 - alpha):g} %")
+            + " t-interval, thin: at the Holm decision's level"
+        )
         ax.set_title(_label(title, 90))
         ax.grid(axis="x", color="#dddddd", lw=0.5)
         return _png(fig)
