@@ -62,6 +62,7 @@ def test_report_reads_calibration_json_into_summary(tmp_path):
     md, html = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
     assert "## Dose-response: the verdict read against the λ calibration curve" in md
     assert "**synth · lora · T1**: validation EM is best at dose 0.001" in md and "(picked the smallest dose)" in md
+    assert "Curve (validation): dose 0.001 \\[pick best\\]: EM 30.0 ± 4.0 %, curvature_answer_L2 110; dose 1: EM 25.0 ± 3.0 %" in md
     assert "Calibration budget: the calibration runs trained 20 steps, the test cells 60" in md
     assert html.count("dose-response on validation") >= 1
     assert build_summary(rows, conditional_logit_metrics=())["calibration"]["pairs"] == []

@@ -308,6 +308,20 @@ VERDICT_COLUMNS: tuple[dict[str, Any], ...] = (
 )
 
 
+def _curve_text(pair: Mapping[str, Any]) -> str:
+    """A calibration curve in words: per dose, validation EM ± SE (%) and the target keys' values, the pick
+    and the validation best marked."""
+    parts = []
+    for c in pair.get("curve") or []:
+        em = "—" if c.get("val_pp") is None else f"{c['val_pp']:.1f}" + (
+            f" ± {c['se_pp']:.1f}" if c.get("se_pp") is not None else "") + " %"  # fmt: skip
+        tg = ", ".join(f"{k} {_num(v)}" for k, v in (c.get("target") or {}).items())
+        mark = "".join(m for m, on in ((" pick", c.get("dose") == pair.get("picked_dose")),
+                                       (" best", c.get("dose") == pair.get("best_dose"))) if on)  # fmt: skip
+        parts.append(f"dose {c.get('dose'):g}{f' [{mark.strip()}]' if mark else ''}: EM {em}" + (f", {tg}" if tg else ""))
+    return "; ".join(parts)
+
+
 def _hits(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     return [{"method": e["method"], "diff": _pp(e["mean_diff"]), "p": _p(e["p"])} for e in entries]
 
@@ -648,6 +662,7 @@ def _report_data(
         calibration_note=(summary.get("calibration") or {}).get("steps_note") or "",
         dose_readings=[
             {"pair": f"{p['benchmark']} · {p['mode']} · {p['method']}", "reading": p.get("reading") or "—",
+             "curve": _curve_text(p),
              "flags": ", ".join(f for f, on in (("picked the smallest dose", p.get("picked_smallest")),
                                                ("picked the largest dose", p.get("picked_largest")),
                                                ("pick is not the validation-best dose", p.get("picked_is_best") is False))
