@@ -1,7 +1,8 @@
-"""Seeded null simulations behind docs/statistics.md (issue #15). Run: ``python docs/null_simulation.py``.
+"""Seeded simulations behind docs/statistics.md (issues #15, #25). Run: ``python docs/null_simulation.py``.
 
-Each block simulates data with no true effect and reports how often a test rejects; a valid test rejects
-at most about α. Figures quoted in docs/statistics.md come from the default arguments (seed 0). The slow
+Each null block simulates data with no true effect and reports how often a test rejects; a valid test
+rejects at most about α. :func:`verdict_rates` simulates the reward half of the verdict at true gains
+0, +1, +2, +3 pp and reports how often each state (and "representation without reward") is reached. Figures quoted in docs/statistics.md come from the default arguments (seed 0). The slow
 test ``tests/test_stats_null_simulation.py`` runs the same functions with fewer repetitions.
 """
 
@@ -131,6 +132,73 @@ def sd_estimators(
     }
 
 
+def _holm_rows(p: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values along the last axis of ``p`` (reps, m): p_(i)·(m − i + 1), running max, cap 1."""
+    m = p.shape[-1]
+    order = np.argsort(p, axis=-1, kind="stable")
+    stepped = np.maximum.accumulate(np.take_along_axis(p, order, -1) * (m - np.arange(m)), axis=-1)
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, np.minimum(1.0, stepped), -1)
+    return out
+
+
+def verdict_rates(
+    reps: int = 20_000,
+    gains: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0),
+    sds: tuple[float, ...] = (0.2, 1.5),
+    ns: tuple[int, ...] = (3, 5),
+    m: int = 23,
+    alpha: float = 0.10,
+    sesoi: float = 2.0,
+    others: float = 0.0,
+    seed: int = 0,
+) -> list[dict[str, object]]:
+    """The reward half of the verdict (stats/decisions.py) on simulated EM differences, one row per (true gain,
+    paired SD, n): one focal auxiliary with the true gain (pp) and ``m − 1`` others with true gain ``others``
+    in the same Holm family, paired differences ~ N(gain, SD²) over n seeds. The representation half is taken
+    as moved (the premise of issue #25's table), so the rate of ``representation_without_reward`` is the rate
+    of ``no_gain_shown``. Returns per row the rates of gain, harm, no_gain_shown (= RwR), inconclusive, and
+    the old rule's RwR (EM did not pass Holm), for comparison."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in ns:
+        for sd in sds:
+            for g in gains:
+                true = np.full(m, float(others))
+                true[0] = g
+                d = true[None, :, None] + rng.normal(0.0, sd, size=(reps, m, n))
+                mean, se = d.mean(axis=2), d.std(axis=2, ddof=1) / np.sqrt(n)
+                p_t = 2.0 * scipy.stats.t.sf(np.abs(mean / se), n - 1)
+                p_ns = scipy.stats.t.cdf((mean - sesoi) / se, n - 1)
+                sup, ns_holm = _holm_rows(p_t)[:, 0], _holm_rows(p_ns)[:, 0]
+                gain = (sup <= alpha) & (mean[:, 0] > 0)
+                harm = (sup <= alpha) & (mean[:, 0] < 0)
+                no_gain = ~(sup <= alpha) & (ns_holm <= alpha)
+                out.append(
+                    {
+                        "true_gain_pp": g, "paired_sd_pp": sd, "n": n, "m": m, "others_gain_pp": others,
+                        "gain": float(gain.mean()), "harm": float(harm.mean()),
+                        "no_gain_shown": float(no_gain.mean()), "rwr": float(no_gain.mean()),
+                        "inconclusive": float((~gain & ~harm & ~no_gain).mean()),
+                        "rwr_old_rule": float((sup > alpha).mean()),
+                    }
+                )  # fmt: skip
+    return out
+
+
+def verdict_table_md(rows: list[dict[str, object]]) -> str:
+    """``verdict_rates`` as the Markdown table of docs/statistics.md."""
+    lines = ["| n | paired SD (pp) | true gain (pp) | gain | harm | no gain shown = RwR | inconclusive | old rule's RwR |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['n']} | {r['paired_sd_pp']:g} | {r['true_gain_pp']:+g} | {100 * r['gain']:.1f} % | "
+            f"{100 * r['harm']:.1f} % | {100 * r['rwr']:.1f} % | {100 * r['inconclusive']:.1f} % | "
+            f"{100 * r['rwr_old_rule']:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=2_000)
@@ -142,9 +210,11 @@ def main() -> None:
         "item_level": item_level_null(reps=a.reps, logit_reps=a.logit_reps, seed=a.seed),
         "coupling": coupling_null(reps=a.reps, seed=a.seed),
         "sd_estimators": sd_estimators(seed=a.seed),
+        "verdict_rates": verdict_rates(reps=10 * a.reps, seed=a.seed),
         "wall_s": round(time.time() - t0, 1),
     }
     print(json.dumps(result, indent=1))
+    print(verdict_table_md(result["verdict_rates"]))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,26 @@ def fake_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, An
     }
 
 
+#: 20 validation items per run, designed for the paired SE: T1's dose-0.1 run answers items 0–9 right, dose 1
+#: answers the same items 0–7 right: one-SE paired = SD of the per-item differences / √20 ≈ 0.073, so dose 1
+#: (0.40 vs 0.50 best) is *not* within one paired SE, while the unpaired binomial SE (≈ 0.11) would call it so.
+ITEMS = {"T1": {0.001: "1" * 6 + "0" * 14, 0.01: "1" * 7 + "0" * 13, 0.1: "1" * 10 + "0" * 10, 1.0: "1" * 8 + "0" * 12}}
+
+
+def curve_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
+    """:func:`fake_calibration` plus per-item scores (T1 only, :data:`ITEMS`) and a geometry pass whose T1 target
+    (curvature_answer_L2) is 100 × dose + seed % 2, so the curve's target values are known."""
+    row = fake_calibration(cfg, cell_dir, progress)
+    dose = float(cfg.aux.dose)
+    items = ITEMS.get(cfg.aux.method, {}).get(dose)
+    if items is not None:
+        row["items"] = items
+        row["metrics"]["exact_match"] = items.count("1") / len(items)
+        row["metrics"]["n_val"] = len(items)
+    row["geometry"] = {"curvature_answer_L1": 1.0, "curvature_answer_L2": 100.0 * dose + cfg.seed % 2}
+    return row
+
+
 def slow_calibration(cfg: Config, cell_dir: Path, progress=None) -> dict[str, Any]:
     time.sleep(0.3)
     return fake_calibration(cfg, cell_dir, progress)

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -75,11 +76,12 @@ def test_picks_frozen_into_calibration_json_and_test_cells(tmp_path):
 
 
 def test_one_se_rule_picks_the_strongest_dose_validation_cannot_tell_from_the_best(tmp_path):
-    """calibration.rule = one_se (the default): T1's dose 1 (0.40) is within one SE of its best (0.5005 at 0.1,
-    SE = √(p(1−p)/20) ≈ 0.11 over 2 seeds × 10 rows); a flat grid goes to its largest λ; NaN still never wins.
-    Switching the rule afterwards re-picks from the stored runs without rerunning any."""
-    cfg = _cfg(seeds=[1001, 1002])
-    assert cfg.calibration.rule == "one_se"
+    """calibration.rule = one_se without per-item scores (rows before they were logged): T1's dose 1 (0.40) is
+    within one SE of its best (0.5005 at 0.1, SE = √(p(1−p)/20) ≈ 0.11 over 2 seeds × 10 rows); a flat grid goes
+    to its largest λ; NaN still never wins. Switching the rule afterwards re-picks from the stored runs without
+    rerunning any."""
+    assert Config().calibration.rule == "best"  # the default: the validation-best dose
+    cfg = _cfg(seeds=[1001, 1002], rule="one_se")
     assert _run(cfg, tmp_path) == 0
     pairs = read_calibration(tmp_path)["pairs"]
     t1 = pairs["synth/T1/lora"]["pick"]
@@ -97,6 +99,33 @@ def test_one_se_rule_picks_the_strongest_dose_validation_cannot_tell_from_the_be
     # no run repeated: V1's NaN dose-1 runs finished with a non-finite score (a result, committed), not lost
     assert again == calls
     assert read_calibration(tmp_path)["pairs"]["synth/T1/lora"]["pick"]["dose_target"] == 0.1
+
+
+def test_calibration_json_carries_the_dose_response_curve_and_a_paired_one_se(tmp_path):
+    """Each pair's grid carries score, SE, paired SE against the best, and the target keys per dose (mean over
+    seeds of the runs' geometry pass); the pair carries best and picked dose and the smallest/largest flags.
+    The one-SE rule reads the paired SE: T1's dose 1 is outside it (paired SE 0.073 < 0.10 gap), so one_se
+    keeps the best dose, where the unpaired SE (0.11) took dose 1."""
+    from _fake_calibration import curve_calibration
+
+    cfg = _cfg(seeds=[1001, 1002], rule="one_se")
+    assert run_audit(cfg, tmp_path, workers=1, cell_fn=fast_cell, calibration_fn=curve_calibration, report=False,
+                     live=False) == 0
+    t1 = read_calibration(tmp_path)["pairs"]["synth/T1/lora"]
+    g = {p["dose_target"]: p for p in t1["grid"]}
+    d = [int(a) - int(b) for a, b in zip("1" * 8 + "0" * 12, "1" * 10 + "0" * 10, strict=True)]
+    assert g[1.0]["se_paired"] == pytest.approx(statistics.stdev(d) / math.sqrt(20))
+    assert g[0.1]["se_paired"] == 0.0 and g[0.1]["val_em"] == pytest.approx(0.5)
+    assert g[0.1]["se"] == pytest.approx(math.sqrt(0.25 / 40))  # unpaired, 2 seeds × 20 rows
+    assert t1["pick"]["dose_target"] == 0.1 and t1["best_dose"] == 0.1 and t1["picked_dose"] == 0.1
+    assert t1["picked_smallest"] is False and t1["picked_largest"] is False and t1["pick"]["largest"] is False
+    # target geometry per dose: curvature_answer_Llast resolves to L2; mean of 100·dose + (0, 1) over 2 seeds
+    assert g[0.01]["target"] == {"curvature_answer_L2": pytest.approx(1.5)}
+    assert g[1.0]["target"] == {"curvature_answer_L2": pytest.approx(100.5)}
+    # llm-jepa is flat and has no per-item scores: the unpaired fallback takes the largest dose, flagged
+    flat = read_calibration(tmp_path)["pairs"]["synth/llm-jepa/lora"]
+    assert flat["picked_largest"] is True and flat["best_dose"] == 0.001 and flat["grid"][0]["se_paired"] is None
+    assert flat["grid"][0]["target"] == {}  # llm-jepa's target (jepa_cos) is not in the fake's geometry
 
 
 def test_calibration_json_round_trips_and_a_changed_pick_changes_hashes(tmp_path):

@@ -542,6 +542,27 @@ def test_calibration_choice_rule():
     assert choose_point([{"weight": 0.1, "val_em": None}, {"weight": nan, "val_em": 0.9}]) is None
 
 
+def test_calibration_paired_se_and_one_se_rule_reads_it():
+    """paired_se: SD over items of the seed-averaged per-item differences / √items, at least the seeds' SD of
+    the score differences / √k; one_se with se_paired per point uses it instead of the unpaired SE."""
+    from jepa_audit.objectives.calibrate import item_string, paired_se
+
+    a, b = item_string([True] * 8 + [False] * 12), item_string([True] * 10 + [None] * 10)
+    assert a == "1" * 8 + "0" * 12
+    d = np.array([int(x) - int(y) for x, y in zip(a, b, strict=True)], dtype=float)
+    assert paired_se([a], [b]) == pytest.approx(d.std(ddof=1) / np.sqrt(20))
+    a2, b2 = "1" * 2 + "0" * 18, "1" * 10 + "0" * 10  # a second seed whose gap is much larger
+    d2 = (d + np.array([int(x) - int(y) for x, y in zip(a2, b2, strict=True)])) / 2
+    per_seed = [(8 - 10) / 20, (2 - 10) / 20]
+    expect = max(d2.std(ddof=1) / np.sqrt(20), statistics.stdev(per_seed) / np.sqrt(2))
+    assert paired_se([a, a2], [b, b2]) == pytest.approx(expect)
+    assert paired_se([a, None], [b, b2]) is None and paired_se(["10"], ["1"]) is None
+    grid = [{"weight": 0.1, "val_em": 0.50, "se_paired": 0.0}, {"weight": 1.0, "val_em": 0.40, "se_paired": 0.073}]
+    assert choose_point(grid, "one_se") == 0  # 0.40 < 0.50 − 0.073: outside one paired SE
+    grid[1]["se_paired"] = 0.11
+    assert choose_point(grid, "one_se") == 1
+
+
 def test_calibration_one_se_rule():
     """one_se: the largest λ whose score is ≥ best − SE(best); SE = √(p(1−p)/(n·k)), at least SD/√k over k seeds."""
     nan = float("nan")

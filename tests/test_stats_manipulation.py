@@ -75,21 +75,26 @@ def test_manipulation_equals_scipy_and_statsmodels(summary_and_rows):
 def test_verdicts_follow_the_design(summary_and_rows):
     summary, _ = summary_and_rows
     v = {x["method"]: x for x in summary["verdicts"]}
+    # T1: curvature down as intended (−8.5 pooled seed SD), EM flat with gains ≥ 2 pp ruled out after Holm
+    assert (v["T1"]["representation"], v["T1"]["reward"]) == ("moved", "no_gain_shown")
     assert v["T1"]["verdict"] == "representation_without_reward"
-    assert v["D7"]["verdict"] == "no_effect" and "uninformative null" in v["D7"]["note"]
-    assert v["V1"]["verdict"] == "representation_and_reward" and v["V1"]["em_direction"] == "improvement"
-    assert v["P1"]["verdict"] == "reward_without_representation" and v["P1"]["em_direction"] == "harm"
+    assert v["D7"]["verdict"] == "representation_not_shown_and_no_gain_shown"
+    assert v["V1"]["verdict"] == "representation_and_gain" and v["V1"]["em_direction"] == "improvement"
+    assert v["P1"]["verdict"] == "representation_not_shown_and_harm" and v["P1"]["em_direction"] == "harm"
+    assert "reward" not in v["P1"]["verdict"]  # a harm is never called reward
     assert v["T1"]["dose"] == 0.25 and v["T1"]["weight"] == 0.1
     text = headline(summary["verdicts"], 0.10)
-    assert "2 of 4 auxiliaries moved the geometry" in text and "1 raised exact match (V1)" in text
-    assert "1 lowered it (P1)" in text and "uninformative null" in text and "not calibrated" not in text
-    harms_only = headline([x for x in summary["verdicts"] if x["method"] != "V1"], 0.10)
-    assert "1 lowered exact match (P1)" in harms_only and "raised" not in harms_only  # "it" had no antecedent
+    assert "of 4 auxiliaries: representation (target geometry, Holm, α = 0.1) moved as intended for 2" in text
+    assert "gain 1 (V1), harm 1 (P1), no gain shown 2, inconclusive 0" in text
+    assert "1 show representation without reward (T1)" in text and "not calibrated" not in text
     pinned = [{**v, "weight_source": "preset"} for v in summary["verdicts"]]
     assert headline(pinned, 0.10).endswith("λ fixed by the preset, not calibrated.")
     table = {r["method"]: r for r in verdict_table(summary["verdicts"])}
-    assert table["D7"]["verdict"].startswith("no effect: uninformative null (dose 0.25")
+    assert table["T1"]["representation"] == "moved" and table["T1"]["reward"] == "no gain shown"
+    assert "†" in table["T1"]["upper"] and "†" not in table["V1"]["upper"]
     assert "calibrated" in table["T1"]["weight"]
+    null = [{**v["D7"], "reward": "inconclusive", "verdict": "representation_not_shown_and_reward_inconclusive"}]
+    assert verdict_table(null)[0]["verdict"].endswith("uninformative null (dose 0.25)")
 
 
 def test_degenerate_entry_counts_in_m_and_never_rejects():
@@ -119,14 +124,15 @@ def test_report_opens_with_headline_then_verdict_table(tmp_path):
     lines = md.splitlines()
     first_table = next(i for i, line in enumerate(lines) if line.startswith("|"))
     head = "\n".join(lines[:first_table])
-    assert "## The answer" in head and "2 of 4 auxiliaries moved the geometry they target" in head
+    assert "## The answer" in head and "of 4 auxiliaries: representation" in head and "families are decided" in head
     assert lines[first_table].startswith("| benchmark | mode | auxiliary | λ chosen | dose |")
-    assert "uninformative null (dose 0.25)" in md
+    assert "| representation | reward | verdict | MDE vs Δ; seeds needed |" in lines[first_table]
     html = (tmp_path / "report.html").read_text()
     assert html.index("The answer") < html.index("<table>")
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert {v["verdict"] for v in summary["verdicts"]} <= {
-        "representation_without_reward", "representation_and_reward", "reward_without_representation", "no_effect"}
+    from jepa_audit.stats.manipulation import VERDICTS
+
+    assert {v["verdict"] for v in summary["verdicts"]} <= set(VERDICTS) and len(VERDICTS) == 12
 
 
 def test_declared_method_without_rows_counts_in_m():
@@ -165,20 +171,25 @@ def test_identical_em_marks_the_reward_half_uninformative():
     assert "1 changed no decoded answer at all" in text and "T1" in text
 
 
-def test_shift_is_sized_against_the_ce_seeds_sd(summary_and_rows):
-    """Each check says how large its shift is against seed noise: mean_diff / SD(ce over the paired seeds)."""
+def test_shift_is_sized_against_the_pooled_seed_sd(summary_and_rows):
+    """Each check says how large its shift is against seed noise: mean_diff / the key's SD over seeds pooled
+    within methods over every cell of the benchmark and mode (df = Σ(n − 1) = 5 methods × 4 = 20)."""
     summary, rows = summary_and_rows
     e = next(x for x in summary["manipulation"] if x["method"] == "T1")
-    sd = float(np.std(_geo(rows, "ce", e["key"]), ddof=1))
-    assert e["baseline_sd"] == pytest.approx(sd)
-    assert e["shift_in_seed_sds"] == pytest.approx(e["mean_diff"] / sd) and e["shift_in_seed_sds"] < -1
+    assert e["baseline_sd"] == pytest.approx(float(np.std(_geo(rows, "ce", e["key"]), ddof=1)))
+    per_method = [_geo(rows, m, e["key"]) for m in ("ce", *DESIGN)]
+    pooled = np.sqrt(sum(((x - x.mean()) ** 2).sum() for x in per_method) / sum(x.size - 1 for x in per_method))
+    assert e["seed_sd_pooled"] == pytest.approx(pooled) and e["seed_sd_df"] == 20
+    assert e["shift_in_seed_sds"] == pytest.approx(e["mean_diff"] / pooled) and e["shift_in_seed_sds"] < -1
+    assert e["direction"] == "decrease"
     v = next(x for x in summary["verdicts"] if x["method"] == "T1")
     assert v["targets"][0]["shift_in_seed_sds"] == pytest.approx(e["shift_in_seed_sds"])
     assert "seed SD" in next(r for r in verdict_table(summary["verdicts"]) if r["method"] == "T1")["target"]
 
 
-def test_a_tiny_consistent_shift_is_flagged_as_small():
-    """A shift far below the ce seeds' spread but the same on every seed passes Holm; the verdict says it is small."""
+def test_a_tiny_consistent_shift_is_not_a_manipulation():
+    """A shift far below the seeds' spread but the same on every seed passes Holm; below stats.min_shift_sd it does
+    not count as moved (representation not_shown), and the note says why."""
     rows = []
     for s, base in zip(SEEDS, [0.30, 0.34, 0.28, 0.33, 0.31], strict=True):
         geo = {"anisotropy_L2": base}
@@ -190,8 +201,25 @@ def test_a_tiny_consistent_shift_is_flagged_as_small():
                      "geometry": {"anisotropy_L2": base + 0.001 + 1e-5 * s}, "target_geometry": ["anisotropy_Llast"]})
     summary = build_summary(rows, alpha=0.10, conditional_logit_metrics=())
     v = summary["verdicts"][0]
-    assert v["representation_moved"] and abs(v["targets"][0]["shift_in_seed_sds"]) < 1
-    assert "less than one ce seed SD" in v["note"]
+    assert v["targets"][0]["reject_holm"] and abs(v["targets"][0]["shift_in_seed_sds"]) < 0.5
+    assert v["representation"] == "not_shown" and not v["representation_moved"]
+    assert "by less than 0.5 pooled seed SD (anisotropy_L2)" in v["note"]
+    assert verdict_table([v])[0]["target"].endswith("(passed Holm, below the minimum shift)")
+    loose = build_summary(rows, alpha=0.10, conditional_logit_metrics=(), min_shift_sd=0.0)["verdicts"][0]
+    assert loose["representation"] == "moved_against"  # D7 aims to lower anisotropy; this raised it
+
+
+def test_a_shift_against_the_intended_direction_is_moved_against():
+    """D7 aims to lower anisotropy; raising it by many seed SDs passes Holm but is ``moved_against``, and the
+    verdict names that half (never representation_without_reward)."""
+    rows = _rows(np.random.default_rng(0))
+    for r in rows:
+        if r["method"] == "D7":
+            r["geometry"]["anisotropy_L2"] += 0.2 + 0.002 * r["seed"]
+    v = next(x for x in build_summary(rows, alpha=0.10, conditional_logit_metrics=())["verdicts"] if x["method"] == "D7")
+    assert v["representation"] == "moved_against" and v["targets"][0]["against"]
+    assert v["verdict"].startswith("representation_against_and_") and "against its intended direction" in v["note"]
+    assert "↯" in next(r for r in verdict_table([v]))["target"]
 
 
 def test_equal_em_with_changed_answers_is_not_called_an_unchanged_output():

@@ -259,6 +259,7 @@ def run_cell(
             cfg.aux.calibrated_dose == min(cfg.calibration.doses) if cfg.aux.calibrated_dose else None
         ),
         "target_geometry": list(spec.target_geometry),  # what stats/manipulation.py tests
+        "target_direction": dict(spec.target_direction),  # which way each target is meant to move
         "views": cfg.views.nl,  # how the two views were built (data/views.py); only two-view objectives read them
         "labels": cfg.train.labels,  # CE targets: answer (+ end-of-turn) or llm-jepa (the published collator's)
         "task": cfg.data.task,

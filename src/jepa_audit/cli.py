@@ -125,6 +125,13 @@ def report(
         ),
     ] = True,
     include: IncludeOpt = None,
+    sesoi: Annotated[
+        float | None,
+        typer.Option(
+            help="smallest effect of interest of the primary metric, pp (default: the run's declared "
+            "stats.sesoi_pp from grid.json, else 2.0); a different value is flagged in the report"
+        ),
+    ] = None,
 ) -> None:
     """Recompute summary.json, report.md and report.html from DIR/results.jsonl alone."""
     from jepa_audit.report import ReportError, write_report
@@ -133,7 +140,9 @@ def report(
     if family not in ("per-benchmark", "all"):
         _fail(f"--family must be per-benchmark or all, got {family!r}")
     try:
-        extra = {} if item_logit else {"conditional_logit_metrics": ()}
+        extra: dict = {} if item_logit else {"conditional_logit_metrics": ()}
+        if sesoi is not None:
+            extra["sesoi_pp"] = sesoi
         summary = write_report(directory, alpha=alpha, family=family, **extra)
     except ReportError as e:
         _fail(str(e))

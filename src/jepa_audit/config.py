@@ -277,10 +277,10 @@ class CalibrationCfg(Strict):
     seeds: list[int] = Field(default_factory=lambda: [1001], description="calibration seeds, disjoint from audit.seeds")
     steps: int | None = Field(None, gt=0, description="optimizer steps per run; None = train.steps")
     val_rows: int | None = Field(None, gt=0, description="score on the first N validation rows; None = all")
-    rule: Literal["one_se", "best"] = Field(
-        "one_se",
-        description="pick: one_se = the largest λ within one standard error of the best validation score "
-        "(glmnet's lambda.1se); best = the best score, ties to the smaller λ (objectives/calibrate.py)",
+    rule: Literal["best", "one_se"] = Field(
+        "best",
+        description="pick: best = the validation-best dose, ties to the smaller λ; one_se = the largest λ within "
+        "one paired standard error of the best score (glmnet's lambda.1se; objectives/calibrate.py)",
     )
 
     @model_validator(mode="after")
@@ -293,6 +293,19 @@ class CalibrationCfg(Strict):
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("calibration.seeds must be a non-empty list of distinct seeds")
         return self
+
+
+class StatsCfg(Strict):
+    """What the verdicts decide against, declared before the run (recorded in grid.json; stats/decisions.py)."""
+
+    sesoi_pp: float = Field(
+        2.0, gt=0, description="smallest effect of interest of the primary metric, percentage points: the reward "
+        "half says 'no gain shown' only when gains of this size are ruled out (non-superiority test after Holm)",
+    )
+    min_shift_sd: float = Field(
+        0.5, ge=0, description="a target geometry key counts as moved only when |shift| ≥ this many seed SDs "
+        "(pooled within methods over every cell of the benchmark and mode)",
+    )
 
 
 class AuditCfg(Strict):
@@ -329,6 +342,7 @@ class Config(Strict):
     tracking: TrackingCfg = Field(default_factory=TrackingCfg)
     audit: AuditCfg = Field(default_factory=AuditCfg)
     calibration: CalibrationCfg = Field(default_factory=CalibrationCfg)
+    stats: StatsCfg = Field(default_factory=StatsCfg)
     plugins: list[str] = Field(
         default_factory=list, description="plugin .py files or folders (objectives, tasks) imported before the "
         "registries are read; relative paths resolve against the config file's folder (docs/plugins.md)"
@@ -358,9 +372,11 @@ class Config(Strict):
 
     def cell_hash(self) -> str:
         """Stable hash of what determines a cell's result (not the grid, not where caches live)."""
-        # the calibration stage reaches a test cell only through aux.weight (its pick), which is hashed
+        # the calibration stage reaches a test cell only through aux.weight (its pick), which is hashed;
+        # stats (what the verdicts decide against) changes no cell's result; plugins enter through their sha256
         d = self.model_dump(
-            mode="json", exclude={"audit", "calibration", "cache_dir", "preset", "tracking", "plugins", "plugins_loaded"}
+            mode="json",
+            exclude={"audit", "calibration", "cache_dir", "preset", "tracking", "stats", "plugins", "plugins_loaded"},
         )
         # keys added after results existed leave the hash alone at their defaults (old runs still resume)
         # the system turn is hashed as the text it resolves to (None = the task's own), as before it could be None

@@ -10,9 +10,12 @@ run per (dose, calibration seed) on the training split and scores it on the vali
 - **seeds**: ``calibration.seeds``, disjoint from ``audit.seeds`` (the config refuses an overlap).
 - **score**: validation exact match on the first ``calibration.val_rows`` rows of the validation slice carved
   from train (the test split is never decoded here); the mean over calibration seeds per dose; the pick is
-  :func:`objectives.calibrate.choose_point` under ``calibration.rule`` (default ``one_se``: the largest λ within
-  one standard error of the best score; ``best``: ties to the smaller λ; non-finite never wins); its λ is the
-  geometric mean over seeds of the λ the runs resolved.
+  :func:`objectives.calibrate.choose_point` under ``calibration.rule`` (default ``best``: the validation-best
+  dose, ties to the smaller λ; ``one_se``: the largest λ within one paired standard error of the best score;
+  non-finite never wins); its λ is the geometric mean over seeds of the λ the runs resolved.
+- **curve**: each run also logs its per-item validation correctness (for the paired SE) and the geometry of
+  the fixed held-out geometry batch, so calibration.json holds, per pair, a dose-response curve of both
+  halves (score, SE and target geometry keys per dose; the picked and the validation-best dose).
 - **freezing**: each (benchmark, method, mode)'s grid, scores, doses and pick go into ``DIR/calibration.json``
   the moment its runs have all *finished* (a NaN score or a diverged run is a finished run that never wins; a
   lost run, an exception or a dead worker, leaves the pair unpicked and stops the audit before the test grid
@@ -50,9 +53,10 @@ FILE = "calibration.json"
 FORMAT = 1
 FALLBACK_DOSE = 0.01  # the dose the registry default λ stands for when a run cannot anchor (‖∇aux‖ = 0)
 RULES = {
+    "best": "validation exact match, mean over calibration seeds; the validation-best dose, ties to the smaller "
+    "λ; non-finite never wins",
     "one_se": "validation exact match, mean over calibration seeds; the largest λ whose score is within one "
-    "standard error of the best (one-SE rule); non-finite never wins",
-    "best": "validation exact match, mean over calibration seeds; ties to the smaller λ; non-finite never wins",
+    "paired standard error (same items, same seeds) of the best (one-SE rule); non-finite never wins",
 }
 
 
@@ -139,6 +143,7 @@ def run_calibration_cell(cfg: Config, cell_dir: Path, progress: Callable[[dict[s
     rows, examples = prep.val_rows[:n], prep.splits.val[:n]
     ev = evaluate(prep.model, prep.tok, rows, examples, cfg.eval, task=cfg.data.task, forward=cfg.model.forward)
     return {
+        **_run_extras(cfg, prep, ev),
         "kind": "calibration",
         "benchmark": cfg.benchmark,
         "method": cfg.aux.method,
@@ -155,6 +160,29 @@ def run_calibration_cell(cfg: Config, cell_dir: Path, progress: Callable[[dict[s
         "train": {"steps": res.steps, "final_loss": res.final_loss, "aux_skipped": res.aux_skipped},
         "status": "done",
     }
+
+
+def _run_extras(cfg: Config, prep: Any, ev: Any) -> dict[str, Any]:
+    """What a calibration run logs beyond its score, for the dose-response curve (issue #25):
+
+    - ``items``: per validation row (in order) whether the primary metric is right, as a ``0``/``1`` string
+      (:func:`objectives.calibrate.item_string`): the doses of a pair are scored on the same items, so the
+      one-SE rule's SE is paired (:func:`objectives.calibrate.paired_se`);
+    - ``geometry``: every geometry key on the fixed held-out geometry batch (the pool carved from train, never
+      trained on and never test; the same batch the test cells use), so the curve can show the objective's
+      target keys against dose. Empty when ``geometry.enabled`` is false or the pool is empty.
+    """
+    from jepa_audit.cell import geometry_batch
+    from jepa_audit.geometry import compute_geometry
+    from jepa_audit.objectives.calibrate import item_string
+    from jepa_audit.tasks import get_task
+
+    field = get_task(cfg.data.task).metrics[0].field
+    geometry: dict[str, Any] = {}
+    if cfg.geometry.enabled and prep.geometry_rows:
+        gb = geometry_batch(cfg, prep.geometry_rows, int(prep.tok.pad_token_id))
+        geometry = compute_geometry(prep.model, gb, cfg.geometry.layers, gen_seed=cfg.geometry.seed)
+    return {"items": item_string([it.get(field) for it in ev.predictions]), "geometry": geometry}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -208,11 +236,13 @@ def summarise_pair(cfg: Config, runs: list[Cell], rows: dict[str, dict[str, Any]
                 "runs": [c.key for c in mine],
             }
         )
+    _add_paired_se(cfg, runs, rows, grid)
     rule = cfg.calibration.rule
     n_val = [((rows.get(c.key) or {}).get("metrics") or {}).get("n_val") for c in runs]
     n_items = min((int(n) for n in n_val if isinstance(n, int) and n > 0), default=0)
     i = choose_point(grid, rule, n_items) if n_items or rule == "best" else best_point(grid)
     b = best_point(grid)
+    _add_curve(cfg, runs, rows, grid, n_items)
     return {
         "benchmark": first.benchmark,
         "method": first.method,
@@ -220,14 +250,73 @@ def summarise_pair(cfg: Config, runs: list[Cell], rows: dict[str, dict[str, Any]
         "seeds": list(cfg.calibration.seeds),
         "basis": basis(cfg, runs),
         "grid": grid,
+        **curve_flags(grid, i, b),
         "pick": None if i is None else {
             "weight": grid[i]["weight"], "dose_target": grid[i]["dose_target"], "val_em": grid[i]["val_em"],
-            "dose_median": grid[i]["dose_median"], "smallest": i == 0, "rule": rule,
+            "dose_median": grid[i]["dose_median"], "smallest": i == 0, "largest": i == len(grid) - 1, "rule": rule,
             "best_val_em": grid[b]["val_em"] if b is not None else None,
             "se": score_se(grid[b], n_items) if b is not None and n_items else None,
         },
         "note": None if i is not None else "no grid point had a finite validation score: registry default λ kept",
     }  # fmt: skip
+
+
+def _seed_runs(cfg: Config, runs: list[Cell], dose: float) -> list[Cell]:
+    """The runs of one dose, in ``calibration.seeds`` order (so per-seed lists line up across doses)."""
+    mine = {c.seed: c for c in runs if c.config.aux.dose == dose}
+    return [mine[s] for s in cfg.calibration.seeds if s in mine]
+
+
+def _add_paired_se(cfg: Config, runs: list[Cell], rows: dict[str, dict[str, Any] | None], grid: list[dict[str, Any]]) -> None:
+    """Set each grid point's ``se_paired``: the SE of its score's difference from the validation-best point,
+    paired by item and seed (:func:`objectives.calibrate.paired_se`; 0 at the best; None without per-item
+    scores). The one-SE rule reads it."""
+    from jepa_audit.objectives.calibrate import best_point, paired_se
+
+    b = best_point(grid)
+    items = {
+        g["dose_target"]: [(rows.get(c.key) or {}).get("items") for c in _seed_runs(cfg, runs, g["dose_target"])]
+        for g in grid
+    }
+    for g in grid:
+        g["se_paired"] = None if b is None else paired_se(items[g["dose_target"]], items[grid[b]["dose_target"]])
+
+
+def _add_curve(
+    cfg: Config, runs: list[Cell], rows: dict[str, dict[str, Any] | None], grid: list[dict[str, Any]], n_items: int
+) -> None:
+    """The dose-response curve on each grid point: ``se`` (the unpaired SE of its own score,
+    :func:`objectives.calibrate.score_se`) and ``target`` ({resolved target geometry key: mean over the
+    calibration seeds}, from the runs' geometry pass; {} when the runs logged none)."""
+    from jepa_audit.objectives import get_objective_class
+    from jepa_audit.objectives.base import resolve_target_key
+    from jepa_audit.objectives.calibrate import score_se
+
+    templates = list(get_objective_class(runs[0].method).spec.target_geometry) if runs else []
+    for g in grid:
+        geos = [(rows.get(c.key) or {}).get("geometry") or {} for c in _seed_runs(cfg, runs, g["dose_target"])]
+        g["se"] = score_se(g, n_items) if _finite(g.get("val_em")) and n_items else None
+        target: dict[str, float | None] = {}
+        for t in templates:
+            key = next((k for geo in geos if (k := resolve_target_key(t, geo)) is not None), None)
+            if key is None:
+                continue
+            vals = [geo.get(key) for geo in geos]
+            # the mean over seeds only when every seed has a finite value: a partial mean is a different curve
+            target[key] = sum(map(float, vals)) / len(vals) if all(_finite(v) for v in vals) else None
+        g["target"] = target
+
+
+def curve_flags(grid: list[dict[str, Any]], pick: int | None, best: int | None) -> dict[str, Any]:
+    """A pair's curve summary: ``best_dose`` (the validation-best dose, ties to the smaller), ``picked_dose``,
+    ``picked_smallest`` / ``picked_largest`` (the pick is the grid's smallest / largest dose; None without a
+    pick)."""
+    return {
+        "best_dose": None if best is None else grid[best]["dose_target"],
+        "picked_dose": None if pick is None else grid[pick]["dose_target"],
+        "picked_smallest": None if pick is None else pick == 0,
+        "picked_largest": None if pick is None else pick == len(grid) - 1,
+    }
 
 
 def read_calibration(out_dir: Path) -> dict[str, Any]:

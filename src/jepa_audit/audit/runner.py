@@ -298,7 +298,7 @@ def run_audit(
             _say(stream, f"error: {e}")
             return 1
         by_key = {c.key: c for c in cells}
-        changed = store.check_grid(cells, force=force, name=cfg.audit.name)
+        changed = store.check_grid(cells, force=force, name=cfg.audit.name, stats=cfg.stats.model_dump())
         if changed:
             _say(
                 stream,

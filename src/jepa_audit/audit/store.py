@@ -871,13 +871,17 @@ class Store:
                 known[k] = row["config_hash"]
         return {k: v for k, v in known.items() if v}
 
-    def check_grid(self, cells: Iterable[Cell], force: bool = False, name: str | None = None) -> list[Cell]:
+    def check_grid(
+        self, cells: Iterable[Cell], force: bool = False, name: str | None = None, stats: dict[str, Any] | None = None
+    ) -> list[Cell]:
         """Compare ``cells`` with what this directory has recorded; register them in the manifest.
 
         A cell whose key is known here with a different config hash would mix two configs in one
         directory: without ``force`` this raises :class:`GridChangedError` naming the cells and hashes.
         With ``force`` their old rows move to ``superseded.jsonl`` and the cells run again. Returns the
-        cells that changed. New cells (a grid grown by seeds or methods) are simply added.
+        cells that changed. New cells (a grid grown by seeds or methods) are simply added. ``stats``: the
+        decision settings declared before the run (config ``stats``: ``sesoi_pp``, ``min_shift_sd``), recorded
+        as the manifest's ``stats`` for the report.
         """
         self._require_lock()
         cells = list(cells)
@@ -898,6 +902,8 @@ class Store:
         manifest["format"] = MANIFEST_FORMAT
         if name:
             manifest["name"] = name
+        if stats is not None:
+            manifest["stats"] = stats
         for c in cells:
             manifest["cells"][c.key] = {**c.ident(), "hash": c.hash}
             used = c.config.cell_plugins()

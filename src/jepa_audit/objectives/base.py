@@ -31,6 +31,8 @@ from jepa_audit.data.batch import Batch
 Family = Literal["trajectory", "distributional", "predictive", "fisher", "decoder-visible", "reference"]
 FAMILIES: tuple[str, ...] = ("trajectory", "distributional", "predictive", "fisher", "decoder-visible", "reference")
 GradMode = Literal["add", "cone", "gate", "gradvac"]
+Direction = Literal["increase", "decrease", "either"]
+DIRECTIONS: tuple[str, ...] = ("increase", "decrease", "either")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,19 @@ class ObjectiveSpec:
     # (stats/manipulation.py; reasons per objective in docs/objectives.md).  A "_Llast"/"_Lmid" suffix names
     # the row's last / middle logged layer (:func:`resolve_target_key`), so one spec fits every model depth.
     target_geometry: tuple[str, ...] = ()
+    # the intended direction of each target_geometry template: "increase", "decrease" or "either". The
+    # manipulation check counts a target as moved only in this direction (stats/manipulation.py; issue #25)
+    target_direction: dict[str, Direction] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if set(self.target_direction) != set(self.target_geometry):
+            raise ValueError(
+                f"objective {self.id}: target_direction must name each target_geometry key exactly once "
+                f"(expected {sorted(self.target_geometry)}, got {sorted(self.target_direction)})"
+            )
+        bad = {k: v for k, v in self.target_direction.items() if v not in DIRECTIONS}
+        if bad:
+            raise ValueError(f"objective {self.id}: target_direction {bad}; expected one of {list(DIRECTIONS)}")
 
     @property
     def extra_backward(self) -> int:
@@ -327,6 +342,7 @@ def spec_rows() -> list[dict[str, Any]]:
             "source": s.source,
             "target_geometry": list(s.target_geometry),
             "origin": origin_of(s.id),
+            "target_direction": {k: s.target_direction[k] for k in s.target_geometry},
         }
         for s in (c.spec for c in _REGISTRY.values())
     ]

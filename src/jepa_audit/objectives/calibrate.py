@@ -9,16 +9,19 @@ auxiliary whatever its loss scale, and always reaches an auxiliary gradient as l
 
 Two rules (``calibration.rule``):
 
-- ``one_se`` (the default): the **largest** λ whose validation score is within one standard error of the best
-  score, the "one-standard-error rule" of cross-validated regularisation (Breiman et al. 1984, *CART* §3.4.3;
-  Hastie, Tibshirani & Friedman, *ESL* §7.10; glmnet's ``lambda.1se``). The auxiliaries are regularisers, and
-  the audit asks whether an auxiliary that *acts* helps: among the doses validation cannot tell apart from
-  the best, the rule takes the strongest, so a null at the pick is as informative as the validation data
-  allow. Measured on the quick preset with the plain rule below, validation EM on 200 rows tied between
-  doses 10⁻³ and 0.03 for 19 of 23 TURK pairs (one-item steps of 0.5 pp against a standard error of ≈ 3.5 pp),
-  so "ties to the smaller λ" picked dose 10⁻³ for 20 pairs, where test EM equalled ce's on every seed and at
-  most 3 of 750 decoded test answers differed from ce's (none for 7 of them) (docs/audit.md).
-- ``best``: the best score; ties go to the smaller λ (the earlier point).
+- ``best`` (the default): the validation-best dose; ties go to the smaller λ (the earlier point). The audit
+  asks whether an auxiliary helps at its best shot, so the test cells run at the dose validation ranks
+  first. Simulated (3 doses, run noise 1 pp, true gains 0, +2, −2 pp at doses 10⁻³, 0.03, 1), ``best``
+  keeps +1.78 pp of the +2 pp gain where the one-SE rule keeps +0.36 pp, and with a flat curve one-SE picks
+  the largest dose 99 % of the time (issue #25); on real NL-RX (cpu preset) one-SE gave up 0.96 pp of
+  validation EM per pair on average.
+- ``one_se``: the **largest** λ whose validation score is within one standard error of the best score, the
+  "one-standard-error rule" of cross-validated regularisation (Breiman et al. 1984, *CART* §3.4.3; Hastie,
+  Tibshirani & Friedman, *ESL* §7.10; glmnet's ``lambda.1se``): the strongest dose validation cannot tell
+  from the best. The SE is **paired** (:func:`paired_se`): every dose is scored on the same validation
+  items, so the SE of a dose's difference from the best is the SD of the per-item differences over √items,
+  far smaller than the unpaired binomial SE when two doses answer mostly the same items. Without per-item
+  scores (rows written before they were logged) the unpaired :func:`score_se` of the best stands in.
 
 In both a non-finite score or λ never wins.
 """
@@ -30,7 +33,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-Rule = Literal["one_se", "best"]
+Rule = Literal["best", "one_se"]
 
 #: float slack for "within one SE" and for ties, so that 0.645 + 0.035 ≥ 0.68 is not lost to rounding
 _EPS = 1e-12
@@ -56,6 +59,36 @@ def score_se(point: Mapping[str, Any], n_items: int) -> float:
     return se
 
 
+def paired_se(items: Sequence[str | None], best_items: Sequence[str | None]) -> float | None:
+    """SE of (a dose's mean score − the best dose's), paired by validation item and calibration seed.
+
+    ``items`` / ``best_items``: per calibration seed (same order), the run's per-item correctness on the
+    primary metric as a string of ``0``/``1`` (validation row order; :func:`item_string`). Per item j,
+    d_j = mean over seeds of (x_j − best_j); SE = SD(d)/√n_items (ddof 1). With k ≥ 2 seeds it is at least
+    the SD over seeds of the per-seed score differences / √k, which carries run-to-run variance. None when a
+    seed lacks its string or the strings differ in length (then the caller falls back to :func:`score_se`).
+    Units: the score's (a proportion).
+    """
+    pairs = list(zip(items, best_items, strict=False))
+    if not pairs or any(not a or not b or len(a) != len(b) for a, b in pairs):
+        return None
+    n = len(pairs[0][0])
+    if n < 2 or any(len(a) != n for a, _ in pairs):
+        return None
+    k = len(pairs)
+    d = [sum(int(a[j]) - int(b[j]) for a, b in pairs) / k for j in range(n)]
+    se = statistics.stdev(d) / math.sqrt(n)
+    if k >= 2:
+        per_seed = [(a.count("1") - b.count("1")) / n for a, b in pairs]
+        se = max(se, statistics.stdev(per_seed) / math.sqrt(k))
+    return se
+
+
+def item_string(flags: Sequence[Any]) -> str:
+    """Per-item correctness as a compact ``0``/``1`` string (``True`` → ``1``, anything else ``0``)."""
+    return "".join("1" if f is True else "0" for f in flags)
+
+
 def best_point(grid: Sequence[Mapping[str, Any]]) -> int | None:
     """Index of the best finite ``val_em`` (ties to the smaller λ), or None when no point is finite."""
     best: int | None = None
@@ -72,20 +105,24 @@ def choose_point(grid: Sequence[Mapping[str, Any]], rule: Rule = "best", n_items
 
     ``grid``: one mapping per point, ascending in dose (hence in λ), with ``val_em`` (mean validation score
     over the calibration seeds, a proportion; None or NaN for a failed or non-finite run), ``weight`` (λ) and,
-    for ``one_se``, ``val_em_per_seed``. ``n_items``: validation rows per run (``one_se`` only).
-    ``best``: the best score, ties to the smaller λ. ``one_se``: the largest λ whose score is ≥ best − SE(best)
-    (:func:`score_se`). A non-finite score or λ never wins.
+    for ``one_se``, ``se_paired`` (the paired SE of its difference from the best point, :func:`paired_se`;
+    0 at the best point itself) or, without it, ``val_em_per_seed``. ``n_items``: validation rows per run
+    (``one_se`` without ``se_paired`` only).
+    ``best``: the best score, ties to the smaller λ. ``one_se``: the largest λ whose score is ≥ best − SE,
+    SE = its ``se_paired`` where finite, else :func:`score_se` of the best. A non-finite score or λ never wins.
     """
     best = best_point(grid)
+    if rule not in ("best", "one_se"):
+        raise ValueError(f"calibration.rule={rule!r}; expected 'best' or 'one_se'")
     if best is None or rule == "best":
         return best
-    if rule != "one_se":
-        raise ValueError(f"calibration.rule={rule!r}; expected 'one_se' or 'best'")
-    if not n_items or n_items < 1:
-        raise ValueError("choose_point(rule='one_se') needs n_items, the validation rows per run (≥ 1)")
-    floor = float(grid[best]["val_em"]) - score_se(grid[best], n_items) - _EPS
+    paired = all(_finite(p.get("se_paired")) for p in grid if _finite(p.get("val_em")) and _finite(p.get("weight")))
+    if not paired and (not n_items or n_items < 1):
+        raise ValueError("choose_point(rule='one_se') needs n_items, the validation rows per run (≥ 1), or se_paired per point")
+    top = float(grid[best]["val_em"])
     ok = [
         i for i, p in enumerate(grid)
-        if _finite(p.get("val_em")) and _finite(p.get("weight")) and float(p["val_em"]) >= floor
+        if _finite(p.get("val_em")) and _finite(p.get("weight"))
+        and float(p["val_em"]) >= top - (float(p["se_paired"]) if paired else score_se(grid[best], n_items or 1)) - _EPS
     ]  # fmt: skip
     return max(ok)

@@ -31,6 +31,7 @@ class DecodeFirstToken(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V1",
         target_geometry=("v1_kl",),
+        target_direction={"v1_kl": "decrease"},
         family="decoder-visible",
         description="decoder-visible JEPA: KL(sg(p(h[L, a₀−1])) ‖ p(e_u)); the NL-view state must decode to the "
         "full model's first-answer-token distribution (NL view = CE-row prefix: no extra row)",
@@ -54,6 +55,7 @@ class BagOfRegex(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V2",
         target_geometry=("v1_kl",),
+        target_direction={"v1_kl": "decrease"},
         family="decoder-visible",
         description="bag-of-regex: −(1/|𝒜|) Σ_{t∈𝒜} log p(e_u)[y_t], per sequence then averaged",
         core=False,
@@ -94,6 +96,7 @@ class ConeProjected(_GradControlled):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V3",
         target_geometry=("v1_kl",),
+        target_direction={"v1_kl": "decrease"},
         family="decoder-visible",
         description="cone projection: g = g_CE + λ[g_a − min(0, ⟨g_a, g_CE⟩)/‖g_CE‖² g_CE] over all trainable "
         "parameters jointly, so ⟨λ g_a′, g_CE⟩ ≥ 0 by construction; aux = V1",
@@ -110,6 +113,7 @@ class CosineGated(_GradControlled):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V4",
         target_geometry=("v1_kl",),
+        target_direction={"v1_kl": "decrease"},
         family="decoder-visible",
         description="Du et al. gating: g = g_CE + λ·max(0, cos(g_a, g_CE))·g_a; aux = V1",
         core=False,
@@ -125,6 +129,7 @@ class GradVac(_GradControlled):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V5",
         target_geometry=("v1_kl",),
+        target_direction={"v1_kl": "decrease"},
         family="decoder-visible",
         description="GradVac: if φ = cos(g_a, g_CE) < φ_T, g_a += ‖g_a‖(φ_T√(1−φ²) − φ√(1−φ_T²))/(‖g_CE‖√(1−φ_T²))"
         "·g_CE (cos becomes φ_T); φ_T = 0.1 fixed, or an EMA of past cosines when ema_beta > 0; aux = V1",

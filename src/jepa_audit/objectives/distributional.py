@@ -21,6 +21,7 @@ class VicregVariance(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D1",
         target_geometry=("std_mean_Llast",),
+        target_direction={"std_mean_Llast": "increase"},
         family="distributional",
         description="VICReg variance: (1/d) Σ_j relu(γ − √(Var_N(Z_j) + 1e-4)) over answer-token states; "
         "γ = the base model's median per-dimension std (measured on the first batch), or a number",
@@ -55,6 +56,7 @@ class VicregCovariance(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D2",
         target_geometry=("rank_participation_Llast",),
+        target_direction={"rank_participation_Llast": "increase"},
         family="distributional",
         description="VICReg covariance: (1/d') Σ_{i≠j} C_ij², C = Z̄ᵀZ̄/(N−1) of standardised answer-token states "
         "(all answer tokens; fixed random orthonormal projection to proj_dim when d > proj_dim)",
@@ -99,6 +101,7 @@ class CrossViewVicreg(_TwoViewProjected):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D3",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="distributional",
         description="cross-view VICReg on projected (e_u, e_t): 25·MSE + 25·(var_u + var_t)/2 + 1·(cov_u + cov_t)",
         core=False,
@@ -125,6 +128,7 @@ class BarlowTwins(_TwoViewProjected):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D4",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="distributional",
         description="Barlow Twins on projected (e_u, e_t): Σ_i (1 − C_ii)² + 5e-3 Σ_{i≠j} C_ij², C the "
         "cross-correlation of batch-standardised projections",
@@ -145,6 +149,7 @@ class SIGReg(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D5",
         target_geometry=("rank_effective_Llast",),
+        target_direction={"rank_effective_Llast": "increase"},
         family="distributional",
         description="SIGReg: mean over M random unit slices of the Epps–Pulley statistic of standardised "
         "answer-token states against N(0,1) (17 knots on [0, 3]); slices redrawn every step; "
@@ -169,6 +174,7 @@ class Uniformity(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D6",
         target_geometry=("anisotropy_Llast",),
+        target_direction={"anisotropy_Llast": "decrease"},
         family="distributional",
         description="uniformity: log mean_{i<j} exp(−t‖ẑ_i − ẑ_j‖²), ẑ = z/‖z‖ over answer-token states, t = 2",
         core=True,
@@ -187,6 +193,7 @@ class Anisotropy(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D7",
         target_geometry=("anisotropy_Llast",),
+        target_direction={"anisotropy_Llast": "decrease"},
         family="distributional",
         description="anisotropy penalty: mean cos(z_i, z_j) over answer-token pairs from different sequences",
         core=True,
@@ -207,6 +214,7 @@ class EffectiveRank(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D8",
         target_geometry=("rank_effective_Llast",),
+        target_direction={"rank_effective_Llast": "increase"},
         family="distributional",
         description="effective rank: −log RankMe(Z) = Σ_k p_k log p_k, p_k = σ_k/Σσ + 1e-7 (SVD in fp32)",
         core=False,

@@ -149,6 +149,7 @@ class FisherAcceleration(_LogitTrajectory):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F1",
         target_geometry=("curvature_fisher_answer_Llast",),
+        target_direction={"curvature_fisher_answer_Llast": "decrease"},
         family="fisher",
         description="Fisher acceleration: mean_t a_tᵀF(h_t)a_t / (mean_t v_tᵀF(h_t)v_t + ε) over 𝒜 at l = L "
         "(T6 in the head's Fisher metric; computed in logit space)",
@@ -169,6 +170,7 @@ class TwinJacobi(_LogitTrajectory):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F2",
         target_geometry=("curvature_answer_Llast",),
+        target_direction={"curvature_answer_Llast": "decrease"},
         family="fisher",
         description="twin-trajectory Jacobi residual: J_t = h[L,t](x′) − h[L,t](x) on the shared answer, x′ an "
         "embedding-noise copy (σ = 0.01·RMS(h[0])); mean_t r_tᵀF r_t / (mean_t J_tᵀF J_t + ε), "
@@ -233,6 +235,7 @@ class FisherJepa(C.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F4",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="fisher",
         description="Fisher-norm JEPA: δ = e_u − sg(e_t), loss = mean_b δᵀF(e_t)δ (≈ 2·KL(p(e_t) ‖ p(e_u)))",
         core=True,
@@ -255,6 +258,7 @@ class FisherAngle(_LogitTrajectory):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F5",
         target_geometry=("curvature_fisher_answer_Llast",),
+        target_direction={"curvature_fisher_answer_Llast": "decrease"},
         family="fisher",
         description="Fisher-angle curvature: T2 with cos_F(v_t, v_{t+1}) = v_tᵀF v_{t+1} / (‖v_t‖_F ‖v_{t+1}‖_F), "
         "F at the shared vertex, l = L (computed in logit space)",

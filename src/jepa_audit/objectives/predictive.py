@@ -43,6 +43,7 @@ class StopGradTarget(_ViewCosine):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P1",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="predictive",
         description="stop-grad target: 1 − cos(e_u, sg(e_t))",
         core=True,
@@ -58,6 +59,7 @@ class SymmetricPredictor(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P2",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="predictive",
         description="MLP predictor + stop-grad, symmetrised: ½[D(q(e_u), sg(e_t)) + D(q(e_t), sg(e_u))], D = −cos, "
         "q: d → 512 → d with LayerNorm",
@@ -84,6 +86,7 @@ class EmaTarget(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P3",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="predictive",
         description="EMA target (BYOL): 2 − 2 cos(q(e_u), sg(ē_t)), ē_t from a no-grad target row run with an "
         "EMA copy of the trainable weights (under LoRA: the adapter weights only); τ 0.996 → 1 cosine",
@@ -153,6 +156,7 @@ class LinearPredictor(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P4",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="predictive",
         description="linear predictor: 1 − cos(M e_u, e_t), M ∈ R^{d×d} initialised to I, no bias, gradient "
         "through both views",
@@ -203,6 +207,7 @@ class DeepPredictor(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P5",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="predictive",
         description="predictor depth: a D_p-block transformer predictor (width 256) reads the NL-view token "
         "states and predicts e_t, 1 − cos(q, e_t), gradient through both views (as P0); k predictor tokens "
@@ -235,6 +240,7 @@ class ReversePrediction(_ViewCosine):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P6",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="predictive",
         description="reverse direction: the target view predicts the NL view, 1 − cos(e_t, sg(e_u))",
         core=False,
@@ -250,6 +256,7 @@ class InfoNCE(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P7",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="predictive",
         description="InfoNCE: cross-entropy over in-batch cos(e_u, e_t)/τ, positives on the diagonal, τ = 0.07",
         core=True,
@@ -270,6 +277,7 @@ class MidLayerStopGrad(_ViewCosine):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P8",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="predictive",
         description="P1 at a middle layer: 1 − cos(e_u, sg(e_t)) with e_u, e_t from h[mid, ·]",
         core=False,

@@ -40,6 +40,7 @@ class LlmJepa(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="llm-jepa",
         target_geometry=("jepa_cos",),
+        target_direction={"jepa_cos": "increase"},
         family="reference",
         description="LLM-JEPA as published (P0): 1 − cos(e_u, e_t), NL view with k predictor tokens, target view at "
         "its last content token, gradient through both views; k > 0 adds one NL-prefix row (+k tokens)",

@@ -30,6 +30,7 @@ class TurningAngle(_Curvature):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T1",
         target_geometry=("curvature_answer_Llast",),
+        target_direction={"curvature_answer_Llast": "decrease"},
         family="trajectory",
         description="curvature: mean_{t∈𝒜} arccos(clip(cos(v_t, v_{t+1}), −1+ε, 1−ε)) at layer l (radians)",
         core=True,
@@ -44,6 +45,7 @@ class OneMinusCosTurn(_Curvature):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T2",
         target_geometry=("curvature_answer_Llast",),
+        target_direction={"curvature_answer_Llast": "decrease"},
         family="trajectory",
         description="local straightening: mean_{t∈𝒜} (1 − cos(v_t, v_{t+1})) at layer l",
         core=True,
@@ -77,6 +79,7 @@ class TubeGlobal(_Tube):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T3-Global",
         target_geometry=("curvature_prompt_Llast", "curvature_answer_Llast"),
+        target_direction={"curvature_prompt_Llast": "decrease", "curvature_answer_Llast": "decrease"},
         family="trajectory",
         description="STP semantic tube: 1 − cos(before + after, patch), one random span [s,e) over the content "
         "of 𝒫 and 𝒜 (end-of-turn excluded, as STP) per sample (unbounded length), turn structure bridged",
@@ -92,6 +95,7 @@ class TubeLocal(_Tube):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T3-Local",
         target_geometry=("curvature_prompt_Llast", "curvature_answer_Llast"),
+        target_direction={"curvature_prompt_Llast": "decrease", "curvature_answer_Llast": "decrease"},
         family="trajectory",
         description="GUESS (auxiliaries.md §4 reading 1): STP tube loss with local spans, e − s ≤ w (w = 2); "
         "reading 2 (local vs global curvature) is covered by T1/T2/T6 and T4/T5",
@@ -112,6 +116,7 @@ class ChordAlignment(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T4",
         target_geometry=("curvature_answer_Llast",),
+        target_direction={"curvature_answer_Llast": "decrease"},
         family="trajectory",
         description="chord alignment: mean_{t∈𝒜} (1 − cos(v_t, h[l,end] − h[l,start])) over the answer span",
         core=True,
@@ -135,6 +140,7 @@ class Tortuosity(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T5",
         target_geometry=("curvature_answer_Llast",),
+        target_direction={"curvature_answer_Llast": "decrease"},
         family="trajectory",
         description="tortuosity: Σ_t ‖v_t‖ / ‖h[l,end] − h[l,start]‖ − 1 over the answer span, mean over sequences",
         core=False,
@@ -160,6 +166,7 @@ class EuclideanAcceleration(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T6",
         target_geometry=("curvature_answer_Llast",),
+        target_direction={"curvature_answer_Llast": "decrease"},
         family="trajectory",
         description="Euclidean acceleration: mean_t ‖a_t‖² / (mean_t ‖v_t‖² + ε) over 𝒜, per sequence then "
         "averaged (flat-space geodesic residual)",
@@ -209,6 +216,7 @@ class ContextualCurvature(C.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T8",
         target_geometry=("curvature_prompt_Lmid",),
+        target_direction={"curvature_prompt_Lmid": "decrease"},
         family="trajectory",
         description="contextual curvature: T1 over the last c tokens before each answer token, at a middle layer",
         core=False,

@@ -48,6 +48,7 @@ RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
+CALIBRATION = "calibration.json"  # the λ calibration stage's picks and curves (audit/calibration.py)
 GRID = "grid.json"  # the runner's manifest: every cell the grid defined in this directory
 _TEMPLATES = Path(__file__).parent / "templates"
 _MAX_SCATTER_PANELS = 12
@@ -129,6 +130,49 @@ def load_declared(out_dir: Path) -> list[dict[str, Any]] | None:
             raise ReportError(f"{path}: cell {key!r} lacks a benchmark and method (expected strings)")
         out.append({k: cell.get(k) for k in ("benchmark", "method", "seed", "mode")})
     return out
+
+
+_STATS_DEFAULTS = {"sesoi_pp": 2.0, "min_shift_sd": 0.5}  # config.StatsCfg's defaults (no config import here)
+
+
+def load_declared_stats(out_dir: Path) -> dict[str, float]:
+    """The decision settings the run declared before testing (``grid.json``'s ``stats``: ``sesoi_pp``,
+    ``min_shift_sd``), or {} when grid.json is absent or predates them. Raises :class:`ReportError` naming the
+    file when a value is not a non-negative number."""
+    path = Path(out_dir) / GRID
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read the grid manifest ({exc}); restore it or delete it") from exc
+    stats = manifest.get("stats") if isinstance(manifest, dict) else None
+    if not isinstance(stats, dict):
+        return {}
+    out = {}
+    for key in _STATS_DEFAULTS:
+        v = stats.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise ReportError(f"{path}: stats.{key} = {v!r}; expected a number ≥ 0")
+        out[key] = float(v)
+    return out
+
+
+def load_calibration(out_dir: Path) -> dict[str, Any] | None:
+    """``DIR/calibration.json`` (the λ calibration stage's picks and dose-response curves), or None without one.
+    Raises :class:`ReportError` naming the file when it exists but is not a JSON object with ``pairs``."""
+    path = Path(out_dir) / CALIBRATION
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read the calibration file ({exc}); restore it or delete it") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("pairs"), dict):
+        raise ReportError(f"{path}: expected an object with a 'pairs' mapping (the calibration stage's output)")
+    return doc
 
 
 def predictions_loader(out_dir: Path) -> Callable[[str], list[dict[str, Any]] | None]:
@@ -329,6 +373,43 @@ class ReportData:
     logit_label: str = ""
     headline: str = ""  # stats.manipulation.headline: the result in words, before any table
     aux_verdicts: list[dict[str, str]] = field(default_factory=list)  # stats.manipulation.verdict_table
+    aux_columns: list[dict[str, Any]] = field(default_factory=lambda: list(VERDICT_COLUMNS))  # both templates
+    sesoi: str = "2"  # Δ, pp, as the verdicts used it
+    min_shift_sd: str = "0.5"
+    calibration_note: str = ""  # when the calibration runs' budget differs from the test cells'
+    dose_readings: list[dict[str, str]] = field(default_factory=list)  # per pair: the verdict read against its curve
+
+
+#: The verdict table's columns, in order: the key of a stats.manipulation.verdict_table row and its header.
+#: One specification for report.md and report.html (the templates loop over it).
+VERDICT_COLUMNS: tuple[dict[str, Any], ...] = (
+    {"key": "benchmark", "header": "benchmark", "num": False},
+    {"key": "mode", "header": "mode", "num": False},
+    {"key": "method", "header": "auxiliary", "num": False},
+    {"key": "weight", "header": "λ chosen", "num": False},
+    {"key": "dose", "header": "dose", "num": True},
+    {"key": "target", "header": "target key Δ [CI at decision level]", "num": False},
+    {"key": "em", "header": "EM Δ pp [CI at decision level]", "num": False},
+    {"key": "upper", "header": "gain ruled out above (pp)", "num": False},
+    {"key": "representation", "header": "representation", "num": False},
+    {"key": "reward", "header": "reward", "num": False},
+    {"key": "verdict", "header": "verdict", "num": False},
+    {"key": "power", "header": "MDE vs Δ; seeds needed", "num": False},
+)
+
+
+def _curve_text(pair: Mapping[str, Any]) -> str:
+    """A calibration curve in words: per dose, validation EM ± SE (%) and the target keys' values, the pick
+    and the validation best marked."""
+    parts = []
+    for c in pair.get("curve") or []:
+        em = "—" if c.get("val_pp") is None else f"{c['val_pp']:.1f}" + (
+            f" ± {c['se_pp']:.1f}" if c.get("se_pp") is not None else "") + " %"  # fmt: skip
+        tg = ", ".join(f"{k} {_num(v)}" for k, v in (c.get("target") or {}).items())
+        mark = "".join(m for m, on in ((" pick", c.get("dose") == pair.get("picked_dose")),
+                                       (" best", c.get("dose") == pair.get("best_dose"))) if on)  # fmt: skip
+        parts.append(f"dose {c.get('dose'):g}{f' [{mark.strip()}]' if mark else ''}: EM {em}" + (f", {tg}" if tg else ""))
+    return "; ".join(parts)
 
 
 def _hits(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -410,6 +491,11 @@ def _comparison_view(c: Mapping[str, Any]) -> dict[str, Any]:
         "hedges_gz": _signed(c["hedges_gz"]),
         "p_bonferroni": _p(c["p_bonferroni"]),
         "p_holm": _p(c["p_holm"]),
+        # the interval beside the Holm mark is at the Holm decision's level (stats/decisions.py: holm_levels)
+        "ci_holm": "—" if c.get("ci_holm_low") is None else
+        f"({_pp(c['ci_holm_low'])}, {_pp(c['ci_holm_high'])}) at {100 * c['ci_holm_level']:.4g} %",
+        "p_nonsup_holm": _p(c.get("p_nonsup_holm")),
+        "upper95": _pp(c.get("upper95")),
         "p_bh": _p(c["p_bh"]),
         "prob_improvement": _num(c["prob_improvement"], 2),
         "rejects": " ".join(flags) if flags else "—",
@@ -540,7 +626,7 @@ def _examples(
 
 
 def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Figure]]:
-    figs: dict[str, list[Figure]] = {"forest": [], "ladder": [], "coupling": [], "grad": []}
+    figs: dict[str, list[Figure]] = {"forest": [], "ladder": [], "coupling": [], "grad": [], "dose": []}
     comps = summary["comparisons"]
     alpha = summary["alpha"]
     for v in summary["metric_verdicts"]:
@@ -554,9 +640,11 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
             Figure(
                 "forest",
                 title,
-                "Mean paired difference over seeds with its 95 % t-interval, grouped by auxiliary family. "
-                "Filled: p_t ≤ α; black ring: survives Holm within the family; diamond: degenerate (no interval).",
-                _data_uri(plots.forest_plot(members, title)),
+                "Mean paired difference over seeds, grouped by auxiliary family. Filled: p_t ≤ α, with the thick "
+                f"{100 * (1 - alpha):g} % t-interval; black ring: survives Holm within the family, with the thin "
+                "interval at the Holm decision's level (1 − α/(m − r + 1) when rejected at rank r, else 1 − α/m); "
+                "diamond: degenerate (no interval).",
+                _data_uri(plots.forest_plot(members, title, alpha)),
             )
         )
     for fam in summary["families"]:
@@ -607,6 +695,21 @@ def _figures(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> d
                     _data_uri(plots.coupling_scatter(chosen, families, title)),
                 )
             )
+    curves: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for pair in (summary.get("calibration") or {}).get("pairs", []):
+        curves[(pair["benchmark"], pair["mode"])].append(pair)
+    for (bench, mode), pairs in sorted(curves.items()):
+        title = f"{bench} · {mode}: dose-response on validation (λ calibration)"
+        figs["dose"].append(
+            Figure(
+                "dose",
+                title,
+                "Per auxiliary: validation EM (blue, ±1 SE; ring: the validation-best dose) and its target keys' shift "
+                "from the smallest dose in pooled seed SDs of the test grid (red, right axis; raw values when no SD "
+                "is known) against the dose; dashed line: the picked dose, where the test cells ran.",
+                _data_uri(plots.dose_response_plot(sorted(pairs, key=lambda p: p["method"]), title)),
+            )
+        )
     by_key: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for r in summary["grad_cosine"]:
         by_key[(r["benchmark"], r["mode"])].append(r)
@@ -633,9 +736,29 @@ def _report_data(
     alpha = summary["alpha"]
     primary = (summary.get("metrics") or [{"name": "exact_match"}])[0]["name"]  # the verdicts' metric
     power = [p for p in summary.get("power", []) if p["metric"] == primary]
+    sesoi = summary.get("sesoi_pp", 2.0)
+    declared = summary.get("sesoi_declared_pp")
+    sesoi_note = (
+        f"Δ = {sesoi:g} pp was set for this report (report --sesoi); the run declared Δ = {declared:g} pp before "
+        "testing (grid.json), so the no-gain-shown decisions here are not the pre-declared ones."
+        if summary.get("sesoi_overridden") else None
+    )  # fmt: skip
     return ReportData(
-        headline=headline(summary["verdicts"], alpha, power),
+        headline=headline(summary["verdicts"], alpha, power, sesoi_note=sesoi_note,
+                          fwer_text=(summary.get("family_fwer_all") or {}).get("text")),
         aux_verdicts=verdict_table(summary["verdicts"], power),
+        sesoi=f"{sesoi:g}",
+        min_shift_sd=f"{summary.get('min_shift_sd', 0.5):g}",
+        calibration_note=(summary.get("calibration") or {}).get("steps_note") or "",
+        dose_readings=[
+            {"pair": f"{p['benchmark']} · {p['mode']} · {p['method']}", "reading": p.get("reading") or "—",
+             "curve": _curve_text(p),
+             "flags": ", ".join(f for f, on in (("picked the smallest dose", p.get("picked_smallest")),
+                                               ("picked the largest dose", p.get("picked_largest")),
+                                               ("pick is not the validation-best dose", p.get("picked_is_best") is False))
+                                if on)}  # fmt: skip
+            for p in (summary.get("calibration") or {}).get("pairs", [])
+        ],
         title="jepa-audit report",
         counts={
             "task": str(summary.get("task", "nlrx")),
@@ -741,7 +864,9 @@ def write_report(
     when the runner wrote one; without it, from the rows alone.
 
     ``alpha`` and ``family`` are passed to :func:`jepa_audit.stats.summary.build_summary`, as are any
-    ``summary_options`` (e.g. ``bootstrap_reps``, ``conditional_logit_metrics``). Returns the summary dict.
+    ``summary_options`` (e.g. ``bootstrap_reps``, ``conditional_logit_metrics``, ``sesoi_pp``: Δ in pp, None =
+    the value grid.json declared, else 2.0; a value that differs from the declared one is flagged in the
+    report). Returns the summary dict.
     Rows are read through the runner's validation (:func:`read_rows`); lines it does not trust are left out
     and listed in ``summary["excluded_rows"]`` (``{"line", "cell", "reason"}``) and in the warnings. The
     three files are written to temporary names and renamed together at the end. Raises
@@ -750,6 +875,9 @@ def write_report(
     anything is read).
     """
     out_dir = Path(out_dir)
+    sesoi = summary_options.get("sesoi_pp")
+    if sesoi is not None and (isinstance(sesoi, bool) or not isinstance(sesoi, int | float) or not sesoi > 0):
+        raise ReportError(f"--sesoi must be a positive number of percentage points, got {sesoi!r}")
     if family not in FAMILIES:
         raise ReportError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if not (isinstance(alpha, int | float) and 0.0 < alpha < 1.0):
@@ -762,6 +890,12 @@ def write_report(
     rows, refused = verify_predictions(out_dir, rows)  # a predictions file edited after its cell: left out
     load = predictions_loader(out_dir)
     summary_options.setdefault("declared", load_declared(out_dir))
+    summary_options.setdefault("calibration", load_calibration(out_dir))
+    declared_stats = load_declared_stats(out_dir)
+    for key in ("sesoi_pp", "min_shift_sd"):
+        if summary_options.get(key) is None:
+            summary_options[key] = declared_stats.get(key, _STATS_DEFAULTS[key])
+    summary_options.setdefault("sesoi_declared", declared_stats.get("sesoi_pp"))
     summary = build_summary(rows, alpha=alpha, family=family, predictions_loader=load, **summary_options)
     summary["excluded_rows"] = excluded  # lines of results.jsonl not trusted, with the reason
     summary["progress"] = progress = _progress(out_dir, rows, summary_options["declared"])  # in progress?

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-__all__ = ["forest_plot", "p_ladder", "coupling_scatter", "grad_cosine_plot", "family_colors"]
+__all__ = ["forest_plot", "p_ladder", "coupling_scatter", "grad_cosine_plot", "dose_response_plot", "family_colors"]
 
 _RC = {
     "text.parse_math": False,
@@ -55,13 +55,17 @@ def _label(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def forest_plot(comparisons: Sequence[Mapping[str, Any]], title: str) -> bytes:
-    """ΔEM (pp) with its 95 % t-interval per auxiliary, grouped by auxiliary family.
+def forest_plot(comparisons: Sequence[Mapping[str, Any]], title: str, alpha: float | None = None) -> bytes:
+    """ΔEM (pp) per auxiliary with intervals at the levels of its marks, grouped by auxiliary family.
 
     ``comparisons``: the comparisons of one (benchmark, mode, metric), each with ``method``,
-    ``aux_family``, ``mean_diff``, ``ci95_low``, ``ci95_high``, ``reject_single``, ``reject_holm``,
-    ``degenerate``. Filled markers pass single-cell α; a black ring marks survival of Holm.
+    ``aux_family``, ``mean_diff``, ``sd_diff``, ``n``, ``ci95_low``, ``ci95_high``, ``ci_holm_low``,
+    ``ci_holm_high``, ``reject_single``, ``reject_holm``, ``degenerate``. Filled markers pass single-cell α,
+    drawn with the thick 1 − α t-interval (without ``alpha``: the 95 % one); a black ring marks survival of
+    Holm, and the thin whisker is the interval at the Holm decision's level, so neither mark sits beside an
+    interval that contradicts it.
     """
+    from jepa_audit.stats.decisions import t_interval_moments
     rows = sorted(comparisons, key=lambda c: (c["aux_family"], c["method"]))
     colors = family_colors([c["aux_family"] for c in rows])
     with plt.rc_context(_RC):
@@ -84,8 +88,14 @@ def forest_plot(comparisons: Sequence[Mapping[str, Any]], title: str) -> bytes:
                 last_family = c["aux_family"]
             color = colors[c["aux_family"]]
             if c["mean_diff"] is not None:
-                if c["ci95_low"] is not None and c["ci95_high"] is not None:
-                    ax.plot([c["ci95_low"], c["ci95_high"]], [y, y], color=color, lw=1.6)
+                if c.get("ci_holm_low") is not None and c.get("ci_holm_high") is not None:
+                    ax.plot([c["ci_holm_low"], c["ci_holm_high"]], [y, y], color=color, lw=0.7)
+                lo, hi = (
+                    t_interval_moments(c.get("n") or 0, c["mean_diff"], c.get("sd_diff"), 1 - alpha)
+                    if alpha is not None else (c["ci95_low"], c["ci95_high"])
+                )  # fmt: skip
+                if lo is not None and hi is not None:
+                    ax.plot([lo, hi], [y, y], color=color, lw=2.2)
                 ax.plot(
                     [c["mean_diff"]],
                     [y],
@@ -102,7 +112,11 @@ def forest_plot(comparisons: Sequence[Mapping[str, Any]], title: str) -> bytes:
         ax.axvline(0.0, color=_NEUTRAL, lw=0.8, ls="--")
         ax.set_yticks(ticks, labels)
         ax.set_ylim(y + 0.3, 1.0)
-        ax.set_xlabel("difference vs ce (percentage points), 95 % t-interval")
+        ax.set_xlabel(
+            "difference vs ce (percentage points); thick: "
+            + ("95 %" if alpha is None else f"{100 * (1 - alpha):g} %")
+            + " t-interval, thin: at the Holm decision's level"
+        )
         ax.set_title(_label(title, 90))
         ax.grid(axis="x", color="#dddddd", lw=0.5)
         return _png(fig)
@@ -216,4 +230,58 @@ def grad_cosine_plot(rows: Sequence[Mapping[str, Any]], title: str) -> bytes:
         ax2.set_xlim(0.0, 1.0)
         fig.suptitle(_label(title, 90), fontsize=10)
         fig.tight_layout()
+        return _png(fig)
+
+
+def dose_response_plot(pairs: Sequence[Mapping[str, Any]], title: str, columns: int = 4) -> bytes:
+    """The λ calibration's dose-response curves of one (benchmark, mode), one panel per auxiliary: validation
+    EM (pp, with ±1 SE bars; left axis, blue) and each target key's shift from the smallest dose in pooled
+    seed SDs of the test grid (right axis, red; the raw value when no SD is known) against the dose (log
+    axis). The picked dose is marked by a vertical line, the validation-best dose by a hollow ring.
+
+    ``pairs``: summary.json ``calibration.pairs`` entries (``method``, ``picked_dose``, ``best_dose``,
+    ``curve``: per dose ``dose``, ``val_pp``, ``se_pp``, ``target``, ``target_shift_sd``).
+    """
+    columns = max(1, min(columns, len(pairs)))
+    rows = max(1, math.ceil(len(pairs) / columns))
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 2.4 * rows), squeeze=False)
+        for ax, pair in zip(axes.ravel(), pairs, strict=False):
+            curve = [p for p in pair["curve"] if p.get("dose")]
+            x = np.array([p["dose"] for p in curve], dtype=float)
+            y = np.array([np.nan if p.get("val_pp") is None else p["val_pp"] for p in curve], dtype=float)
+            se = np.array([0.0 if p.get("se_pp") is None else p["se_pp"] for p in curve], dtype=float)
+            ax.errorbar(x, y, yerr=se, color=_PALETTE[0], marker="o", ms=4, lw=1.2, capsize=2)
+            best = [i for i, p in enumerate(curve) if p["dose"] == pair.get("best_dose")]
+            if best and np.isfinite(y[best[0]]):
+                ax.plot(x[best[0]], y[best[0]], "o", ms=10, mfc="none", mec=_PALETTE[0])
+            if pair.get("picked_dose") is not None:
+                ax.axvline(pair["picked_dose"], color=_NEUTRAL, lw=0.9, ls="--")
+            ax.set_xscale("log")
+            ax.set_xticks(x)  # the grid's doses, written plainly (math text is off)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(labelsize=7)
+            ax.set_title(_label(pair["method"], 30), fontsize=8)
+            keys = sorted({k for p in curve for k in (p.get("target") or {})})
+            if keys:
+                tw = ax.twinx()
+                for j, key in enumerate(keys):
+                    shift = [(p.get("target_shift_sd") or {}).get(key) for p in curve]
+                    sized = any(v is not None for v in shift)
+                    vals = shift if sized else [(p.get("target") or {}).get(key) for p in curve]
+                    v = np.array([np.nan if a is None else a for a in vals], dtype=float)
+                    tw.plot(x, v, color=_PALETTE[1 + j % (len(_PALETTE) - 1)], marker="s", ms=3, lw=1.0,
+                            label=_label(key + ("" if sized else " (raw)"), 28))  # fmt: skip
+                tw.axhline(0.0, color=_PALETTE[1], lw=0.5, ls=":")
+                tw.tick_params(labelsize=7, colors=_PALETTE[1])
+                tw.legend(fontsize=6, loc="best", frameon=False)
+        for ax in axes.ravel()[len(pairs) :]:
+            ax.set_axis_off()
+        for ax in axes[:, 0]:
+            ax.set_ylabel("validation EM (%)", color=_PALETTE[0])
+        for ax in axes[-1, :]:
+            ax.set_xlabel("dose λ·‖∇aux‖/‖∇CE‖")
+        fig.suptitle(_label(title, 90), fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
         return _png(fig)

@@ -32,6 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from .decisions import (
+    REPRESENTATION_STATES,
+    REWARD_STATES,
+    holm_levels,
+    representation_state,
+    reward_state,
+    t_interval_moments,
+    verdict_label,
+)
 from .multiplicity import holm
 from .paired import pair_by_seed, paired_comparison
 
@@ -46,11 +55,9 @@ __all__ = [
 ]
 
 BASELINE = "ce"
-VERDICTS: tuple[str, ...] = (
-    "representation_without_reward",
-    "representation_and_reward",
-    "reward_without_representation",
-    "no_effect",
+#: every verdict label (stats/decisions.py: verdict_label over the three representation and four reward states)
+VERDICTS: tuple[str, ...] = tuple(
+    dict.fromkeys(verdict_label(rep, rew) for rep in REPRESENTATION_STATES for rew in REWARD_STATES)
 )
 Cells = Mapping[tuple[str, str], Mapping[str, Mapping[Hashable, Mapping[str, Any]]]]
 _LAYER_KEY = re.compile(r"^(?P<prefix>.+)_L(?P<layer>\d+)$")
@@ -97,6 +104,44 @@ def target_keys(by_seed: Mapping[Hashable, Mapping[str, Any]], method: str) -> t
     return reg, "target keys from the objectives registry (rows predate target_geometry)"
 
 
+def _registry_directions(method: str) -> dict[str, str] | None:
+    try:  # rows written before cells recorded target_direction: ask the registry (imports torch)
+        from jepa_audit.objectives import get_objective_class
+
+        return dict(get_objective_class(method).spec.target_direction)
+    except (ImportError, KeyError, AttributeError):
+        return None
+
+
+def target_directions(by_seed: Mapping[Hashable, Mapping[str, Any]], method: str) -> tuple[dict[str, str], str | None]:
+    """({target template: intended direction}, note). The rows' ``target_direction`` (the most common map),
+    else the registry's; a template neither declares is ``either`` (any significant shift counts), said in
+    the note."""
+    maps = [tuple(sorted(r["target_direction"].items())) for r in by_seed.values()
+            if isinstance(r.get("target_direction"), Mapping)]  # fmt: skip
+    if maps:
+        return dict(Counter(maps).most_common(1)[0][0]), None
+    reg = _registry_directions(method)
+    if reg is not None:
+        return reg, None
+    return {}, f"{method}: no target_direction in its rows or the registry: every target read as 'either'"
+
+
+def pooled_seed_sd(by_method: Mapping[str, Mapping[Hashable, Mapping[str, Any]]], template: str) -> tuple[float | None, int]:
+    """(SD, df) of a geometry key over seeds, pooled within methods over every cell of one benchmark and mode
+    (ce included): √(Σ_methods Σ_seeds (x − mean_method)² / Σ_methods (n_method − 1)). ce's own seeds alone give
+    df = n − 1 (2 at n = 3: a true 1 SD shift then reads "< 1 SD" 37 % of the time); pooling gives
+    df = Σ(n_method − 1). (None, 0) when no method has two finite values."""
+    ss, df = 0.0, 0
+    for by_seed in by_method.values():
+        vals, _ = _value_by_seed(by_seed, template)
+        x = np.array(list(vals.values()), dtype=float)
+        if x.size >= 2:
+            ss += float(((x - x.mean()) ** 2).sum())
+            df += x.size - 1
+    return (math.sqrt(ss / df) if df else None), df
+
+
 def _value_by_seed(by_seed: Mapping[Hashable, Mapping[str, Any]], template: str) -> tuple[dict[Hashable, float], str | None]:
     out: dict[Hashable, float] = {}
     resolved: str | None = None
@@ -125,10 +170,13 @@ def manipulation_checks(
     Keys: ``benchmark, mode, method, target`` (the declared template), ``key`` (resolved), ``n, seeds,
     method_mean, baseline_mean, mean_diff, sd_diff, ci95_low, ci95_high, t, p_t, p_holm, reject_holm,
     degenerate, note, family_id, family_m`` (m: every entry of the benchmark and mode), and the size of the
-    shift against seed noise: ``baseline_sd`` (SD of the key over the paired ce seeds, n − 1) and
-    ``shift_in_seed_sds`` (mean_diff / baseline_sd; None when undefined). Paired deterministic runs make a
-    shift far smaller than what a change of seed does to the same key detectable at n = 3; this number says
-    how large it is, the test only that it is there.
+    shift against seed noise: ``baseline_sd`` (SD of the key over the paired ce seeds, n − 1),
+    ``seed_sd_pooled`` and ``seed_sd_df`` (:func:`pooled_seed_sd`: pooled within methods over every cell of the
+    benchmark and mode) and ``shift_in_seed_sds`` (mean_diff / seed_sd_pooled; None when undefined). Paired
+    deterministic runs make a shift far smaller than what a change of seed does to the same key detectable at
+    n = 3; this number says how large it is, the test only that it is there. ``direction``: the objective's
+    intended direction for the key (``increase``/``decrease``/``either``). ``ci_holm_low``/``ci_holm_high`` at
+    ``ci_holm_level``: the t-interval at the Holm decision's level (:func:`stats.decisions.holm_levels`).
     """
     out: list[dict[str, Any]] = []
     declared = declared or {}
@@ -137,21 +185,26 @@ def manipulation_checks(
         base = by_method.get(BASELINE, {})
         family: list[dict[str, Any]] = []
         methods = set(by_method) | set(declared.get((bench, mode), ()))
+        pooled: dict[str, tuple[float | None, int]] = {}
         for method in sorted(m for m in methods if m != BASELINE):
             mine = by_method.get(method, {})
             templates, src_note = target_keys(mine, method)
+            directions, dir_note = target_directions(mine, method)
             for template in templates:
                 mvals, key_m = _value_by_seed(mine, template)
                 bvals, key_b = _value_by_seed(base, template)
                 seeds, a, b = pair_by_seed(mvals, bvals)
                 res = paired_comparison(a - b)
                 base_sd = float(np.std(b, ddof=1)) if b.size >= 2 else None
+                if template not in pooled:
+                    pooled[template] = pooled_seed_sd(by_method, template)
+                seed_sd, seed_df = pooled[template]
                 shift = (
-                    res.mean_diff / base_sd
-                    if base_sd and res.mean_diff is not None and math.isfinite(res.mean_diff)
+                    res.mean_diff / seed_sd
+                    if seed_sd and res.mean_diff is not None and math.isfinite(res.mean_diff)
                     else None
                 )
-                notes = [n for n in (src_note, res.note) if n]
+                notes = [n for n in (src_note, dir_note, res.note) if n]
                 if not base:
                     notes.insert(0, f"no {BASELINE} cells on {bench}/{mode}")
                 if key_m is None and key_b is None:
@@ -163,6 +216,7 @@ def manipulation_checks(
                         "method": method,
                         "target": template,
                         "key": key_m or key_b or template,
+                        "direction": directions.get(template, "either"),
                         "n": res.n,
                         "seeds": seeds,
                         "method_mean": float(a.mean()) if a.size else None,
@@ -177,7 +231,12 @@ def manipulation_checks(
                         "reject_holm": False,
                         "degenerate": res.degenerate,
                         "baseline_sd": base_sd,
+                        "seed_sd_pooled": seed_sd,
+                        "seed_sd_df": seed_df,
                         "shift_in_seed_sds": shift,
+                        "ci_holm_low": None,
+                        "ci_holm_high": None,
+                        "ci_holm_level": None,
                         "note": "; ".join(notes) or None,
                         "family_id": f"manipulation / {bench} / {mode}",
                         "family_m": None,
@@ -186,11 +245,15 @@ def manipulation_checks(
         # Holm over the declared family: degenerate entries enter as p = 1 (they count in m, never reject)
         if family:
             p = np.array([1.0 if e["p_t"] is None else e["p_t"] for e in family])
-            for e, adj in zip(family, holm(p), strict=True):
+            levels = holm_levels([e["p_t"] for e in family], alpha)
+            for e, adj, lev in zip(family, holm(p), levels, strict=True):
                 e["family_m"] = len(family)
                 if e["p_t"] is not None:
                     e["p_holm"] = float(adj)
                     e["reject_holm"] = bool(adj <= alpha)
+                    # the interval at the Holm decision's own level: it excludes 0 exactly when Holm rejects
+                    e["ci_holm_low"], e["ci_holm_high"] = t_interval_moments(e["n"], e["mean_diff"], e["sd_diff"], 1 - lev)
+                    e["ci_holm_level"] = 1 - lev
         out.extend(family)
     return out
 
@@ -212,21 +275,29 @@ def verdicts(
     alpha: float,
     answers_changed: Mapping[tuple[str, str, str], Sequence[int]] | None = None,
     reward_metric: str = "exact_match",
+    *,
+    sesoi: float = 2.0,
+    min_shift_sd: float = 0.5,
+    power_rows: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """One verdict per (benchmark, mode, method ≠ ce), in the order of ``cells``.
+    """One verdict per (benchmark, mode, method ≠ ce), in the order of ``cells`` (DESIGN.md; stats/decisions.py).
 
-    The reward half is the ``reward_metric`` comparison (the task's primary metric; "EM" below).
+    The reward half is the ``reward_metric`` comparison (the task's primary metric; "EM" below), whose
+    ``p_holm``, ``p_nonsup_holm`` (against ``sesoi`` pp) and family size decide ``reward`` ∈ {gain, harm,
+    no_gain_shown, inconclusive}; the manipulation entries decide ``representation`` ∈ {moved, moved_against,
+    not_shown} (a key counts as moved only in its intended direction and by ≥ ``min_shift_sd`` pooled seed
+    SDs). ``verdict`` = :func:`stats.decisions.verdict_label` of the two: ``representation_without_reward``
+    only for (moved, no_gain_shown).
 
-    ``verdict``: ``representation_without_reward`` (a target key moved after Holm, EM did not),
-    ``representation_and_reward``, ``reward_without_representation``, ``no_effect`` (neither: an
-    uninformative null unless the dose shows the auxiliary pushed). Also ``representation_moved``,
-    ``reward_moved``, ``em_direction`` (``improvement``/``harm``/None), ``targets`` (per key: ``key, mean_diff,
-    ci95_low, ci95_high, p_holm, moved``), ``em`` (``n, mean_diff`` pp, CI, ``p_holm``, ``identical_to_ce``: every
-    paired seed's EM equal to ce's; ``answers_changed``: per paired seed, the items whose decoded answer differs
-    from ce's, None without predictions files; ``answers_identical``: all of them 0, i.e. not one decoded answer
-    changed), ``weight`` and ``dose`` (medians over the method's rows of λ and of the
-    run's median λ·‖∇aux‖/‖∇CE‖), ``weight_source`` (calibrated / preset / registry), ``calibration_smallest``
-    (the validation grid picked its smallest λ) and a ``note``.
+    Also: ``representation_moved`` (= moved), ``reward_moved`` (gain or harm), ``em_direction``
+    (``improvement``/``harm``/None), ``reward_note`` (how a degenerate comparison was decided), ``targets`` (per
+    key: ``key, direction, mean_diff, ci95_low, ci95_high, ci_holm_low, ci_holm_high, ci_holm_level, p_holm,
+    moved`` (passes Holm in the intended direction by ≥ min_shift_sd), ``against``, ``shift_in_seed_sds``),
+    ``em`` (``n, mean_diff`` pp, CI, decision-level CI, ``p_holm``, ``p_nonsup``, ``p_nonsup_holm``, ``upper95``,
+    ``upper_holm``, ``identical_to_ce``, ``answers_changed``, ``answers_identical``), ``sesoi_pp``,
+    ``mde_pp_corrected`` and ``seeds_needed`` (from ``power_rows``: the family's corrected MDE, and the seeds
+    the non-superiority test needs for 80 % power after Holm at the family's pooled SD), ``weight``, ``dose``,
+    ``weight_source``, ``calibration_smallest`` and a ``note``.
     """
     man: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for e in manipulation:
@@ -234,6 +305,7 @@ def verdicts(
     em = {
         (c["benchmark"], c["mode"], c["method"]): c for c in comparisons if c.get("metric") == reward_metric
     }
+    power = {(p["benchmark"], p["mode"]): p for p in power_rows if p.get("metric") == reward_metric}
     out = []
     for bench, mode in sorted(cells):
         by_method = cells[(bench, mode)]
@@ -241,35 +313,34 @@ def verdicts(
             rows = list(by_method[method].values())
             entries = man.get((bench, mode, method), [])
             c = em.get((bench, mode, method), {})
-            rep = any(e["reject_holm"] for e in entries)
-            p_em = c.get("p_holm")
-            rew = p_em is not None and p_em <= alpha
+            representation, moved, against, small = representation_state(entries, alpha, min_shift_sd)
             diff = c.get("mean_diff")
+            reward, reward_note = reward_state(
+                n=int(c.get("n") or 0), mean_diff=diff, p_holm=c.get("p_holm"), p_nonsup_holm=c.get("p_nonsup_holm"),
+                alpha=alpha, m=int(c.get("family_m") or 1), sesoi=sesoi, p_signflip=c.get("p_signflip"),
+            )  # fmt: skip
+            verdict = verdict_label(representation, reward)
             identical = bool(c.get("n")) and diff == 0.0 and c.get("sd_diff") in (0.0, None)
             changed = (answers_changed or {}).get((bench, mode, method))
             changed = list(changed) if changed else None
             same_answers = changed is not None and not any(changed)
-            verdict = (
-                ("representation_and_reward" if rew else "representation_without_reward")
-                if rep
-                else ("reward_without_representation" if rew else "no_effect")
-            )
             dose = _median([(r.get("dose") or {}).get("median") for r in rows])
+            pw = power.get((bench, mode), {})
             notes = []
             if not entries:
                 notes.append("no target geometry declared: the representation half is untested")
-            small = [
-                e["key"] for e in entries
-                if e["reject_holm"] and e.get("shift_in_seed_sds") is not None and abs(e["shift_in_seed_sds"]) < 1
-            ]  # fmt: skip
-            if rep and len(small) == sum(1 for e in entries if e["reject_holm"]):
+            if small:
                 notes.append(
-                    f"the target moved by less than one ce seed SD ({', '.join(small)}): consistent across the "
-                    "paired seeds, small against seed noise"
+                    f"passed Holm by less than {min_shift_sd:g} pooled seed SD "
+                    f"({', '.join(small)}): consistent across the paired seeds, too small to count as moved"
                 )
-            if verdict == "no_effect":
+            if against:
+                notes.append(f"moved against its intended direction: {', '.join(against)}")
+            if reward_note:
+                notes.append(f"reward: {reward_note}")
+            if representation == "not_shown" and reward == "inconclusive":
                 notes.append(
-                    "uninformative null: neither the target geometry nor EM moved"
+                    "uninformative null: neither the target geometry nor EM is shown to move"
                     + (f" (median dose {dose:.3g})" if dose is not None else " (dose not recorded)")
                 )
             smallest = any(r.get("calibration_smallest") for r in rows)
@@ -280,24 +351,33 @@ def verdicts(
                     + (f", although {sum(changed)} decoded answers changed (gains and losses cancel)"
                        if changed and any(changed) else "")
                     + (": the validation grid picked its smallest λ" if smallest else "")
-                )
+                )  # fmt: skip
             out.append(
                 {
                     "benchmark": bench,
                     "mode": mode,
                     "method": method,
                     "verdict": verdict,
-                    "representation_moved": rep,
-                    "reward_moved": rew,
-                    "em_direction": (None if not rew or diff is None else "improvement" if diff > 0 else "harm"),
+                    "representation": representation,
+                    "reward": reward,
+                    "reward_note": reward_note,
+                    "representation_moved": representation == "moved",
+                    "reward_moved": reward in ("gain", "harm"),
+                    "em_direction": {"gain": "improvement", "harm": "harm"}.get(reward),
                     "targets": [
                         {
                             "key": e["key"],
+                            "direction": e.get("direction", "either"),
                             "mean_diff": e["mean_diff"],
                             "ci95_low": e["ci95_low"],
                             "ci95_high": e["ci95_high"],
+                            "ci_holm_low": e.get("ci_holm_low"),
+                            "ci_holm_high": e.get("ci_holm_high"),
+                            "ci_holm_level": e.get("ci_holm_level"),
                             "p_holm": e["p_holm"],
-                            "moved": e["reject_holm"],
+                            "moved": e["key"] in moved,
+                            "against": e["key"] in against,
+                            "reject_holm": e["reject_holm"],
                             "shift_in_seed_sds": e.get("shift_in_seed_sds"),
                         }
                         for e in entries
@@ -307,11 +387,23 @@ def verdicts(
                         "mean_diff": diff,
                         "ci95_low": c.get("ci95_low"),
                         "ci95_high": c.get("ci95_high"),
-                        "p_holm": p_em,
+                        "ci_holm_low": c.get("ci_holm_low"),
+                        "ci_holm_high": c.get("ci_holm_high"),
+                        "ci_holm_level": c.get("ci_holm_level"),
+                        "p_holm": c.get("p_holm"),
+                        "p_nonsup": c.get("p_nonsup"),
+                        "p_nonsup_holm": c.get("p_nonsup_holm"),
+                        "upper95": c.get("upper95"),
+                        "upper_holm": c.get("upper_holm"),
+                        "upper_holm_level": c.get("upper_holm_level"),
+                        "family_m": c.get("family_m"),
                         "identical_to_ce": identical,
                         "answers_changed": changed,
                         "answers_identical": same_answers,
                     },
+                    "sesoi_pp": sesoi,
+                    "mde_pp_corrected": pw.get("mde_pp_corrected"),
+                    "seeds_needed": pw.get("seeds_needed"),
                     "weight": _median([r.get("weight") for r in rows]),
                     "weight_source": _lambda_source(rows),
                     "calibration_smallest": smallest,
@@ -360,12 +452,24 @@ def headroom_sentence(p: Mapping[str, Any]) -> str:
     return " ".join(out)
 
 
+def _names(vs: Sequence[Mapping[str, Any]]) -> str:
+    return f" ({', '.join(v['method'] for v in vs)})" if vs else ""
+
+
 def headline(
-    verdict_rows: Sequence[Mapping[str, Any]], alpha: float, power_rows: Sequence[Mapping[str, Any]] = ()
+    verdict_rows: Sequence[Mapping[str, Any]],
+    alpha: float,
+    power_rows: Sequence[Mapping[str, Any]] = (),
+    *,
+    fwer_text: str | None = None,
+    sesoi_note: str | None = None,
 ) -> str:
-    """One paragraph per (benchmark, mode), joined: how many auxiliaries moved their representation and how
-    many moved EM after Holm, in which direction; and, from ``power_rows`` (summary.json's ``power``), whether
-    ce's EM sits so near 0 % or 100 % that a fall or rise was unlikely to show (:func:`headroom_sentence`)."""
+    """One paragraph per (benchmark, mode), joined: how many auxiliaries are in each of the three
+    representation states and the four reward states, how many show representation without reward (and
+    which), uninformative nulls, unchanged outputs; from ``power_rows`` (summary.json's ``power``) whether ce's
+    EM sits so near 0 % or 100 % that a fall or rise was unlikely to show (:func:`headroom_sentence`).
+    ``fwer_text`` (summary.json's ``family_fwer_all.text``): the family-wise error across every family reported;
+    ``sesoi_note``: said when Δ differs from the one declared before the run."""
     room = {(p["benchmark"], p["mode"]): headroom_sentence(p) for p in power_rows}
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for v in verdict_rows:
@@ -375,48 +479,35 @@ def headline(
     parts = []
     for (bench, mode), vs in sorted(groups.items()):
         n = len(vs)
-        rep = sum(v["representation_moved"] for v in vs)
-        up = [v["method"] for v in vs if v["reward_moved"] and v["em_direction"] == "improvement"]
-        down = [v["method"] for v in vs if v["reward_moved"] and v["em_direction"] == "harm"]
-        rwr = sum(v["verdict"] == "representation_without_reward" for v in vs)
-        null = [v["method"] for v in vs if v["verdict"] == "no_effect"]
-        same = [v["method"] for v in vs if v["verdict"] != "no_effect" and _no_answer_changed(v)]
-        cancel = [v["method"] for v in vs if v["verdict"] != "no_effect" and v["em"]["identical_to_ce"]
-                  and not _no_answer_changed(v)]
-        em_words = (
-            "none moved exact match"
-            if not up and not down
-            else ", ".join(
-                s
-                for s in (
-                    f"{len(up)} raised exact match ({', '.join(up)})" if up else "",
-                    f"{len(down)} lowered {'it' if up else 'exact match'} ({', '.join(down)})" if down else "",
-                )
-                if s
-            )
-        )
+        by_rep = {k: [v for v in vs if v.get("representation") == k] for k in REPRESENTATION_STATES}
+        by_rew = {k: [v for v in vs if v.get("reward") == k] for k in REWARD_STATES}
+        sesoi = next((v.get("sesoi_pp") for v in vs if v.get("sesoi_pp") is not None), None)
+        delta = f", Δ = {sesoi:g} pp" if sesoi is not None else ""
+        rwr = [v for v in vs if v["verdict"] == "representation_without_reward"]
+        null = [v["method"] for v in vs if v.get("representation") == "not_shown" and v.get("reward") == "inconclusive"]
+        same = [v["method"] for v in vs if v["method"] not in null and _no_answer_changed(v)]
+        cancel = [v["method"] for v in vs if v["method"] not in null and v["em"]["identical_to_ce"]
+                  and not _no_answer_changed(v)]  # fmt: skip
         parts.append(
-            f"On {bench} ({mode}), {rep} of {n} auxiliaries moved the geometry they target (Holm, α = {alpha:g}); "
-            f"{em_words} after Holm correction. {rwr} show representation without reward"
-            + (
-                f"; {len(null)} moved neither, an uninformative null, not evidence of no effect ({', '.join(null)})."
-                if null
-                else "."
-            )
-            + (
-                f" {len(same)} changed no decoded answer at all (for reward an uninformative null, read the dose; "
-                f"{', '.join(same)})."
-                if same
-                else ""
-            )
-            + (
-                f" {len(cancel)} had EM identical to ce on every seed although decoded answers changed (gains and "
-                f"losses cancel: the auxiliary acted; {', '.join(cancel)})."
-                if cancel
-                else ""
-            )
+            f"On {bench} ({mode}), of {n} auxiliaries: representation (target geometry, Holm, α = {alpha:g}) "
+            f"moved as intended for {len(by_rep['moved'])}, against its intended direction for "
+            f"{len(by_rep['moved_against'])}{_names(by_rep['moved_against'])}, not shown for {len(by_rep['not_shown'])}; "
+            f"reward (exact match, Holm{delta}): gain {len(by_rew['gain'])}{_names(by_rew['gain'])}, "
+            f"harm {len(by_rew['harm'])}{_names(by_rew['harm'])}, no gain shown {len(by_rew['no_gain_shown'])}, "
+            f"inconclusive {len(by_rew['inconclusive'])}. "
+            f"{len(rwr)} show representation without reward{_names(rwr)}"
+            + (f"; {len(null)} moved neither, an uninformative null, not evidence of no effect ({', '.join(null)})."
+               if null else ".")
+            + (f" {len(same)} changed no decoded answer at all (for reward an uninformative null, read the dose; "
+               f"{', '.join(same)})." if same else "")
+            + (f" {len(cancel)} had EM identical to ce on every seed although decoded answers changed (gains and "
+               f"losses cancel: the auxiliary acted; {', '.join(cancel)})." if cancel else "")
             + (f" {room[(bench, mode)]}" if room.get((bench, mode)) else "")
-        )
+        )  # fmt: skip
+    if sesoi_note:
+        parts.append(sesoi_note)
+    if fwer_text:
+        parts.append(fwer_text)
     sources = {v.get("weight_source") for v in verdict_rows} - {None}
     if sources and sources <= {"preset", "registry"}:
         parts.append(
@@ -433,28 +524,43 @@ def _no_answer_changed(v: Mapping[str, Any]) -> bool:
     return bool(e.get("answers_identical")) if e.get("answers_changed") is not None else bool(e["identical_to_ce"])
 
 
+_REP_TEXT = {"moved": "moved", "moved_against": "moved against its aim", "not_shown": "not shown"}
+_REWARD_TEXT = {"gain": "gain", "harm": "harm", "no_gain_shown": "no gain shown", "inconclusive": "inconclusive"}
+
+
+def _level(x: float | None) -> str:
+    """A confidence level as a percentage, with enough digits to tell 1 − α/m apart (99.57 %)."""
+    return "—" if x is None else f"{100 * x:.4g} %"
+
+
 def verdict_table(
     verdict_rows: Sequence[Mapping[str, Any]], power_rows: Sequence[Mapping[str, Any]] = ()
 ) -> list[dict[str, str]]:
-    """The report's first table, one row per verdict, preformatted: ``benchmark, mode, method, weight
-    (λ chosen, with where it came from), dose, target (key Δ [CI] per target), em (Δ pp [CI]), verdict``.
-    ``power_rows`` (summary.json's ``power`` for the primary metric) qualify a reward null where ce's EM sits
-    at a floor or ceiling (:func:`headroom_sentence`)."""
+    """The report's first table, one row per verdict, preformatted: ``benchmark, mode, method, weight (λ chosen,
+    with where it came from), dose, target`` (per key: Δ [interval at its Holm decision's level], shift in
+    pooled seed SDs, intended direction; * moved as intended, ↯ passed Holm against it), ``em`` (Δ pp [interval
+    at the Holm decision's level], * gain or harm), ``upper`` (the one-sided bound at the non-superiority
+    decision's level, † no gain ≥ Δ shown, and the one-sided 95 % bound), ``representation``, ``reward``,
+    ``verdict``, ``power`` (corrected MDE against Δ, seeds needed). ``power_rows`` qualify a reward null where
+    ce's EM sits at a floor or ceiling (:func:`headroom_sentence`)."""
     edge = {(p["benchmark"], p["mode"]): p for p in power_rows}
     rows = []
     for v in verdict_rows:
         targets = "; ".join(
-            f"{t['key']} {_ci(t['mean_diff'], t['ci95_low'], t['ci95_high'])}"
-            + (f" ({t['shift_in_seed_sds']:+.2g} seed SD)" if t.get("shift_in_seed_sds") is not None else "")
-            + (" *" if t["moved"] else "")
+            f"{t['key']} {_ci(t['mean_diff'], t.get('ci_holm_low'), t.get('ci_holm_high'))}"
+            + (f" at {_level(t.get('ci_holm_level'))}" if t.get("ci_holm_level") is not None else "")
+            + (f" ({t['shift_in_seed_sds']:+.2g} seed SD" if t.get("shift_in_seed_sds") is not None else " (")
+            + f"{', ' if t.get('shift_in_seed_sds') is not None else ''}aim: {t.get('direction', 'either')})"
+            + (" *" if t["moved"] else " ↯" if t.get("against") else
+               " (passed Holm, below the minimum shift)" if t.get("reject_holm") else "")
             for t in v["targets"]
         )
         e = v["em"]
         verdict = v["verdict"].replace("_", " ")
-        if v["verdict"] == "no_effect":
-            verdict = f"no effect: uninformative null (dose {_f(v['dose'])})"
+        if v.get("representation") == "not_shown" and v.get("reward") == "inconclusive":
+            verdict += f": uninformative null (dose {_f(v['dose'])})"
         elif _no_answer_changed(v):
-            # the representation moved but not one decoded answer changed: the reward half is uninformative
+            # not one decoded answer changed: the reward half is an uninformative null
             verdict += (
                 "; reward half an uninformative null ("
                 + ("no decoded answer changed" if e.get("answers_changed") is not None else "EM identical to ce")
@@ -463,6 +569,8 @@ def verdict_table(
             )
         elif e["identical_to_ce"] and e.get("answers_changed"):
             verdict += f"; EM identical to ce although {sum(e['answers_changed'])} answers changed"
+        if v.get("reward_note"):
+            verdict += f" ({v['reward_note']})"
         p = edge.get((v["benchmark"], v["mode"]), {})
         if not v["reward_moved"] and p.get("floor_hides_decrease"):
             verdict += f"; ce's EM {p['baseline_mean']:.2g} % is a floor: a fall was unlikely to show"
@@ -471,6 +579,16 @@ def verdict_table(
         src = _LAMBDA_WORDS.get(v.get("weight_source") or "", "")
         if v.get("calibration_smallest"):
             src += ", the grid's smallest"
+        up = e.get("upper_holm")
+        upper = "—" if up is None else (
+            f"{up:+.3g} at {_level(e.get('upper_holm_level'))}" + (" †" if v.get("reward") == "no_gain_shown" else "")
+            + (f" (95 %: {e['upper95']:+.3g})" if e.get("upper95") is not None else "")
+        )  # fmt: skip
+        mde, need, sesoi = v.get("mde_pp_corrected"), v.get("seeds_needed"), v.get("sesoi_pp")
+        power = "—" if sesoi is None else (
+            f"MDE {_f(mde)} vs Δ {sesoi:g}; "
+            + (f"{need} seeds" if need is not None else "seeds: —")
+        )  # fmt: skip
         rows.append(
             {
                 "benchmark": v["benchmark"],
@@ -479,10 +597,15 @@ def verdict_table(
                 "weight": _f(v["weight"]) + (f" ({src})" if src else ""),
                 "dose": _f(v["dose"]),
                 "target": targets or "none declared",
-                "em": _ci(e["mean_diff"], e["ci95_low"], e["ci95_high"])
+                "em": _ci(e["mean_diff"], e.get("ci_holm_low"), e.get("ci_holm_high"))
+                + (f" at {_level(e.get('ci_holm_level'))}" if e.get("ci_holm_level") is not None else "")
                 + (" *" if v["reward_moved"] else "")
                 + (" (identical to ce)" if e["identical_to_ce"] else ""),
+                "upper": upper,
+                "representation": _REP_TEXT.get(v.get("representation") or "", "—"),
+                "reward": _REWARD_TEXT.get(v.get("reward") or "", "—"),
                 "verdict": verdict,
+                "power": power,
             }
         )
     return rows

@@ -33,7 +33,7 @@ SIGNFLIP_MAX_N = 24
 _REL_TOL = 1e-12
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PairedResult:
     """Paired comparison of one method against the baseline over shared seeds.
 
@@ -199,7 +199,10 @@ def paired_comparison(d: np.ndarray) -> PairedResult:
                 f"; the same non-zero difference on every seed: sign-flip p = {p_flip:.4g} "
                 f"(its floor 2/2^{n}) is the only test defined"
             )
-        return PairedResult(n, mean, sd, None, None, None, None, None, p_flip, None, note=reason)
+        return PairedResult(
+            n=n, mean_diff=mean, sd_diff=sd, ci95_low=None, ci95_high=None, t=None, p_t=None, p_wilcoxon=None,
+            p_signflip=p_flip, hedges_gz=None, note=reason,
+        )  # fmt: skip
     t, p = paired_t(d)
     low, high = ci95(d)
     notes = []

@@ -25,6 +25,14 @@ from jepa_audit.results import ResultsRow
 from jepa_audit.tasks.base import LEGACY_METRICS, MetricSpec
 
 from .coupling import group_means, spearman
+from .curves import calibration_section, read_curves
+from .decisions import (
+    holm_levels,
+    holm_with_degenerate,
+    nonsup_p_moments,
+    t_interval_moments,
+    upper_bound_moments,
+)
 from .items import (
     conditional_logit,
     hierarchical_bootstrap,
@@ -35,7 +43,7 @@ from .items import (
 )
 from .multiplicity import adjust
 from .paired import pair_by_seed, paired_comparison, signflip_floor
-from .power import mde_pp, mde_sd
+from .power import mde_pp, mde_sd, seeds_needed
 
 __all__ = [
     "BASELINE",
@@ -444,6 +452,56 @@ def _family_fwer(family: str, alpha: float, families: Sequence[Mapping[str, Any]
     }
 
 
+def _add_decision_tests(comparisons: list[dict[str, Any]], primary: str, alpha: float, sesoi: float) -> None:
+    """Per family: the interval at each Holm decision's level (every metric: ``ci_holm_low``/``_high`` at
+    ``ci_holm_level``), and for the primary metric the non-superiority test against ``sesoi`` pp (``p_nonsup``,
+    ``p_nonsup_holm`` over the same family as ``p_holm``, ``upper95``, and ``upper_holm`` at
+    ``upper_holm_level``, the one-sided bound at that decision's level). stats/decisions.py has the rules."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in comparisons:
+        grouped[c["family_id"]].append(c)
+    for members in grouped.values():
+        for c, lev in zip(members, holm_levels([c["p_t"] for c in members], alpha), strict=True):
+            c["ci_holm_low"], c["ci_holm_high"] = t_interval_moments(c["n"], c["mean_diff"], c["sd_diff"], 1 - lev)
+            c["ci_holm_level"] = None if c["ci_holm_low"] is None else 1 - lev
+        primary_metric = members[0]["metric"] == primary
+        p_ns = [nonsup_p_moments(c["n"], c["mean_diff"], c["sd_diff"], sesoi) if primary_metric else None
+                for c in members]  # fmt: skip
+        adj = holm_with_degenerate(p_ns) if primary_metric else [None] * len(members)
+        levels = holm_levels(p_ns, alpha)
+        for c, p, a, lev in zip(members, p_ns, adj, levels, strict=True):
+            c["p_nonsup"], c["p_nonsup_holm"] = p, a
+            c["reject_nonsup_holm"] = bool(a is not None and a <= alpha)
+            c["upper95"] = upper_bound_moments(c["n"], c["mean_diff"], c["sd_diff"], 0.95) if primary_metric else None
+            c["upper_holm"] = upper_bound_moments(c["n"], c["mean_diff"], c["sd_diff"], 1 - lev) if p is not None else None
+            c["upper_holm_level"] = None if c["upper_holm"] is None else 1 - lev
+
+
+def _fwer_all(alpha: float, families: Sequence[Mapping[str, Any]], manipulation: Sequence[Mapping[str, Any]],
+              primary: str) -> dict[str, Any]:
+    """The family-wise error across every family the report decides on: the primary metric's superiority and
+    non-superiority families, the other metrics' families (DFA for NL-RX) and the manipulation families (one
+    per benchmark and mode). Each is Holm-controlled at α; across k of them the chance of at least one false
+    decision is at most min(1, k·α) (Bonferroni over families), 1 − (1 − α)^k if they were independent."""
+    n_primary = sum(1 for f in families if f["m"] and f["metric"] == primary)
+    n_other = sum(1 for f in families if f["m"] and f["metric"] != primary)
+    n_man = len({e["family_id"] for e in manipulation})
+    counts = {"primary_superiority": n_primary, "primary_nonsuperiority": n_primary, "other_metrics": n_other,
+              "manipulation": n_man}  # fmt: skip
+    k = sum(counts.values())
+    bound = min(1.0, k * alpha) if k else None
+    indep = 1.0 - (1.0 - alpha) ** k if k else None
+    text = (
+        f"{k} families are decided here, each Holm-controlled at α = {alpha:g}: {n_primary} for {primary} (gain or "
+        f"harm), {n_primary} for its non-superiority test (no gain ≥ Δ), {n_other} for the other metrics and "
+        f"{n_man} manipulation families; the chance of at least one false decision across all of them is at most "
+        f"{bound:.3g} (k·α), {indep:.3g} if they were independent"
+        if k else f"No family is decided; α = {alpha:g}"
+    )  # fmt: skip
+    return {"k": k, "counts": counts, "alpha": alpha, "fwer_bound": bound, "fwer_independent": indep,
+            "text": text + "."}  # fmt: skip
+
+
 # --------------------------------------------------------------------------- verdicts and power
 
 
@@ -496,6 +554,8 @@ def _power_rows(
     verdicts: Sequence[Mapping[str, Any]],
     alpha: float,
     power: float,
+    sesoi: float | None = None,
+    primary: str | None = None,
 ) -> list[dict[str, Any]]:
     out = []
     for v in verdicts:
@@ -531,6 +591,8 @@ def _power_rows(
             "room_above_pp": None,
             "floor_hides_decrease": None,
             "ceiling_hides_increase": None,
+            "sesoi_pp": sesoi if v["metric"] == primary else None,
+            "seeds_needed": None,
             "note": None,
         }
         if not members:
@@ -559,6 +621,10 @@ def _power_rows(
             floor_blocks_corrected=floor > alpha / m,
         )
         row.update(_headroom(members, row["mde_pp_corrected"]))
+        if sesoi is not None and v["metric"] == primary:
+            # seeds for the non-superiority test to rule out Δ with this power after Holm (its first step, α/m,
+            # the level every member is sure to be tested at) when there is no effect, at the pooled SD
+            row["seeds_needed"] = seeds_needed(sesoi, sd, alpha / m, power)
         if len(row["n_values"]) > 1:
             row["note"] = (
                 f"comparisons have different n {row['n_values']}; power uses the most common, n = {n}"
@@ -872,6 +938,10 @@ def build_summary(
     seed: int = 0,
     bootstrap_reps: int = 2_000,
     conditional_logit_metrics: Sequence[str] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+    sesoi_pp: float = 2.0,
+    min_shift_sd: float = 0.5,
+    sesoi_declared: float | None = None,
 ) -> dict[str, Any]:
     """The summary.json structure of DESIGN.md, plus the secondary analyses.
 
@@ -881,6 +951,12 @@ def build_summary(
     (or None); without it the per-item section is empty. ``declared``: the cells the grid defines (mappings
     with ``benchmark``, ``method``, ``mode``, e.g. grid.json's entries); every comparison they imply is in
     its family's m even without data (default: only the comparisons the rows have).
+    ``sesoi_pp``: the smallest effect of interest of the primary metric (pp) the reward half decides against;
+    ``sesoi_declared``: the value declared before the run (grid.json), when known, so a different ``sesoi_pp``
+    is flagged (``sesoi_overridden``). ``min_shift_sd``: how many pooled seed SDs a target key must move to
+    count (stats/decisions.py).
+    ``calibration``: the parsed calibration.json of the audit's λ calibration stage (None: none ran), whose
+    per-pair dose-response curves go into ``calibration`` (:func:`stats.curves.calibration_section`).
     ``conditional_logit_metrics``: the metrics
     whose items get the conditional logit (None: the primary metric; ``()``: none; ~2 s per fit on 20,000 rows).
     The metrics compared are those the rows declare (``metric_specs``; NL-RX's for older rows). ``seed`` fixes
@@ -901,6 +977,10 @@ def build_summary(
     if not (isinstance(alpha, int | float) and 0.0 < alpha < 1.0):
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     alpha = float(alpha)
+    if not (isinstance(sesoi_pp, int | float) and not isinstance(sesoi_pp, bool) and sesoi_pp > 0):
+        raise ValueError(f"sesoi_pp must be a positive number of percentage points, got {sesoi_pp!r}")
+    if not (isinstance(min_shift_sd, int | float) and not isinstance(min_shift_sd, bool) and min_shift_sd >= 0):
+        raise ValueError(f"min_shift_sd must be a number ≥ 0 (seed SDs), got {min_shift_sd!r}")
     idx = index_rows(rows)
     if conditional_logit_metrics is None:
         conditional_logit_metrics = (idx.primary,)
@@ -916,7 +996,9 @@ def build_summary(
         if BASELINE not in idx.cells[key]:
             idx.warnings.append(f"{key[0]}/{key[1]} has no {BASELINE} cells: nothing to pair against")
     families = _apply_families(comparisons, family, alpha, idx)
+    _add_decision_tests(comparisons, idx.primary, alpha, float(sesoi_pp))
     verdicts = _verdict_rows(comparisons, idx)
+    power_rows = _power_rows(comparisons, verdicts, alpha, power, float(sesoi_pp), idx.primary)
 
     items: list[dict[str, Any]] = []
     items_note = "no predictions loader: per-item analyses skipped"
@@ -945,6 +1027,10 @@ def build_summary(
     summary: dict[str, Any] = {
         "alpha": alpha,
         "family": family,
+        "sesoi_pp": float(sesoi_pp),
+        "sesoi_declared_pp": sesoi_declared,
+        "sesoi_overridden": sesoi_declared is not None and float(sesoi_declared) != float(sesoi_pp),
+        "min_shift_sd": float(min_shift_sd),
         "task": idx.task,
         "metrics": [m.as_dict() for m in idx.metric_specs],  # what was compared, primary first
         "comparisons": comparisons,
@@ -952,7 +1038,7 @@ def build_summary(
         "family_fwer": _family_fwer(family, alpha, families),
         "families": families,
         "metric_verdicts": verdicts,
-        "power": _power_rows(comparisons, verdicts, alpha, power),
+        "power": power_rows,
         "items": items,
         "items_note": items_note,
         "coupling": _coupling_rows(idx, alpha),
@@ -978,8 +1064,13 @@ def build_summary(
             "declared_from_grid": declared is not None,
         },
     }
+    summary["calibration"] = calibration_section(calibration, rows)
     changed = _answers_changed(idx, load) if load is not None else None
-    summary.update(_manipulation_section(idx, comparisons, alpha, grid, changed))
+    summary.update(
+        _manipulation_section(idx, comparisons, alpha, grid, changed, float(sesoi_pp), float(min_shift_sd), power_rows)
+    )
+    summary["family_fwer_all"] = _fwer_all(alpha, families, summary["manipulation"], idx.primary)
+    read_curves(summary["calibration"], summary["manipulation"], summary["verdicts"])
     return json_safe(summary)
 
 
@@ -1012,6 +1103,9 @@ def _manipulation_section(
     alpha: float,
     grid: Mapping[tuple[str, str], Any],
     answers_changed: Mapping[tuple[str, str, str], list[int]] | None = None,
+    sesoi: float = 2.0,
+    min_shift_sd: float = 0.5,
+    power_rows: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """summary.json's ``manipulation`` and per-auxiliary ``verdicts`` (DESIGN.md; stats/manipulation.py);
     ``grid``: the declared methods per (benchmark, mode), so each manipulation family's m is the declared one."""
@@ -1021,6 +1115,7 @@ def _manipulation_section(
     return {
         "manipulation": manipulation,
         "verdicts": verdicts(
-            idx.cells, manipulation, comparisons, alpha, answers_changed, reward_metric=idx.primary
+            idx.cells, manipulation, comparisons, alpha, answers_changed, reward_metric=idx.primary,
+            sesoi=sesoi, min_shift_sd=min_shift_sd, power_rows=power_rows,
         ),
     }
