@@ -44,6 +44,17 @@ def doc_plugins() -> dict[str, str]:
     return dict(re.findall(r"<!-- plugin: (\S+) -->\n```python\n(.*?)```", text, flags=re.S))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _forget_this_modules_plugins():
+    """Registration is per process: take this module's plugins out of the registries when it ends, so tests
+    that list the built-in registry (e.g. test_objectives_registry) see the same ids whatever ran before."""
+    before, entry_points = set(plugins._LOADED), plugins._ENTRY_POINTS
+    yield
+    for source in set(plugins._LOADED) - before:
+        plugins._forget(source)
+    plugins._ENTRY_POINTS = entry_points
+
+
 @pytest.fixture(scope="session")
 def plugin_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("myplugins")
@@ -233,7 +244,8 @@ EP_OBJECTIVE = """
     @register_objective
     class EpCenter(Objective):
         spec = ObjectiveSpec(id="ep-center", family="distributional", description="from an entry point",
-                             default_weight=0.1, target_geometry=("anisotropy_Llast",))
+                             default_weight=0.1, target_geometry=("anisotropy_Llast",),
+                             target_direction={"anisotropy_Llast": "decrease"})
 
         def forward(self, ctx: AuxContext) -> AuxOut:
             z = ctx.hidden[-1][ctx.batch.answer_mask].float()
