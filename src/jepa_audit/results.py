@@ -9,14 +9,71 @@ Rows written before ``task`` / ``metric_specs`` existed read as NL-RX's.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from jepa_audit.tasks.base import MetricSpec, metric_specs_of_row
+from jepa_audit.data.examples import DataError
 
-__all__ = ["ResultsRow", "RowError"]
+__all__ = ["LEGACY_METRICS", "MetricSpec", "ResultsRow", "RowError", "metric_specs_of_row", "resolve_key"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric a task reports: ``name`` in the results row's ``metrics`` (a fraction 0–1), ``field`` the
+    per-item key of the predictions file that holds its 0/1 correctness, and its direction."""
+
+    name: str
+    field: str
+    higher_is_better: bool = True
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The metric specs of rows written before tasks were plug-ins (NL-RX's, primary first).
+LEGACY_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("exact_match", "exact", True, "whitespace-stripped string equality with the gold regex"),
+    MetricSpec("dfa_accuracy", "dfa", True, "the predicted regex denotes the gold regex's language"),
+)
+
+
+def metric_specs_of_row(row: dict[str, Any]) -> tuple[MetricSpec, ...]:
+    """The metric specs a results row declares (``metric_specs``); NL-RX's for rows written before them."""
+    specs = row.get("metric_specs")
+    if not isinstance(specs, list) or not specs:
+        return LEGACY_METRICS
+    try:
+        return tuple(MetricSpec(**s) for s in specs)
+    except TypeError as e:
+        raise DataError(f"results row: metric_specs {specs!r} is not a list of metric specs ({e})") from None
+
+
+_LAYER_KEY = re.compile(r"^(?P<prefix>.+)_L(?P<layer>\d+)$")
+
+
+def resolve_key(template: str, geometry_keys: Iterable[str]) -> str | None:
+    """``template`` as a key of a geometry dict with ``geometry_keys`` (same rule as
+    ``objectives.base.resolve_target_key``: as written, else ``_Llast`` = largest logged layer index,
+    ``_Lmid`` = the logged index nearest half of it, ties to the lower); None when absent."""
+    keys = set(geometry_keys)
+    if template in keys:
+        return template
+    for suffix in ("_Llast", "_Lmid"):
+        if template.endswith(suffix):
+            prefix = template[: -len(suffix)]
+            layers = sorted(int(m["layer"]) for k in keys if (m := _LAYER_KEY.match(k)) and m["prefix"] == prefix)
+            if not layers:
+                return None
+            if suffix == "_Llast":
+                return f"{prefix}_L{layers[-1]}"
+            half = layers[-1] / 2
+            return f"{prefix}_L{min(layers, key=lambda x: (abs(x - half), x))}"
+    return None
 
 
 class RowError(ValueError):

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from jepa_audit.data.batch import Batch
+from jepa_audit.results import resolve_key
 
 Family = Literal["trajectory", "distributional", "predictive", "fisher", "decoder-visible", "reference"]
 FAMILIES: tuple[str, ...] = ("trajectory", "distributional", "predictive", "fisher", "decoder-visible", "reference")
@@ -275,8 +276,6 @@ def resolve_target_key(template: str, geometry_keys: Iterable[str]) -> str | Non
     ``<prefix>_Llast`` → the largest logged layer index, ``<prefix>_Lmid`` → the logged index nearest half of
     it (e.g. ``curvature_answer_Llast`` → ``curvature_answer_L2`` on the 2-layer tiny model); None when absent.
     One home: :func:`jepa_audit.stats.manipulation.resolve_key` (the statistics read rows without torch)."""
-    from jepa_audit.stats.manipulation import resolve_key
-
     return resolve_key(template, geometry_keys)
 
 

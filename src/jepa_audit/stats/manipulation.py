@@ -24,13 +24,14 @@ pure function so that the statistics never import torch).
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from jepa_audit.results import resolve_key
 
 from .multiplicity import holm
 from .paired import pair_by_seed, paired_comparison
@@ -53,27 +54,6 @@ VERDICTS: tuple[str, ...] = (
     "no_effect",
 )
 Cells = Mapping[tuple[str, str], Mapping[str, Mapping[Hashable, Mapping[str, Any]]]]
-_LAYER_KEY = re.compile(r"^(?P<prefix>.+)_L(?P<layer>\d+)$")
-
-
-def resolve_key(template: str, geometry_keys: Iterable[str]) -> str | None:
-    """``template`` as a key of a geometry dict with ``geometry_keys`` (same rule as
-    ``objectives.base.resolve_target_key``: as written, else ``_Llast`` = largest logged layer index,
-    ``_Lmid`` = the logged index nearest half of it, ties to the lower); None when absent."""
-    keys = set(geometry_keys)
-    if template in keys:
-        return template
-    for suffix in ("_Llast", "_Lmid"):
-        if template.endswith(suffix):
-            prefix = template[: -len(suffix)]
-            layers = sorted(int(m["layer"]) for k in keys if (m := _LAYER_KEY.match(k)) and m["prefix"] == prefix)
-            if not layers:
-                return None
-            if suffix == "_Llast":
-                return f"{prefix}_L{layers[-1]}"
-            half = layers[-1] / 2
-            return f"{prefix}_L{min(layers, key=lambda x: (abs(x - half), x))}"
-    return None
 
 
 def _registry_targets(method: str) -> list[str] | None:

@@ -26,11 +26,12 @@ from __future__ import annotations
 import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from jepa_audit.data.examples import DataError, Example, Splits
+from jepa_audit.results import MetricSpec, metric_specs_of_row  # re-exported: the task API
 
 if TYPE_CHECKING:
     from jepa_audit.config import DataCfg, EvalCfg
@@ -46,20 +47,6 @@ __all__ = [
     "register_task",
     "task_rows",
 ]
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One metric a task reports: ``name`` in the results row's ``metrics`` (a fraction 0–1), ``field`` the
-    per-item key of the predictions file that holds its 0/1 correctness, and its direction."""
-
-    name: str
-    field: str
-    higher_is_better: bool = True
-    description: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -249,19 +236,3 @@ def task_rows() -> list[dict[str, Any]]:
     return [_REGISTRY[n].info() for n in list_tasks()]
 
 
-#: The metric specs of rows written before tasks were plug-ins (NL-RX's, primary first).
-LEGACY_METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("exact_match", "exact", True, "whitespace-stripped string equality with the gold regex"),
-    MetricSpec("dfa_accuracy", "dfa", True, "the predicted regex denotes the gold regex's language"),
-)
-
-
-def metric_specs_of_row(row: dict[str, Any]) -> tuple[MetricSpec, ...]:
-    """The metric specs a results row declares (``metric_specs``); NL-RX's for rows written before them."""
-    specs = row.get("metric_specs")
-    if not isinstance(specs, list) or not specs:
-        return LEGACY_METRICS
-    try:
-        return tuple(MetricSpec(**s) for s in specs)
-    except TypeError as e:
-        raise DataError(f"results row: metric_specs {specs!r} is not a list of metric specs ({e})") from None
