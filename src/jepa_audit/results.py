@@ -1,4 +1,9 @@
-"""The results row: one line of results.jsonl (DESIGN.md), as a typed model.
+"""The results row's schema: one line of results.jsonl (DESIGN.md) as a typed model, the metric specs it
+declares, and how a target-geometry template resolves against its geometry keys.
+
+Torch-free and importing nothing of the package: the statistics and the report (which read rows) and the
+objectives, tasks and cell (which write them) all build on it; it is the bottom of the layering
+(pyproject.toml, ``[tool.importlinter]``).
 
 A cell returns a plain dict (JSON is the contract); the readers (the runner's row check, progress, tracking,
 the summary) parse it with :meth:`ResultsRow.parse` instead of each reading the dict literal its own way.
@@ -15,8 +20,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-
-from jepa_audit.data.examples import DataError
 
 __all__ = ["LEGACY_METRICS", "MetricSpec", "ResultsRow", "RowError", "metric_specs_of_row", "resolve_key"]
 
@@ -50,7 +53,7 @@ def metric_specs_of_row(row: dict[str, Any]) -> tuple[MetricSpec, ...]:
     try:
         return tuple(MetricSpec(**s) for s in specs)
     except TypeError as e:
-        raise DataError(f"results row: metric_specs {specs!r} is not a list of metric specs ({e})") from None
+        raise RowError(f"results row: metric_specs {specs!r} is not a list of metric specs ({e})") from None
 
 
 _LAYER_KEY = re.compile(r"^(?P<prefix>.+)_L(?P<layer>\d+)$")
