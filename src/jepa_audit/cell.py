@@ -55,7 +55,7 @@ def base_model_path(cfg: Config, progress: ProgressFn | None = None) -> Path:
     """The local directory of the model to fine-tune (building the tiny base if needed)."""
     if cfg.model.kind == "hf":
         return Path(cfg.model.path or "")
-    from jepa_audit.models.base import ensure_tiny_base
+    from jepa_audit.tiny_base import ensure_tiny_base
 
     key = stable_hash([cfg.model.model_dump(), cfg.base.model_dump(), cfg.data.model_dump(), cfg.cache_dir])
     if key not in _BASE_PATHS or not _BASE_PATHS[key].is_dir():
