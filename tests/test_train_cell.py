@@ -10,8 +10,8 @@ import torch
 from conftest import make_hf_llama_dir
 from jepa_audit.cell import base_model_path, evaluate_dir, prepare, run_cell
 from jepa_audit.config import load_config
-from jepa_audit.tiny_base import ensure_tiny_base
 from jepa_audit.models.load import ModelError
+from jepa_audit.tiny_base import ensure_tiny_base
 from jepa_audit.train import lr_at, train
 
 SMALL = [
