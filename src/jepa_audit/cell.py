@@ -19,10 +19,10 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from jepa_audit.config import Config, MethodOverride, stable_hash
-from jepa_audit.data import Splits, load_benchmark
+from jepa_audit.data import Splits
 from jepa_audit.data.views import Encoded, collate, encode_all
 from jepa_audit.models.load import ModelError, build_model, load_pretrained, quiet_hf_progress
-from jepa_audit.tasks import get_task
+from jepa_audit.tasks import get_task, load_benchmark
 
 ProgressFn = Callable[[dict[str, Any]], None]
 

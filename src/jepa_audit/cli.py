@@ -301,8 +301,7 @@ def data_fetch() -> None:
 def data_stats(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Statistics of the configured benchmarks, as the task computes them (NL-RX: operators, lengths,
     empty-language share; others: sizes and text lengths)."""
-    from jepa_audit.data import load_benchmark
-    from jepa_audit.tasks import get_task
+    from jepa_audit.tasks import get_task, load_benchmark
 
     cfg = _config(preset, config, set_, default="quick")
     task = get_task(cfg.data.task)

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from jepa_audit.config import Config, TrainCfg, stable_hash
-from jepa_audit.data import load_benchmark, pretraining_pool
 from jepa_audit.data.tokenizer import train_tiny_tokenizer
 from jepa_audit.data.views import encode_all
 from jepa_audit.models.load import ModelError, quiet_hf_progress
 from jepa_audit.models.tiny import new_tiny_llama
-from jepa_audit.tasks import get_task
+from jepa_audit.tasks import get_task, load_benchmark, pretraining_pool
 from jepa_audit.train import train
 
 BASE_FORMAT = "tiny-base-v1"  # bump when the pre-training recipe changes: old caches are then ignored

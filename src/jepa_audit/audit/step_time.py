@@ -22,12 +22,11 @@ def measure_step_time(cfg: Config, steps: int = 6) -> float:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from jepa_audit.config import TrainCfg
-    from jepa_audit.data import load_benchmark
     from jepa_audit.data.tokenizer import train_tiny_tokenizer
     from jepa_audit.data.views import encode_all
     from jepa_audit.models.load import build_model, resolve_device
     from jepa_audit.models.tiny import new_tiny_llama
-    from jepa_audit.tasks import get_task
+    from jepa_audit.tasks import get_task, load_benchmark
     from jepa_audit.train import train
 
     torch.set_num_threads(cfg.train.threads)

@@ -43,7 +43,9 @@ __all__ = [
     "Task",
     "get_task",
     "list_tasks",
+    "load_benchmark",
     "metric_specs_of_row",
+    "pretraining_pool",
     "register_task",
     "task_rows",
 ]
@@ -236,3 +238,18 @@ def task_rows() -> list[dict[str, Any]]:
     return [_REGISTRY[n].info() for n in list_tasks()]
 
 
+def load_benchmark(cfg: DataCfg, benchmark: str) -> Splits:
+    """The splits of ``benchmark`` of task ``cfg.task`` under ``cfg`` (see the task's ``load``).
+
+    Raises :class:`DataError` on an unknown benchmark or any data problem."""
+    from jepa_audit.tasks import get_task
+
+    return get_task(cfg.task).load(cfg, benchmark)
+
+
+def pretraining_pool(cfg: DataCfg, n: int, seed: int) -> list[Example] | None:
+    """``n`` examples (seed ``seed``) of task ``cfg.task`` to pre-train the tiny base on, disjoint from its
+    benchmarks; None when the task has no pool (the base then keeps its random init)."""
+    from jepa_audit.tasks import get_task
+
+    return get_task(cfg.task).pretraining_pool(cfg, n, seed)
