@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jepa_audit.data.examples import DataError, Example, Splits
+from jepa_audit.data.examples import DataError, Example, Splits, chat_messages
 from jepa_audit.results import MetricSpec, metric_specs_of_row  # re-exported: the task API
 
 if TYPE_CHECKING:
@@ -124,11 +124,7 @@ class Task(ABC):
         """The chat rendering of one example: [system], user = :meth:`prompt_view`, assistant =
         :meth:`target_view` (left out with ``answer=False``: the generation prompt).  data/views.py renders
         every row through this, then through the model's chat template."""
-        out = [{"role": "system", "content": system}] if system else []
-        out.append({"role": "user", "content": self.prompt_view(ex)})
-        if answer:
-            out.append({"role": "assistant", "content": self.target_view(ex)})
-        return out
+        return chat_messages(system, self.prompt_view(ex), self.target_view(ex) if answer else None)
 
     # ------------------------------------------------------------------------------------------ scoring
 
@@ -242,14 +238,10 @@ def load_benchmark(cfg: DataCfg, benchmark: str) -> Splits:
     """The splits of ``benchmark`` of task ``cfg.task`` under ``cfg`` (see the task's ``load``).
 
     Raises :class:`DataError` on an unknown benchmark or any data problem."""
-    from jepa_audit.tasks import get_task
-
     return get_task(cfg.task).load(cfg, benchmark)
 
 
 def pretraining_pool(cfg: DataCfg, n: int, seed: int) -> list[Example] | None:
     """``n`` examples (seed ``seed``) of task ``cfg.task`` to pre-train the tiny base on, disjoint from its
     benchmarks; None when the task has no pool (the base then keeps its random init)."""
-    from jepa_audit.tasks import get_task
-
     return get_task(cfg.task).pretraining_pool(cfg, n, seed)
