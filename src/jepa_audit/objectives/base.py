@@ -275,7 +275,7 @@ def resolve_target_key(template: str, geometry_keys: Iterable[str]) -> str | Non
     """The geometry key a ``target_geometry`` entry names among ``geometry_keys``: as written, else
     ``<prefix>_Llast`` → the largest logged layer index, ``<prefix>_Lmid`` → the logged index nearest half of
     it (e.g. ``curvature_answer_Llast`` → ``curvature_answer_L2`` on the 2-layer tiny model); None when absent.
-    One home: :func:`jepa_audit.stats.manipulation.resolve_key` (the statistics read rows without torch)."""
+    One home: :func:`jepa_audit.results.resolve_key` (the torch-free row schema; the statistics use it too)."""
     return resolve_key(template, geometry_keys)
 
 

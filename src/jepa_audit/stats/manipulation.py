@@ -17,8 +17,8 @@ combines the two into one verdict per (benchmark, mode, method ≠ ce) (DESIGN.m
 
 Target keys come from each row's ``target_geometry`` (written by the cell from its objective's spec), or,
 for rows written before that key existed, from the objectives registry. ``_Llast``/``_Lmid`` suffixes are
-resolved against the row's geometry keys (:func:`objectives.base.resolve_target_key`, duplicated here as a
-pure function so that the statistics never import torch).
+resolved against the row's geometry keys by :func:`jepa_audit.results.resolve_key` (the torch-free row
+schema, which ``objectives.base.resolve_target_key`` uses too).
 """
 
 from __future__ import annotations
