@@ -15,8 +15,7 @@ import torch
 
 from _objective_helpers import RANDOM, SEED, build, forward
 from conftest import make_tiny_llama, make_toy_batch
-from jepa_audit.objectives import _common as C
-from jepa_audit.objectives import get_objective_class, registry, spec_rows
+from jepa_audit.objectives import get_objective_class, registry, spec_rows, views
 from jepa_audit.objectives.base import FAMILIES, register_objective, target_view_hidden
 from jepa_audit.objectives.gradients import (
     combine,
@@ -178,7 +177,7 @@ def test_predictor_tokens_row_matches_separate_unpadded_forwards():
     model, batch = make_tiny_llama(), make_toy_batch()
     obj = build("llm-jepa", k=2)
     _, ctx = forward(model, batch)
-    batched = C.nl_predictor_view(ctx, obj.pred, obj.generator)
+    batched = views.nl_predictor_view(ctx, obj.pred, obj.generator)
     emb = model.get_input_embeddings()
     for b in range(len(batch)):
         n = int(batch.nl_last[b]) + 1
@@ -214,7 +213,7 @@ def test_ema_target_under_lora_tracks_adapter_weights_only():
     model, batch = lora_llama(), make_toy_batch()
     obj = build("P3")
     _, ctx = forward(model, batch)
-    online_r = C.e_t(ctx, obj.generator)
+    online_r = views.e_t(ctx, obj.generator)
     torch.testing.assert_close(obj.target_embedding(ctx), online_r.detach(), atol=1e-5, rtol=1e-5)
     assert obj.shadow and all("lora_" in n for n in obj.shadow)
     before = {n: s.clone() for n, s in obj.shadow.items()}

@@ -94,7 +94,7 @@ class AuxContext:
 
         Run under ``fork_rng``: dropout in this extra row must not advance the global RNG, or the CE run's
         dropout stream would differ from the baseline's (objectives add their own generator on top via
-        ``objectives._common.target_states``).
+        ``objectives.views.target_states``).
         """
         if self.batch.published:  # the target views share one packed forward with the NL views
             B = self.batch.target_ids.shape[0]
