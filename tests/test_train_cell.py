@@ -11,6 +11,7 @@ from conftest import make_hf_llama_dir
 from jepa_audit.cell import base_model_path, evaluate_dir, prepare, run_cell
 from jepa_audit.config import load_config
 from jepa_audit.models.load import ModelError
+from jepa_audit.results import ResultsRow
 from jepa_audit.tiny_base import ensure_tiny_base
 from jepa_audit.train import lr_at, train
 
@@ -82,6 +83,8 @@ def test_run_cell_row_matches_the_contract(trained_base, tmp_path):
     row = run_cell(cell, tmp_path / "cells" / "c1", save_model=tmp_path / "model")
     assert {"benchmark", "method", "seed", "mode", "metrics", "geometry", "grad_cosine", "config_hash", "wall_s",
             "deterministic", "status"} <= set(row)
+    # the row is a ResultsRow: every declared key is written, in the declared order (extra keys may follow)
+    assert list(row)[: len(ResultsRow.model_fields)] == list(ResultsRow.model_fields)
     assert row["status"] == "done" and row["method"] == "T1" and row["mode"] == "lora"
     assert row["deterministic"] is False  # train.deterministic, recorded in every row
     m = row["metrics"]

@@ -22,6 +22,7 @@ from jepa_audit.config import Config, MethodOverride, stable_hash
 from jepa_audit.data import Splits
 from jepa_audit.data.views import Encoded, collate, encode_all
 from jepa_audit.models.load import ModelError, build_model, load_pretrained, quiet_hf_progress
+from jepa_audit.results import ResultsRow
 from jepa_audit.tasks import get_task, load_benchmark
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -212,44 +213,44 @@ def run_cell(
     if save_model is not None:
         save_hf(prep.model, prep.tok, Path(save_model))
     rel = Path(cell_dir.parent.name) / cell_dir.name / "predictions.jsonl"
-    return {
-        "benchmark": cfg.benchmark,
-        "method": cfg.aux.method,
-        "seed": cfg.seed,
-        "mode": cfg.adapter.mode,
-        "family": spec.family,
-        "weight": res.weight if objective is not None else weight,
-        "dose": res.dose,  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
-        "weight_source": (
+    return ResultsRow(
+        benchmark=cfg.benchmark,
+        method=cfg.aux.method,
+        seed=cfg.seed,
+        mode=cfg.adapter.mode,
+        family=spec.family,
+        weight=res.weight if objective is not None else weight,
+        dose=res.dose,  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
+        weight_source=(
             "calibrated" if cfg.aux.calibrated_dose
             else "preset" if cfg.aux.weight is not None or cfg.aux.per_method.get(spec.id, MethodOverride()).weight is not None
             else "registry"
         ),
         # the validation grid picked its smallest λ: an identical-to-ce result then says "too weak", not "no effect"
-        "calibration_smallest": (
+        calibration_smallest=(
             cfg.aux.calibrated_dose == min(cfg.calibration.doses) if cfg.aux.calibrated_dose else None
         ),
-        "target_geometry": list(spec.target_geometry),  # what stats/manipulation.py tests
-        "views": cfg.views.nl,  # how the two views were built (data/views.py); only two-view objectives read them
-        "labels": cfg.train.labels,  # CE targets: answer (+ end-of-turn) or llm-jepa (the published collator's)
-        "task": cfg.data.task,
-        "metric_specs": [m.as_dict() for m in get_task(cfg.data.task).metrics],  # what "metrics" holds, primary first
-        "metrics": ev.metrics,
-        "geometry": geometry,
-        "grad_cosine": res.grad_cosine,
-        "train": {"steps": res.steps, "final_loss": res.final_loss, "aux_skipped": res.aux_skipped,
-                  "forward": res.forward},  # lean (models/lean.py) or hf: which forward ran the CE rows,
-        "timing": {
+        target_geometry=list(spec.target_geometry),  # what stats/manipulation.py tests
+        views=cfg.views.nl,  # how the two views were built (data/views.py); only two-view objectives read them
+        labels=cfg.train.labels,  # CE targets: answer (+ end-of-turn) or llm-jepa (the published collator's)
+        task=cfg.data.task,
+        metric_specs=[m.as_dict() for m in get_task(cfg.data.task).metrics],  # what "metrics" holds, primary first
+        metrics=ev.metrics,
+        geometry=geometry,
+        grad_cosine=res.grad_cosine,
+        train={"steps": res.steps, "final_loss": res.final_loss, "aux_skipped": res.aux_skipped,
+               "forward": res.forward},  # lean (models/lean.py) or hf: which forward ran the CE rows,
+        timing={
             "prepare_s": t_train - t0, "train_s": t_eval - t_train, "eval_s": t_geo - t_eval,
             "geometry_s": t_end - t_geo,
         },
-        "data_source": prep.splits.source,
-        "predictions_file": str(rel),
-        "config_hash": cfg.cell_hash(),
-        "deterministic": cfg.train.deterministic,  # deterministic GPU kernels on (jepa_audit/determinism.py)
-        "wall_s": time.perf_counter() - t0,
-        "status": "done",
-    }
+        data_source=prep.splits.source,
+        predictions_file=str(rel),
+        config_hash=cfg.cell_hash(),
+        deterministic=cfg.train.deterministic,  # deterministic GPU kernels on (jepa_audit/determinism.py)
+        wall_s=time.perf_counter() - t0,
+        status="done",
+    ).as_row()
 
 
 def save_hf(model: nn.Module, tok: PreTrainedTokenizerBase, path: Path) -> None:

@@ -90,8 +90,10 @@ def _finite(x: Any) -> float | None:
 
 
 class ResultsRow(BaseModel):
-    """``benchmark, method, seed, mode, metrics, geometry, grad_cosine, config_hash, wall_s, status`` (DESIGN.md)
-    plus ``task`` and ``metric_specs`` (what ``metrics`` holds, primary first)."""
+    """Every key a cell writes (:func:`jepa_audit.cell.run_cell` builds one), in the order it writes them:
+    ``benchmark, method, seed, mode, metrics, geometry, grad_cosine, config_hash, wall_s, status`` (DESIGN.md)
+    plus what the cell records about itself.  Only the DESIGN.md identity and ``metrics`` are required, so rows
+    written before a key existed (and fake cells) still read; keys beyond these are kept as they are."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -99,14 +101,31 @@ class ResultsRow(BaseModel):
     method: str
     seed: int | str
     mode: str = "lora"
-    status: str = "done"
+    family: str | None = None  # the objective's family (objectives registry)
+    weight: float | None = None  # λ as used (the calibrated or anchored one where it applies)
+    dose: dict[str, Any] | None = None  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
+    weight_source: str | None = None  # calibrated | preset | registry
+    calibration_smallest: bool | None = None  # the validation grid picked its smallest λ
+    target_geometry: list[str] | None = None  # the geometry keys the objective acts on (stats/manipulation.py)
+    views: str | None = None  # views.nl: how the two views were built (data/views.py)
+    labels: str | None = None  # train.labels: the CE targets
     task: str = "nlrx"
     metric_specs: list[dict[str, Any]] | None = None
     metrics: dict[str, Any]
     geometry: dict[str, Any] | None = None
     grad_cosine: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None  # steps, final_loss, aux_skipped, forward (lean | hf)
+    timing: dict[str, Any] | None = None  # prepare_s, train_s, eval_s, geometry_s
+    data_source: str | None = None
+    predictions_file: str | None = None  # relative to the audit directory's cells/
     config_hash: str | None = None
+    deterministic: bool | None = None  # deterministic GPU kernels on (determinism.py)
     wall_s: float | None = None
+    status: str = "done"
+
+    def as_row(self) -> dict[str, Any]:
+        """The row as results.jsonl holds it: the declared keys in order, then any extra keys."""
+        return self.model_dump()
 
     @classmethod
     def parse(cls, row: Mapping[str, Any]) -> ResultsRow:
