@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from jepa_audit.objectives import AuxContext, build_objective
+from jepa_audit.objectives import AuxContext, build_objective, registry
 
 D, N_LAYERS, SEED = 32, 3, 82
 RANDOM = ["T3-Global", "T3-Local", "D5", "F2", "F3"]  # objectives that draw every step
+# the audited 22 (the registry's ``core`` flag; test_objectives_registry pins the set) and LLM-JEPA's reference
+CORE_AND_LLM_JEPA = [n for n, c in registry().items() if c.spec.core] + ["llm-jepa"]
 
 
 def forward(model, batch) -> tuple[torch.Tensor, AuxContext]:
