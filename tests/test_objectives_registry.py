@@ -61,10 +61,25 @@ def test_spec_rows_are_json_with_the_contract_keys():
     assert all(r["extra_backward"] == (r["grad_mode"] != "add") for r in rows)
 
 
-def test_docs_table_lists_every_objective():
+def test_docs_table_is_the_one_generated_from_the_registry():
+    from jepa_audit.objectives.registry_table import replace_table
+
     doc = (Path(__file__).resolve().parents[1] / "docs" / "objectives.md").read_text(encoding="utf-8")
-    for r in spec_rows():
+    assert replace_table(doc) == doc, (
+        "docs/objectives.md's registry table is not the registry's: run "
+        "`python -m jepa_audit.objectives.registry_table docs/objectives.md`"
+    )
+    for r in spec_rows():  # every objective has its row (and the rows are the registry's own words)
         assert f"| {r['id']} | {r['family']} |" in doc, f"{r['id']} missing from docs/objectives.md"
+
+
+def test_generated_table_escapes_bars_and_needs_its_marker():
+    from jepa_audit.objectives.registry_table import registry_table, replace_table
+
+    v2 = next(line for line in registry_table() if line.startswith("| V2 |"))
+    assert "−(1/\\|𝒜\\|)" in v2 and v2.count(" | ") == 8  # a bar in a formula does not split the cell
+    with pytest.raises(ValueError, match="registry table"):
+        replace_table("# no marker here\n")
 
 
 def test_registry_is_frozen_and_suggests_near_names():
