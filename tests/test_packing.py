@@ -204,6 +204,7 @@ def test_packed_and_padded_steps_give_the_same_loss_and_gradients(method):
     assert_same_loss_and_grads(step_loss_and_grads(b, method, packed), step_loss_and_grads(b, method), method)
 
 
+@pytest.mark.slow  # trains the tiny model twice (packed, padded) to the end
 def test_packed_training_ends_at_the_same_weights():
     """A few real steps of train.train with train.pack on and off, float64: same data order, same losses, same
     trained weights (CE and a two-view objective)."""
