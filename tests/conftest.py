@@ -187,3 +187,20 @@ def train_four_steps(rows: list, method: str | None, **cfg_kw):
     cfg = TrainCfg(steps=4, batch_size=4, lr=1e-2, warmup_steps=0, log_every=1, **cfg_kw)
     res = train(model, rows, pad_id=0, cfg=cfg, seed=5, objective=obj, weight=0.5 if obj else 0.0, forward=forward)
     return [r["loss"] for r in res.log], [p.detach().clone() for p in model.parameters()], res
+
+
+# Modules whose module-scoped fixture is expensive (an audit through the CLI, a pre-trained base, a model, a
+# compiled Java helper, a generated corpus, a built summary or report): under pytest-xdist every worker that
+# runs one of their tests builds the fixture again, so each of these modules runs whole on one worker
+# (`--dist loadgroup`, the README's test command).
+ONE_WORKER_MODULES = frozenset({
+    "test_e2e_smoke", "test_train_cell", "test_report", "test_llama32", "test_data_generator", "test_regex_brics",
+    "test_stats_summary", "test_stats_manipulation", "test_decode", "test_views",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.module.__name__.rpartition(".")[2] if item.module is not None else ""
+        if name in ONE_WORKER_MODULES and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(name))

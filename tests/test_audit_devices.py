@@ -73,6 +73,7 @@ def test_ray_gpu_task_options_are_single_use():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one local Ray instance at a time (--dist loadgroup)
 def test_ray_gpu_cells_run_in_fresh_workers_with_one_gpu(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'jepa-audit[ray]'")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -12,6 +12,7 @@ from jepa_audit.audit.runner import run_audit
 from jepa_audit.config import Config
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray instance at a time (--dist loadgroup)
 def test_ray_local_two_cpus(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'jepa-audit[ray]'")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local instance, never someone's cluster

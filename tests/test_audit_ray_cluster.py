@@ -41,6 +41,7 @@ def _rows(d: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one local Ray instance at a time (--dist loadgroup)
 @pytest.mark.skipif(
     os.environ.get("JEPA_AUDIT_RAY_CLUSTER") != "1",
     reason="opt-in (JEPA_AUDIT_RAY_CLUSTER=1): `ray start` binds its nodes to the machine's network address, "

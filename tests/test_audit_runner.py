@@ -245,3 +245,17 @@ def test_when_every_cell_fails_the_report_is_not_pointed_at(tmp_path):
     text = log.getvalue()
     assert "no cell has finished" in text and "jepa-audit report" not in text
     assert not (tmp_path / "report_error.txt").exists()
+
+
+def test_measured_step_time_needs_no_base(tmp_path):
+    """The dry run's step time comes from a randomly initialised model of the configured shape: a positive,
+    finite number of seconds, and no tiny base is pre-trained or cached for it."""
+    import math
+
+    from jepa_audit.audit.step_time import measure_step_time
+    from jepa_audit.config import load_config
+
+    cfg = load_config("smoke", None, [f"cache_dir={tmp_path / 'cache'}", "train.batch_size=4"])
+    s = measure_step_time(cfg, steps=2)
+    assert math.isfinite(s) and s > 0
+    assert not (tmp_path / "cache" / "base").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from jepa_audit.bench import paper_step_benchmark, write_performance_doc
 
 SCALED = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -30,6 +32,7 @@ def test_performance_doc_table_is_replaced_between_markers(tmp_path):
     assert "| T1 | 1.02× |" in text and "1.30× HF generate" in text
 
 
+@pytest.mark.slow  # pre-trains a smoke base and profiles training steps
 def test_phase_profile_reads_the_training_loops_labels(tmp_path):
     """The loop's record_function labels reach the profile: every phase of a real step is seen, per method."""
     from jepa_audit.bench import PHASES, _step_fn, phase_profile
@@ -50,6 +53,7 @@ def test_phase_profile_reads_the_training_loops_labels(tmp_path):
         assert all(row[ph] > 0 for ph in PHASES)  # each label was entered inside the profiled steps
 
 
+@pytest.mark.slow  # pre-trains a smoke base and times training steps
 def test_step_options_time_each_overhead_choice_against_the_loops_own(tmp_path):
     """Every option arm runs a real CE step and comes back as a finite ratio, or says why it could not run;
     the weights are restored afterwards, so later bench arms see the same model."""

@@ -11,9 +11,10 @@ from functools import cache
 import pytest
 
 from jepa_audit.config import DataCfg
-from jepa_audit.data import DataError, Example, load_benchmark, pretraining_pool
+from jepa_audit.data import DataError, Example
 from jepa_audit.data import generator as gen
 from jepa_audit.data.generator import WORDS, corpus_stats, generate, generate_pairs, regex_tokens
+from jepa_audit.tasks import load_benchmark, pretraining_pool
 
 # The NL-RX dialect as the generator may write it: nothing else may appear.
 DIALECT = re.compile(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jepa_audit.config import DataCfg
-from jepa_audit.data import DataError, Example, load_benchmark, pretraining_pool
+from jepa_audit.data import DataError, Example
 from jepa_audit.data.nlrx import (
     VAL_SEED,
     carve_val,
@@ -22,6 +22,7 @@ from jepa_audit.data.nlrx import (
     read_raw,
     read_split_index,
 )
+from jepa_audit.tasks import load_benchmark, pretraining_pool
 
 SYSTEM = "Convert natural language to regular expression."
 

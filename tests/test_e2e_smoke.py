@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 CLI = [sys.executable, "-m", "jepa_audit.cli"]
+pytestmark = pytest.mark.slow  # a whole smoke audit through the CLI: 8 training cells and the report
 
 
 @pytest.fixture(scope="module")

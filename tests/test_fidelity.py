@@ -22,7 +22,7 @@ from jepa_audit.data.examples import Example
 from jepa_audit.data.tokenizer import ensure_pad, train_tiny_tokenizer
 from jepa_audit.data.views import TEMPLATE_KWARGS, collate, encode_all
 from jepa_audit.objectives import AuxContext, build_objective
-from jepa_audit.objectives._common import draw_spans
+from jepa_audit.objectives.curves import draw_spans
 
 SYSTEM, PAIRS = SYSTEM_PROMPT, NLRX_PAIRS[:4]
 EXAMPLES = [Example(n, r, i) for i, (n, r) in enumerate(PAIRS)]

@@ -7,8 +7,8 @@ import pytest
 
 from jepa_audit.cell import GeometryCapWarning, geometry_batch
 from jepa_audit.config import Config, DataCfg, load_config
-from jepa_audit.data import load_benchmark
 from jepa_audit.data.views import Encoded
+from jepa_audit.tasks import load_benchmark
 
 
 def _pairs(rows):

@@ -33,6 +33,7 @@ def _check(grid: str) -> None:
         assert g["geometry"] == w["geometry"], f"{key}: geometry differs from the golden"
 
 
+@pytest.mark.slow  # trains the 8 cells of the smoke grid
 def test_smoke_grid_is_bit_identical_to_the_golden():
     _check("smoke")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _objective_helpers import CORE_AND_LLM_JEPA
 from conftest import (
     assert_same_loss_and_grads,
     lora64,
@@ -54,8 +55,7 @@ def test_lean_forward_equals_transformers_on_packed_rows():
             torch.testing.assert_close(a[real], c[real], **TIGHT)
 
 
-CORE = ["T1", "T2", "T3-Global", "T3-Local", "T4", "T6", "D1", "D2", "D4", "D5", "D6", "D7",
-        "P1", "P2", "P3", "P4", "P7", "F1", "F2", "F4", "V1", "V3", "llm-jepa"]
+CORE = CORE_AND_LLM_JEPA  # the registry's core flag, plus llm-jepa
 
 
 @pytest.mark.parametrize("method", [None, *CORE])

@@ -18,8 +18,7 @@ from scipy.linalg import hadamard
 from scipy.special import rel_entr
 
 from jepa_audit.data.batch import Batch
-from jepa_audit.objectives import AuxContext, build_objective
-from jepa_audit.objectives import _common as C
+from jepa_audit.objectives import AuxContext, build_objective, curves, losses
 from jepa_audit.objectives.calibrate import choose_point, score_se
 from jepa_audit.objectives.fisher import fisher_bilinear, fisher_quadratic
 from jepa_audit.objectives.gradients import (
@@ -155,14 +154,14 @@ def test_tube_loss_positive_off_the_line_and_spans_respect_the_cap():
     assert run("T3-Global", ctx_for(zig, b)) > 0.1
     n = torch.tensor([2, 3, 10, 40] * 50)
     for cap in (-1, 1, 2, 4):
-        s, e = C.draw_spans(n, cap, 3, torch.Generator().manual_seed(cap + 10))
+        s, e = curves.draw_spans(n, cap, 3, torch.Generator().manual_seed(cap + 10))
         nn_ = n[:, None].float()
         assert bool((s >= 0).all() and (s < e).all() and (e <= nn_).all())
         assert not bool(((s == 0) & (e == nn_)).any()), "the whole path is never the patch"
         if cap > 0:
             assert bool((e - s <= cap).all())
     # unbounded spans reach every start and long patches
-    s, e = C.draw_spans(torch.full((4000,), 10), -1, 1, torch.Generator().manual_seed(0))
+    s, e = curves.draw_spans(torch.full((4000,), 10), -1, 1, torch.Generator().manual_seed(0))
     assert set(s.flatten().long().tolist()) == set(range(10))
     assert int((e - s).max()) == 9
 
@@ -185,7 +184,7 @@ def test_second_difference_ratio_linear_twin_is_zero():
     """F2/F3 body: a Jacobi field J_t growing linearly in t has zero second difference."""
     J = torch.arange(9, dtype=torch.float32)[None, :, None] * torch.randn(2, 1, 5) + torch.randn(2, 1, 5)
     mask = torch.ones(2, 9, dtype=torch.bool)
-    assert float(C.second_difference_ratio(J, mask, "value")) == pytest.approx(0.0, abs=1e-6)
+    assert float(curves.second_difference_ratio(J, mask, "value")) == pytest.approx(0.0, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,69 +265,69 @@ def test_fisher_rows_reduce_to_euclidean_when_metric_is_isotropic(fisher, euclid
 def test_sigreg_standard_gaussian_matches_closed_form_and_misfit_is_large():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(4000, 64, generator=g)
-    a = C.unit_directions(64, 512, g)
+    a = losses.unit_directions(64, 512, g)
     expected = math.sqrt(2 * math.pi) * (1 - 1 / math.sqrt(3))  # E[N∫|φ̂−φ|²w] for an iid N(0,1) sample
-    val = float(C.sigreg(z, a))
+    val = float(losses.sigreg(z, a))
     assert val == pytest.approx(expected, rel=0.25)
     assert val / z.shape[0] < 1e-3  # "near 0" on the per-sample scale
-    assert float(C.sigreg(2.0 * z, a)) > 100 * expected
-    assert float(C.sigreg(z + 1.0, a)) > 100 * expected
+    assert float(losses.sigreg(2.0 * z, a)) > 100 * expected
+    assert float(losses.sigreg(z + 1.0, a)) > 100 * expected
 
 
 def test_vicreg_variance_zero_when_every_std_reaches_gamma():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(500, 8, generator=g) * torch.linspace(2.0, 5.0, 8)
-    assert float(C.vicreg_variance(z, 1.5)) == 0.0
+    assert float(losses.vicreg_variance(z, 1.5)) == 0.0
     const = torch.zeros(50, 4)
-    assert float(C.vicreg_variance(const, 1.0)) == pytest.approx(1.0 - math.sqrt(1e-4), abs=1e-6)
+    assert float(losses.vicreg_variance(const, 1.0)) == pytest.approx(1.0 - math.sqrt(1e-4), abs=1e-6)
 
 
 def test_vicreg_covariance_decorrelated_and_duplicated_columns():
     H = torch.tensor(hadamard(8), dtype=torch.float32)[:, 1:5]  # orthogonal, zero-mean ±1 columns
-    assert float(C.vicreg_covariance(H)) == pytest.approx(0.0, abs=1e-7)
+    assert float(losses.vicreg_covariance(H)) == pytest.approx(0.0, abs=1e-7)
     x = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
     x = (x - x.mean()) / x.std()
-    assert float(C.vicreg_covariance(torch.cat([x, x], 1))) == pytest.approx(1.0, rel=1e-5)  # (1² + 1²)/2
+    assert float(losses.vicreg_covariance(torch.cat([x, x], 1))) == pytest.approx(1.0, rel=1e-5)  # (1² + 1²)/2
 
 
 def test_barlow_zero_for_identical_decorrelated_views_and_positive_for_correlated():
     H = torch.tensor(hadamard(8), dtype=torch.float32)[:, 1:6]
-    assert float(C.barlow_twins(H, H)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.barlow_twins(H, H)) == pytest.approx(0.0, abs=1e-6)
     x = torch.randn(64, 1, generator=torch.Generator().manual_seed(0))
     z = torch.cat([x, x + 0.01], 1)
-    assert float(C.barlow_twins(z, z)) == pytest.approx(5e-3 * 2, rel=1e-2)  # C = [[1,1],[1,1]]
+    assert float(losses.barlow_twins(z, z)) == pytest.approx(5e-3 * 2, rel=1e-2)  # C = [[1,1],[1,1]]
 
 
 def test_batch_statistics_of_one_sample_give_zero_not_nan():
     z = torch.randn(1, 5, requires_grad=True)
     for loss in (
-        C.vicreg_variance(z, 1.0), C.vicreg_covariance(z), C.barlow_twins(z, z), C.uniformity(z),
-        C.effective_rank_entropy(z), C.sigreg(C.standardise(z), C.unit_directions(5, 8, torch.Generator())),
+        losses.vicreg_variance(z, 1.0), losses.vicreg_covariance(z), losses.barlow_twins(z, z), losses.uniformity(z),
+        losses.effective_rank_entropy(z), losses.sigreg(losses.standardise(z), losses.unit_directions(5, 8, torch.Generator())),
     ):  # fmt: skip
         assert bool(torch.isfinite(loss)) and loss.requires_grad
 
 
 def test_uniformity_known_configurations():
     e = torch.eye(4)
-    assert float(C.uniformity(torch.stack([e[0], -e[0]]))) == pytest.approx(-8.0, abs=1e-5)
+    assert float(losses.uniformity(torch.stack([e[0], -e[0]]))) == pytest.approx(-8.0, abs=1e-5)
     n = 5  # regular simplex: ‖ẑ_i − ẑ_j‖² = 2 + 2/(n − 1)
     simplex = torch.eye(n) - 1.0 / n
-    assert float(C.uniformity(simplex)) == pytest.approx(-2 * (2 + 2 / (n - 1)), abs=1e-4)
-    assert float(C.uniformity(3.0 * simplex)) == pytest.approx(float(C.uniformity(simplex)), abs=1e-6)
+    assert float(losses.uniformity(simplex)) == pytest.approx(-2 * (2 + 2 / (n - 1)), abs=1e-4)
+    assert float(losses.uniformity(3.0 * simplex)) == pytest.approx(float(losses.uniformity(simplex)), abs=1e-6)
 
 
 def test_anisotropy_counts_only_cross_sequence_pairs():
     e = torch.eye(3)
     z = torch.stack([e[0], 2 * e[0], e[1], 3 * e[1]])  # within each sequence: identical directions
-    assert float(C.cross_sequence_cosine(z, torch.tensor([0, 0, 1, 1]))) == pytest.approx(0.0, abs=1e-7)
-    assert float(C.cross_sequence_cosine(z, torch.tensor([0, 1, 0, 1]))) == pytest.approx(0.5, abs=1e-6)
+    assert float(losses.cross_sequence_cosine(z, torch.tensor([0, 0, 1, 1]))) == pytest.approx(0.0, abs=1e-7)
+    assert float(losses.cross_sequence_cosine(z, torch.tensor([0, 1, 0, 1]))) == pytest.approx(0.5, abs=1e-6)
 
 
 def test_effective_rank_of_k_equal_singular_values():
     # centred, orthogonal columns of equal norm: four equal singular values
     H = torch.tensor(hadamard(16), dtype=torch.float32)[:, 1:5]
     z = torch.cat([H, torch.zeros(16, 3)], 1)
-    assert float(C.effective_rank_entropy(z)) == pytest.approx(-math.log(4), abs=1e-4)
+    assert float(losses.effective_rank_entropy(z)) == pytest.approx(-math.log(4), abs=1e-4)
 
 
 def test_d1_base_median_gamma_is_fixed_at_the_first_batch():
@@ -363,16 +362,16 @@ def test_info_nce_identical_views_rank_diagonal_first():
     logits = torch.nn.functional.normalize(z, dim=-1) @ torch.nn.functional.normalize(z, dim=-1).T
     assert torch.equal(logits.argmax(1), torch.arange(8))
     shuffled = z[torch.roll(torch.arange(8), 1)]
-    assert float(C.info_nce(z, z)) < float(C.info_nce(z, shuffled))
-    assert float(C.info_nce(z, z)) < math.log(8)
+    assert float(losses.info_nce(z, z)) < float(losses.info_nce(z, shuffled))
+    assert float(losses.info_nce(z, z)) < math.log(8)
 
 
 def test_view_cosine_loss_stop_grad_blocks_the_target():
     a = torch.randn(4, 5, requires_grad=True)
     b = torch.randn(4, 5, requires_grad=True)
-    C.view_cosine_loss(a, b, "target").backward()
+    losses.view_cosine_loss(a, b, "target").backward()
     assert b.grad is None and a.grad is not None
-    assert float(C.view_cosine_loss(a, 3 * a).detach()) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.view_cosine_loss(a, 3 * a).detach()) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_v1_kl_zero_when_prediction_equals_target_and_matches_scipy_otherwise():

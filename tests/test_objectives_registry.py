@@ -15,8 +15,7 @@ import torch
 
 from _objective_helpers import RANDOM, SEED, build, forward
 from conftest import make_tiny_llama, make_toy_batch
-from jepa_audit.objectives import _common as C
-from jepa_audit.objectives import get_objective_class, registry, spec_rows
+from jepa_audit.objectives import get_objective_class, registry, spec_rows, views
 from jepa_audit.objectives.base import FAMILIES, register_objective, target_view_hidden
 from jepa_audit.objectives.gradients import (
     combine,
@@ -62,10 +61,25 @@ def test_spec_rows_are_json_with_the_contract_keys():
     assert all(r["extra_backward"] == (r["grad_mode"] != "add") for r in rows)
 
 
-def test_docs_table_lists_every_objective():
+def test_docs_table_is_the_one_generated_from_the_registry():
+    from jepa_audit.objectives.registry_table import replace_table
+
     doc = (Path(__file__).resolve().parents[1] / "docs" / "objectives.md").read_text(encoding="utf-8")
-    for r in spec_rows():
+    assert replace_table(doc) == doc, (
+        "docs/objectives.md's registry table is not the registry's: run "
+        "`python -m jepa_audit.objectives.registry_table docs/objectives.md`"
+    )
+    for r in spec_rows():  # every objective has its row (and the rows are the registry's own words)
         assert f"| {r['id']} | {r['family']} |" in doc, f"{r['id']} missing from docs/objectives.md"
+
+
+def test_generated_table_escapes_bars_and_needs_its_marker():
+    from jepa_audit.objectives.registry_table import registry_table, replace_table
+
+    v2 = next(line for line in registry_table() if line.startswith("| V2 |"))
+    assert "−(1/\\|𝒜\\|)" in v2 and v2.count(" | ") == 8  # a bar in a formula does not split the cell
+    with pytest.raises(ValueError, match="registry table"):
+        replace_table("# no marker here\n")
 
 
 def test_registry_is_frozen_and_suggests_near_names():
@@ -178,7 +192,7 @@ def test_predictor_tokens_row_matches_separate_unpadded_forwards():
     model, batch = make_tiny_llama(), make_toy_batch()
     obj = build("llm-jepa", k=2)
     _, ctx = forward(model, batch)
-    batched = C.nl_predictor_view(ctx, obj.pred, obj.generator)
+    batched = views.nl_predictor_view(ctx, obj.pred, obj.generator)
     emb = model.get_input_embeddings()
     for b in range(len(batch)):
         n = int(batch.nl_last[b]) + 1
@@ -214,7 +228,7 @@ def test_ema_target_under_lora_tracks_adapter_weights_only():
     model, batch = lora_llama(), make_toy_batch()
     obj = build("P3")
     _, ctx = forward(model, batch)
-    online_r = C.e_t(ctx, obj.generator)
+    online_r = views.e_t(ctx, obj.generator)
     torch.testing.assert_close(obj.target_embedding(ctx), online_r.detach(), atol=1e-5, rtol=1e-5)
     assert obj.shadow and all("lora_" in n for n in obj.shadow)
     before = {n: s.clone() for n, s in obj.shadow.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _objective_helpers import CORE_AND_LLM_JEPA
 from conftest import (
     assert_same_loss_and_grads,
     lora64,
@@ -189,8 +190,7 @@ def test_packed_ce_rows_compute_no_padding_and_unpack_to_the_padded_layout():
         torch.testing.assert_close(a[real], c[real], atol=1e-12, rtol=1e-10)
 
 
-CORE = ["T1", "T2", "T3-Global", "T3-Local", "T4", "T6", "D1", "D2", "D4", "D5", "D6", "D7",
-        "P1", "P2", "P3", "P4", "P7", "F1", "F2", "F4", "V1", "V3", "llm-jepa"]
+CORE = CORE_AND_LLM_JEPA  # the registry's core flag, plus llm-jepa
 
 
 @pytest.mark.parametrize("method", [None, *CORE])
@@ -204,6 +204,7 @@ def test_packed_and_padded_steps_give_the_same_loss_and_gradients(method):
     assert_same_loss_and_grads(step_loss_and_grads(b, method, packed), step_loss_and_grads(b, method), method)
 
 
+@pytest.mark.slow  # trains the tiny model twice (packed, padded) to the end
 def test_packed_training_ends_at_the_same_weights():
     """A few real steps of train.train with train.pack on and off, float64: same data order, same losses, same
     trained weights (CE and a two-view objective)."""

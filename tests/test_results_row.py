@@ -39,3 +39,17 @@ def test_flat_metrics_are_the_finite_numbers_by_flat_name():
     flat = flat_metrics({**ROW, "geometry": {"rank_L1": 3.0, "bad": math.inf}})
     assert flat == {"metrics.exact_match": 0.5, "metrics.dfa_accuracy": 0.6, "metrics.n_test": 10.0,
                     "geometry.rank_L1": 3.0, "grad_cosine.mean": 0.1, "grad_cosine.per_layer.L0": 0.2, "wall_s": 1.5}
+
+
+def test_as_row_keeps_the_declared_order_then_extra_keys_and_the_values_as_given():
+    given = {**ROW, "versions": {"torch": "2.13.0"}, "weight": 0.1, "calibration_smallest": None}
+    row = ResultsRow.parse(given).as_row()
+    declared = list(ResultsRow.model_fields)
+    assert list(row)[: len(declared)] == declared  # results.jsonl lines keep the cell's key order
+    assert list(row)[len(declared):] == ["versions"]  # keys added elsewhere ride along
+    assert {k: row[k] for k in given} == given and row["family"] is None  # nothing coerced, absent keys None
+
+
+def test_a_declared_key_of_the_wrong_type_is_named():
+    with pytest.raises(RowError, match=r"key 'target_geometry'"):
+        ResultsRow.parse({**ROW, "target_geometry": "curvature"})

@@ -132,6 +132,7 @@ def test_conditional_logit_one_seed_is_the_matched_pairs_closed_form() -> None:
     assert set(r.as_dict()) >= {"coef", "se", "odds_ratio", "ci95_low", "ci95_high", "n_informative_items"}
 
 
+@pytest.mark.slow  # a simulation: fits the model on many simulated audits
 def test_conditional_logit_recovers_a_simulated_log_odds_ratio_with_seed_effects() -> None:
     true = -0.4
     y, x, item, seed = _simulate(3, 3_000, true, seed=4)

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from jepa_audit.config import DataCfg, load_config
-from jepa_audit.data import DataError, Example, load_benchmark
-from jepa_audit.tasks import get_task
+from jepa_audit.data import DataError, Example
+from jepa_audit.tasks import get_task, load_benchmark
 from jepa_audit.tasks.gsm8k import final_answer
 
 

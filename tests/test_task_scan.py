@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jepa_audit.config import DataCfg, load_config
-from jepa_audit.data import DataError, Example, load_benchmark
-from jepa_audit.tasks import get_task
+from jepa_audit.data import DataError, Example
+from jepa_audit.tasks import get_task, load_benchmark
 from jepa_audit.tasks.scan import ACTION_WORDS, read_scan
 
 

@@ -10,8 +10,9 @@ import torch
 from conftest import make_hf_llama_dir
 from jepa_audit.cell import base_model_path, evaluate_dir, prepare, run_cell
 from jepa_audit.config import load_config
-from jepa_audit.models.base import ensure_tiny_base
 from jepa_audit.models.load import ModelError
+from jepa_audit.results import ResultsRow
+from jepa_audit.tiny_base import ensure_tiny_base
 from jepa_audit.train import lr_at, train
 
 SMALL = [
@@ -35,6 +36,7 @@ def test_lr_schedule_warms_up_then_decays():
     assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
 
 
+@pytest.mark.slow  # uses the base pre-trained for 600 steps
 def test_pretraining_loss_falls_and_em_beats_untrained(trained_base, tmp_path):
     cfg, path = trained_base
     meta = json.loads((path / "DONE.json").read_text())
@@ -46,6 +48,7 @@ def test_pretraining_loss_falls_and_em_beats_untrained(trained_base, tmp_path):
     assert em_trained > em_untrained
 
 
+@pytest.mark.slow  # uses the base pre-trained for 600 steps
 def test_fine_tuning_loss_falls_and_is_deterministic(trained_base):
     cfg, _ = trained_base
     cfg = cfg.model_copy(deep=True)
@@ -60,6 +63,7 @@ def test_fine_tuning_loss_falls_and_is_deterministic(trained_base):
     assert [x["loss"] for x in runs[0].log] == [x["loss"] for x in runs[1].log]  # deterministic on CPU
 
 
+@pytest.mark.slow  # uses the base pre-trained for 600 steps
 def test_base_is_cached_and_reused(trained_base):
     cfg, path = trained_base
     stamp = (path / "model.safetensors").stat().st_mtime_ns
@@ -76,12 +80,15 @@ def test_corrupt_cached_base_gives_one_clear_error(tmp_path):
         ensure_tiny_base(cfg)
 
 
+@pytest.mark.slow  # uses the base pre-trained for 600 steps
 def test_run_cell_row_matches_the_contract(trained_base, tmp_path):
     cfg, _ = trained_base
     cell = cfg.cell("synth", "T1", 82, "lora")
     row = run_cell(cell, tmp_path / "cells" / "c1", save_model=tmp_path / "model")
     assert {"benchmark", "method", "seed", "mode", "metrics", "geometry", "grad_cosine", "config_hash", "wall_s",
             "deterministic", "status"} <= set(row)
+    # the row is a ResultsRow: every declared key is written, in the declared order (extra keys may follow)
+    assert list(row)[: len(ResultsRow.model_fields)] == list(ResultsRow.model_fields)
     assert row["status"] == "done" and row["method"] == "T1" and row["mode"] == "lora"
     assert row["deterministic"] is False  # train.deterministic, recorded in every row
     m = row["metrics"]
@@ -94,6 +101,7 @@ def test_run_cell_row_matches_the_contract(trained_base, tmp_path):
     assert again.metrics["exact_match"] == pytest.approx(m["exact_match"])
 
 
+@pytest.mark.slow  # uses the base pre-trained for 600 steps
 def test_auxiliary_leaves_data_order_and_dropout_of_ce_untouched(trained_base):
     """Paired seeds stay paired: with λ = 0 an auxiliary run is the CE run, bit for bit."""
     cfg, _ = trained_base

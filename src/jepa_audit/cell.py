@@ -19,10 +19,11 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from jepa_audit.config import Config, MethodOverride, stable_hash
-from jepa_audit.data import DataError, Splits, load_benchmark
+from jepa_audit.data import DataError, Splits
 from jepa_audit.data.views import Encoded, collate, encode_all
 from jepa_audit.models.load import ModelError, build_model, load_pretrained, quiet_hf_progress
-from jepa_audit.tasks import get_task
+from jepa_audit.results import ResultsRow
+from jepa_audit.tasks import get_task, load_benchmark
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -55,7 +56,7 @@ def base_model_path(cfg: Config, progress: ProgressFn | None = None) -> Path:
     """The local directory of the model to fine-tune (building the tiny base if needed)."""
     if cfg.model.kind == "hf":
         return Path(cfg.model.path or "")
-    from jepa_audit.models.base import ensure_tiny_base
+    from jepa_audit.tiny_base import ensure_tiny_base
 
     key = stable_hash([cfg.model.model_dump(), cfg.base.model_dump(), cfg.data.model_dump(), cfg.cache_dir])
     if key not in _BASE_PATHS or not _BASE_PATHS[key].is_dir():
@@ -241,47 +242,47 @@ def run_cell(
     if save_model is not None:
         save_hf(prep.model, prep.tok, Path(save_model))
     rel = Path(cell_dir.parent.name) / cell_dir.name / "predictions.jsonl"
-    return {
-        "benchmark": cfg.benchmark,
-        "method": cfg.aux.method,
-        "seed": cfg.seed,
-        "mode": cfg.adapter.mode,
-        "family": spec.family,
-        "weight": res.weight if objective is not None else weight,
-        "dose": res.dose,  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
-        "weight_source": (
+    return ResultsRow(
+        benchmark=cfg.benchmark,
+        method=cfg.aux.method,
+        seed=cfg.seed,
+        mode=cfg.adapter.mode,
+        family=spec.family,
+        weight=res.weight if objective is not None else weight,
+        dose=res.dose,  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
+        weight_source=(
             "calibrated" if cfg.aux.calibrated_dose
             else "preset" if cfg.aux.weight is not None or cfg.aux.per_method.get(spec.id, MethodOverride()).weight is not None
             else "registry"
         ),
         # the validation grid picked its smallest λ: an identical-to-ce result then says "too weak", not "no effect"
-        "calibration_smallest": (
+        calibration_smallest=(
             cfg.aux.calibrated_dose == min(cfg.calibration.doses) if cfg.aux.calibrated_dose else None
         ),
-        "target_geometry": list(spec.target_geometry),  # what stats/manipulation.py tests
-        "target_direction": dict(spec.target_direction),  # which way each target is meant to move
-        "views": cfg.views.nl,  # how the two views were built (data/views.py); only two-view objectives read them
-        "labels": cfg.train.labels,  # CE targets: answer (+ end-of-turn) or llm-jepa (the published collator's)
-        "task": cfg.data.task,
-        "metric_specs": [m.as_dict() for m in get_task(cfg.data.task).metrics],  # what "metrics" holds, primary first
-        "metrics": ev.metrics,
-        "geometry": geometry,
-        "grad_cosine": res.grad_cosine,
-        "train": {"steps": res.steps, "final_loss": res.final_loss, "aux_skipped": res.aux_skipped,
-                  "forward": res.forward},  # lean (models/lean.py) or hf: which forward ran the CE rows,
-        "timing": {
+        target_geometry=list(spec.target_geometry),  # what stats/manipulation.py tests
+        target_direction=dict(spec.target_direction),  # which way each target is meant to move
+        views=cfg.views.nl,  # how the two views were built (data/views.py); only two-view objectives read them
+        labels=cfg.train.labels,  # CE targets: answer (+ end-of-turn) or llm-jepa (the published collator's)
+        task=cfg.data.task,
+        metric_specs=[m.as_dict() for m in get_task(cfg.data.task).metrics],  # what "metrics" holds, primary first
+        metrics=ev.metrics,
+        geometry=geometry,
+        grad_cosine=res.grad_cosine,
+        train={"steps": res.steps, "final_loss": res.final_loss, "aux_skipped": res.aux_skipped,
+               "forward": res.forward},  # lean (models/lean.py) or hf: which forward ran the CE rows,
+        timing={
             "prepare_s": t_train - t0, "train_s": t_eval - t_train, "eval_s": t_geo - t_eval,
             "geometry_s": t_end - t_geo,
         },
-        "data_source": prep.splits.source,
-        "predictions_file": str(rel),
-        "config_hash": cfg.cell_hash(),
+        data_source=prep.splits.source,
+        predictions_file=str(rel),
+        config_hash=cfg.cell_hash(),
         # plugins (docs/plugins.md) that registered this cell's method or task: source → sha256 (in the hash)
         **({"plugins": {src: p["sha256"] for src, p in cfg.cell_plugins().items()}} if cfg.cell_plugins() else {}),
-        "deterministic": cfg.train.deterministic,  # deterministic GPU kernels on (jepa_audit/determinism.py)
-        "wall_s": time.perf_counter() - t0,
-        "status": "done",
-    }
+        deterministic=cfg.train.deterministic,  # deterministic GPU kernels on (jepa_audit/determinism.py)
+        wall_s=time.perf_counter() - t0,
+        status="done",
+    ).as_row()
 
 
 def save_hf(model: nn.Module, tok: PreTrainedTokenizerBase, path: Path) -> None:

@@ -387,8 +387,7 @@ def data_stats(
 ) -> None:
     """Statistics of the configured benchmarks, as the task computes them (NL-RX: operators, lengths,
     empty-language share; jsonl: the rows read per file; others: sizes and text lengths)."""
-    from jepa_audit.data import load_benchmark
-    from jepa_audit.tasks import get_task
+    from jepa_audit.tasks import get_task, load_benchmark
 
     cfg = _config(preset, config, set_, default="quick", include=include)
     task = get_task(cfg.data.task)

@@ -43,7 +43,7 @@ def _environment(device: str) -> dict[str, Any]:
 
 def _texts() -> list[str]:
     from jepa_audit.config import DataCfg
-    from jepa_audit.data import load_benchmark
+    from jepa_audit.tasks import load_benchmark
 
     cfg = DataCfg()
     out = [cfg.system] * 20

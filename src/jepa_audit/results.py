@@ -1,4 +1,9 @@
-"""The results row: one line of results.jsonl (DESIGN.md), as a typed model.
+"""The results row's schema: one line of results.jsonl (DESIGN.md) as a typed model, the metric specs it
+declares, and how a target-geometry template resolves against its geometry keys.
+
+Torch-free and importing nothing of the package: the statistics and the report (which read rows) and the
+objectives, tasks and cell (which write them) all build on it; it is the bottom of the layering
+(pyproject.toml, ``[tool.importlinter]``).
 
 A cell returns a plain dict (JSON is the contract); the readers (the runner's row check, progress, tracking,
 the summary) parse it with :meth:`ResultsRow.parse` instead of each reading the dict literal its own way.
@@ -9,14 +14,69 @@ Rows written before ``task`` / ``metric_specs`` existed read as NL-RX's.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from jepa_audit.tasks.base import MetricSpec, metric_specs_of_row
+__all__ = ["LEGACY_METRICS", "MetricSpec", "ResultsRow", "RowError", "metric_specs_of_row", "resolve_key"]
 
-__all__ = ["ResultsRow", "RowError"]
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric a task reports: ``name`` in the results row's ``metrics`` (a fraction 0–1), ``field`` the
+    per-item key of the predictions file that holds its 0/1 correctness, and its direction."""
+
+    name: str
+    field: str
+    higher_is_better: bool = True
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The metric specs of rows written before tasks were plug-ins (NL-RX's, primary first).
+LEGACY_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("exact_match", "exact", True, "whitespace-stripped string equality with the gold regex"),
+    MetricSpec("dfa_accuracy", "dfa", True, "the predicted regex denotes the gold regex's language"),
+)
+
+
+def metric_specs_of_row(row: dict[str, Any]) -> tuple[MetricSpec, ...]:
+    """The metric specs a results row declares (``metric_specs``); NL-RX's for rows written before them."""
+    specs = row.get("metric_specs")
+    if not isinstance(specs, list) or not specs:
+        return LEGACY_METRICS
+    try:
+        return tuple(MetricSpec(**s) for s in specs)
+    except TypeError as e:
+        raise RowError(f"results row: metric_specs {specs!r} is not a list of metric specs ({e})") from None
+
+
+_LAYER_KEY = re.compile(r"^(?P<prefix>.+)_L(?P<layer>\d+)$")
+
+
+def resolve_key(template: str, geometry_keys: Iterable[str]) -> str | None:
+    """``template`` as a key of a geometry dict with ``geometry_keys`` (same rule as
+    ``objectives.base.resolve_target_key``: as written, else ``_Llast`` = largest logged layer index,
+    ``_Lmid`` = the logged index nearest half of it, ties to the lower); None when absent."""
+    keys = set(geometry_keys)
+    if template in keys:
+        return template
+    for suffix in ("_Llast", "_Lmid"):
+        if template.endswith(suffix):
+            prefix = template[: -len(suffix)]
+            layers = sorted(int(m["layer"]) for k in keys if (m := _LAYER_KEY.match(k)) and m["prefix"] == prefix)
+            if not layers:
+                return None
+            if suffix == "_Llast":
+                return f"{prefix}_L{layers[-1]}"
+            half = layers[-1] / 2
+            return f"{prefix}_L{min(layers, key=lambda x: (abs(x - half), x))}"
+    return None
 
 
 class RowError(ValueError):
@@ -30,8 +90,10 @@ def _finite(x: Any) -> float | None:
 
 
 class ResultsRow(BaseModel):
-    """``benchmark, method, seed, mode, metrics, geometry, grad_cosine, config_hash, wall_s, status`` (DESIGN.md)
-    plus ``task`` and ``metric_specs`` (what ``metrics`` holds, primary first)."""
+    """Every key a cell writes (:func:`jepa_audit.cell.run_cell` builds one), in the order it writes them:
+    ``benchmark, method, seed, mode, metrics, geometry, grad_cosine, config_hash, wall_s, status`` (DESIGN.md)
+    plus what the cell records about itself.  Only the DESIGN.md identity and ``metrics`` are required, so rows
+    written before a key existed (and fake cells) still read; keys beyond these are kept as they are."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -39,14 +101,32 @@ class ResultsRow(BaseModel):
     method: str
     seed: int | str
     mode: str = "lora"
-    status: str = "done"
+    family: str | None = None  # the objective's family (objectives registry)
+    weight: float | None = None  # λ as used (the calibrated or anchored one where it applies)
+    dose: dict[str, Any] | None = None  # λ·‖∇aux‖/‖∇CE‖ at the probes (train.dose_summary); None for ce
+    weight_source: str | None = None  # calibrated | preset | registry
+    calibration_smallest: bool | None = None  # the validation grid picked its smallest λ
+    target_geometry: list[str] | None = None  # the geometry keys the objective acts on (stats/manipulation.py)
+    target_direction: dict[str, str] | None = None  # template → increase | decrease | either (the intended way)
+    views: str | None = None  # views.nl: how the two views were built (data/views.py)
+    labels: str | None = None  # train.labels: the CE targets
     task: str = "nlrx"
     metric_specs: list[dict[str, Any]] | None = None
     metrics: dict[str, Any]
     geometry: dict[str, Any] | None = None
     grad_cosine: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None  # steps, final_loss, aux_skipped, forward (lean | hf)
+    timing: dict[str, Any] | None = None  # prepare_s, train_s, eval_s, geometry_s
+    data_source: str | None = None
+    predictions_file: str | None = None  # relative to the audit directory's cells/
     config_hash: str | None = None
+    deterministic: bool | None = None  # deterministic GPU kernels on (determinism.py)
     wall_s: float | None = None
+    status: str = "done"
+
+    def as_row(self) -> dict[str, Any]:
+        """The row as results.jsonl holds it: the declared keys in order, then any extra keys."""
+        return self.model_dump()
 
     @classmethod
     def parse(cls, row: Mapping[str, Any]) -> ResultsRow:

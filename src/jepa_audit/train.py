@@ -20,6 +20,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -156,6 +157,83 @@ def answer_ce(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits[:, :-1][keep].float(), target[keep])
 
 
+@dataclass
+class GradProbes:
+    """The gradient probes of one run (issue 5): CE–aux cosines, ‖∇aux‖ and ‖∇CE‖ (the dose), per-layer
+    cosines, and the step-0 anchor of ``target_dose``.  ``anchored``: None without a target dose, else whether
+    the step-0 probe set λ."""
+
+    groups: list[str]  # layer group of each trainable model parameter (:func:`layer_group`)
+    target_dose: float | None = None
+    cos_trace: list[tuple[int, float]] = field(default_factory=list)
+    norm_trace: list[tuple[int, float, float]] = field(default_factory=list)  # (step, ‖∇aux‖, ‖∇CE‖)
+    per_layer_sum: dict[str, list[float]] = field(default_factory=dict)
+    anchored: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.anchored = None if self.target_dose is None else False
+
+    def record(self, step: int, g_aux: list[Tensor | None], g_ce: list[Tensor | None], weight: float) -> float:
+        """Log one probe of step ``step``; return λ for this step's update (anchored at step 0 under a target
+        dose when both norms are positive and finite, else ``weight`` unchanged)."""
+        st = grad_cosine_stats(g_aux, list(g_ce), self.groups)
+        self.cos_trace.append((step, st.cos))
+        self.norm_trace.append((step, st.norm_aux, st.norm_ce))
+        for k, v in st.per_group.items():
+            self.per_layer_sum.setdefault(k, []).append(v)
+        anchor = step == 0 and self.target_dose is not None and not self.anchored
+        if anchor and st.norm_aux > 0.0 and st.norm_ce > 0.0 and math.isfinite(st.norm_aux):
+            weight, self.anchored = self.target_dose * st.norm_ce / st.norm_aux, True
+        return weight
+
+
+def backward_step(
+    ce: Tensor,
+    aux: Tensor | None,
+    weight: float,
+    *,
+    params: list[nn.Parameter],
+    obj_params: list[nn.Parameter],
+    separate: bool,
+    mode: str,
+    combine_state: dict[str, Any],
+    grad_accum: int,
+    probe: Callable[[list[Tensor | None], list[Tensor | None], float], float] | None = None,
+) -> float:
+    """Accumulate one micro-batch's gradient into ``.grad``: CE alone (``aux`` None), ``CE + λ·aux`` in one
+    ``backward``, or, when ``separate`` (grad-mode objectives, probe steps), g_CE and g_aux by two
+    ``autograd.grad`` calls on one graph, joined by :func:`combine` (gradient surgery for cone / gate / GradVac).
+    ``probe(g_aux, g_CE, λ)`` sees the separate gradients first and returns λ (the step-0 anchor may change
+    it).  Each term is divided by ``grad_accum``.  Returns λ as used."""
+    if aux is None:
+        (ce / grad_accum).backward()
+    elif not separate:
+        ((ce + weight * aux) / grad_accum).backward()
+    else:
+        g_ce = list(torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True))
+        g_all = torch.autograd.grad(aux, params + obj_params, allow_unused=True)
+        g_aux, g_obj = list(g_all[: len(params)]), list(g_all[len(params) :])
+        del g_all  # g_aux and g_obj hold the only references: combine can free as it goes
+        if probe is not None:
+            weight = probe(g_aux, g_ce, weight)
+        # memory: at 1B parameters each gradient set is ~5 GB in fp32. combine frees g_CE and g_aux
+        # entry by entry as it builds the update, and the update becomes .grad without a copy, so at
+        # most about two sets (plus an accumulating .grad) are alive, not four
+        update = combine(g_ce, g_aux, weight, mode, combine_state, consume=True)
+        for i, p in enumerate(params):
+            u, update[i] = update[i], None
+            if u is None:
+                continue
+            if grad_accum > 1:
+                u.div_(grad_accum)  # autograd.grad's outputs are fresh, unshared tensors
+            p.grad = u if p.grad is None else p.grad.add_(u)
+        for p, u in zip(obj_params, g_obj, strict=True):
+            if u is not None:
+                u = weight * u / grad_accum
+                p.grad = u if p.grad is None else p.grad + u
+    return weight
+
+
 def train(
     model: nn.Module,
     rows: Sequence[Encoded],
@@ -185,7 +263,7 @@ def train(
     torch.manual_seed(seed)  # dropout stream; objectives draw from their own generators
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-    groups = [layer_group(n) for n, _ in named]
+    probes = GradProbes([layer_group(n) for n, _ in named], target_dose)
     use_aux = objective is not None and weight > 0
     obj_params = [p for p in objective.parameters() if p.requires_grad] if use_aux else []
     if use_aux:
@@ -198,10 +276,6 @@ def train(
     data = batches(rows, cfg.batch_size, pad_id, seed, cfg.labels)
     combine_state: dict[str, Any] = init_grad_state(objective.p if use_aux else {})
     result = TrainResult(steps=cfg.steps)
-    cos_trace: list[tuple[int, float]] = []
-    per_layer_sum: dict[str, list[float]] = {}
-    norm_trace: list[tuple[int, float, float]] = []  # (step, ‖∇aux‖, ‖∇CE‖) at the probes: the dose
-    anchored: bool | None = None if target_dose is None else False
     recent: list[float] = []
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
     model.train()
@@ -249,39 +323,11 @@ def train(
                     f"{float(aux.detach()):.4g} overflows; lower aux.weight"
                 )
             with record_function("train.backward"):  # phase labels for `bench`'s profile (~µs when not profiling)
-                if aux is None:
-                    (ce / cfg.grad_accum).backward()
-                elif not separate:
-                    ((ce + weight * aux) / cfg.grad_accum).backward()
-                else:
-                    g_ce = list(torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True))
-                    g_all = torch.autograd.grad(aux, params + obj_params, allow_unused=True)
-                    g_aux, g_obj = list(g_all[: len(params)]), list(g_all[len(params) :])
-                    del g_all  # g_aux and g_obj hold the only references: combine can free as it goes
-                    if probe_now:
-                        st = grad_cosine_stats(g_aux, list(g_ce), groups)
-                        cos_trace.append((step, st.cos))
-                        norm_trace.append((step, st.norm_aux, st.norm_ce))
-                        for k, v in st.per_group.items():
-                            per_layer_sum.setdefault(k, []).append(v)
-                        anchor = step == 0 and target_dose is not None and not anchored
-                        if anchor and st.norm_aux > 0.0 and st.norm_ce > 0.0 and math.isfinite(st.norm_aux):
-                            weight, anchored = target_dose * st.norm_ce / st.norm_aux, True
-                    # memory: at 1B parameters each gradient set is ~5 GB in fp32. combine frees g_CE and g_aux
-                    # entry by entry as it builds the update, and the update becomes .grad without a copy, so at
-                    # most about two sets (plus an accumulating .grad) are alive, not four
-                    update = combine(g_ce, g_aux, weight, mode, combine_state, consume=True)
-                    for i, p in enumerate(params):
-                        u, update[i] = update[i], None
-                        if u is None:
-                            continue
-                        if cfg.grad_accum > 1:
-                            u.div_(cfg.grad_accum)  # autograd.grad's outputs are fresh, unshared tensors
-                        p.grad = u if p.grad is None else p.grad.add_(u)
-                    for p, u in zip(obj_params, g_obj, strict=True):
-                        if u is not None:
-                            u = weight * u / cfg.grad_accum
-                            p.grad = u if p.grad is None else p.grad + u
+                weight = backward_step(
+                    ce, aux, weight, params=params, obj_params=obj_params, separate=separate, mode=mode,
+                    combine_state=combine_state, grad_accum=cfg.grad_accum,
+                    probe=partial(probes.record, step) if probe_now else None,
+                )
             ce_sum += float(ce.detach())
             aux_sum += float(aux.detach()) if aux is not None else 0.0
             loss_sum += float(ce.detach()) + (weight * float(aux.detach()) if aux is not None else 0.0)
@@ -314,18 +360,18 @@ def train(
 
     tail = recent[-max(1, len(recent) // 10) :]
     result.final_loss = sum(tail) / len(tail)
-    if cos_trace:
-        vals = [c for _, c in cos_trace]
+    if probes.cos_trace:
+        vals = [c for _, c in probes.cos_trace]
         result.grad_cosine = {
             "mean": sum(vals) / len(vals),
             "frac_positive": sum(c > 0 for c in vals) / len(vals),
-            "per_layer": {k: sum(v) / len(v) for k, v in sorted(per_layer_sum.items())},
-            "trace": [{"step": s, "cos": c} for s, c in cos_trace],
+            "per_layer": {k: sum(v) / len(v) for k, v in sorted(probes.per_layer_sum.items())},
+            "trace": [{"step": s, "cos": c} for s, c in probes.cos_trace],
             "n_probes": len(vals),
         }
     result.weight = weight
     if use_aux:
-        result.dose = dose_summary(norm_trace, weight, anchored)
+        result.dose = dose_summary(probes.norm_trace, weight, probes.anchored)
     result.wall_s = time.perf_counter() - t0
     model.eval()
     return result

@@ -8,23 +8,11 @@ config, so two runs that would compute the same thing share a hash and a changed
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from jepa_audit.config import Config, ConfigError
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _slug(part: object) -> str:
-    """A path-safe, readable piece of a key (method ids such as ``T3-Global`` pass unchanged)."""
-    return _UNSAFE.sub("-", str(part)).strip("-") or "x"
-
-
-def cell_key(benchmark: str, method: str, seed: int, mode: str) -> str:
-    """``synth__T1__s82__lora``: readable, unique within a grid, safe as a folder name."""
-    return f"{_slug(benchmark)}__{_slug(method)}__s{seed}__{_slug(mode)}"
+from jepa_audit.results_file import cell_key  # re-exported: a cell's key is its row's
 
 
 @dataclass(frozen=True)

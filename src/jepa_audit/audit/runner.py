@@ -97,9 +97,9 @@ def check_row(row: dict[str, Any]) -> str | None:
 def _step_time(cfg: Config, step_time_fn: StepTimeFn | None) -> tuple[float, str]:
     if step_time_fn is None:
         try:
-            from jepa_audit.bench import measure_step_time as step_time_fn
+            from jepa_audit.audit.step_time import measure_step_time as step_time_fn
         except ImportError:
-            return DEFAULT_STEP_TIME_S, "a fixed guess: jepa_audit.bench.measure_step_time is not available"
+            return DEFAULT_STEP_TIME_S, "a fixed guess: jepa_audit.audit.step_time.measure_step_time is not available"
     try:
         return float(step_time_fn(cfg)), "measured"
     except Exception as e:  # a failed measurement must not block a dry run
@@ -259,7 +259,7 @@ def run_audit(
     - ``force``: replace recorded cells whose config hash changed (their old rows go to superseded.jsonl);
       without it such a change raises :class:`~jepa_audit.audit.store.GridChangedError`.
     - ``dry_run``: print the cells and a compute estimate (step time from ``step_time_fn``, by default
-      ``jepa_audit.bench.measure_step_time``, else a documented guess); touches nothing.
+      ``jepa_audit.audit.step_time.measure_step_time``, else a documented guess); touches nothing.
     - ``cell_fn(cfg, cell_dir, progress) -> row``: defaults to :func:`jepa_audit.cell.run_cell`; for a
       process pool or Ray it must be an importable module-level function.
     - ``report``: after the grid, ``report_fn(out_dir, alpha, family)`` (default

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["BENCHMARKS", "DataError", "Example", "Splits"]
+__all__ = ["BENCHMARKS", "DataError", "Example", "Splits", "chat_messages"]
 
 #: NL-RX's benchmarks (NL-RX-Synth and NL-RX-Turk wording); other tasks declare theirs in ``Task.benchmarks``.
 BENCHMARKS: tuple[str, ...] = ("synth", "turk")
@@ -54,3 +54,14 @@ class Splits:
         """Row counts, e.g. ``{"train": 7288, "val": 200, "geometry": 512, "test": 2000}``."""
         return {"train": len(self.train), "val": len(self.val), "geometry": len(self.geometry),
                 "test": len(self.test)}
+
+
+def chat_messages(system: str, user: str, assistant: str | None) -> list[dict[str, str]]:
+    """One example as chat: [system turn (when ``system`` is non-empty)], the user turn, [the assistant turn
+    (None: left out, the generation prompt)].  The one home of the rendering: ``Task.messages`` and the
+    default rendering of :mod:`jepa_audit.data.views` both go through it."""
+    out = [{"role": "system", "content": system}] if system else []
+    out.append({"role": "user", "content": user})
+    if assistant is not None:
+        out.append({"role": "assistant", "content": assistant})
+    return out

@@ -29,17 +29,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from jepa_audit.data.batch import Batch
-from jepa_audit.data.examples import Example
+from jepa_audit.data.examples import Example, chat_messages
 from jepa_audit.data.tokenizer import pad_was_chosen
-
-if TYPE_CHECKING:
-    from jepa_audit.tasks import Task
 
 # Llama-3's template stamps today's date into the system turn unless told; a fixed date keeps rows stable
 # (this is the template's own fallback when it has no strftime_now).
@@ -51,6 +48,20 @@ VIEW_MODES: tuple[str, ...] = ("prefix", "published")
 LABEL_MODES: tuple[str, ...] = ("answer", "llm-jepa")
 PREDICTOR = "<|predictor_{}|>"  # LLM-JEPA's predictor token names, i = 1..10
 PUBLISHED_LAST_TOKEN = -2  # finetune.py's --last_token for Llama-style templates (run.sh: lt=-2)
+
+
+class Rendering(Protocol):
+    """How one example is shown as chat: what :class:`jepa_audit.tasks.Task` provides (data sits below tasks
+    and only needs this method)."""
+
+    def messages(self, ex: Example, system: str, answer: bool = True) -> list[dict[str, str]]: ...
+
+
+class PlainRendering:
+    """The default rendering, every built-in task's: user turn = ``ex.prompt``, assistant turn = ``ex.target``."""
+
+    def messages(self, ex: Example, system: str, answer: bool = True) -> list[dict[str, str]]:
+        return chat_messages(system, ex.prompt, ex.target if answer else None)
 
 
 class TemplateError(ValueError):
@@ -114,7 +125,7 @@ def predictor_tokenizer(tok: PreTrainedTokenizerBase, k: int) -> PreTrainedToken
 
 def published_views(
     tok: PreTrainedTokenizerBase, ptok: PreTrainedTokenizerBase, ex: Example, eot: int, k: int,
-    task: Task | None = None,
+    task: Rendering | None = None,
 ) -> tuple[list[int], int, list[int], int]:
     """LLM-JEPA's two views of one pair: (user view, its last_token index, assistant view, its index).
 
@@ -149,10 +160,8 @@ def collator_pad_id(tok: PreTrainedTokenizerBase) -> int:
     return int(tok.eos_token_id) if pad_was_chosen(tok) else int(tok.pad_token_id)
 
 
-def _task(task: Task | None) -> Task:
-    from jepa_audit.tasks import get_task
-
-    return task if task is not None else get_task("nlrx")  # the default rendering (every built-in task's)
+def _task(task: Rendering | None) -> Rendering:
+    return task if task is not None else PlainRendering()  # the default rendering (every built-in task's)
 
 
 def encode_example(
@@ -162,7 +171,7 @@ def encode_example(
     views: ViewMode = "prefix",
     n_pred: int = 0,
     ptok: PreTrainedTokenizerBase | None = None,
-    task: Task | None = None,
+    task: Rendering | None = None,
 ) -> Encoded:
     """Tokenise one pair through the chat template and locate the NL, answer and view indices.
 
@@ -214,7 +223,7 @@ def encode_all(
     examples: Sequence[Example],
     views: ViewMode = "prefix",
     n_pred: int = 0,
-    task: Task | None = None,
+    task: Rendering | None = None,
 ) -> list[Encoded]:
     """:func:`encode_example` of every example (``task``: whose rendering; default NL-RX's, the plain one)."""
     ptok = predictor_tokenizer(tok, n_pred) if views == "published" else None

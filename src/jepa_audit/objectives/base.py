@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from jepa_audit.data.batch import Batch
+from jepa_audit.results import resolve_key
 
 Family = Literal["trajectory", "distributional", "predictive", "fisher", "decoder-visible", "reference"]
 FAMILIES: tuple[str, ...] = ("trajectory", "distributional", "predictive", "fisher", "decoder-visible", "reference")
@@ -109,7 +110,7 @@ class AuxContext:
 
         Run under ``fork_rng``: dropout in this extra row must not advance the global RNG, or the CE run's
         dropout stream would differ from the baseline's (objectives add their own generator on top via
-        ``objectives._common.target_states``).
+        ``objectives.views.target_states``).
         """
         if self.batch.published:  # the target views share one packed forward with the NL views
             B = self.batch.target_ids.shape[0]
@@ -352,9 +353,7 @@ def resolve_target_key(template: str, geometry_keys: Iterable[str]) -> str | Non
     """The geometry key a ``target_geometry`` entry names among ``geometry_keys``: as written, else
     ``<prefix>_Llast`` → the largest logged layer index, ``<prefix>_Lmid`` → the logged index nearest half of
     it (e.g. ``curvature_answer_Llast`` → ``curvature_answer_L2`` on the 2-layer tiny model); None when absent.
-    One home: :func:`jepa_audit.stats.manipulation.resolve_key` (the statistics read rows without torch)."""
-    from jepa_audit.stats.manipulation import resolve_key
-
+    One home: :func:`jepa_audit.results.resolve_key` (the torch-free row schema; the statistics use it too)."""
     return resolve_key(template, geometry_keys)
 
 

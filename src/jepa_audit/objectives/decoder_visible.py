@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from jepa_audit.objectives import _common as C
+from jepa_audit.objectives import layers, losses, masks, precision, views
 from jepa_audit.objectives.base import (
     AuxContext,
     AuxOut,
@@ -27,7 +27,7 @@ from jepa_audit.objectives.fisher import head
 
 
 @register_objective
-class DecodeFirstToken(C.AuxObjective):
+class DecodeFirstToken(precision.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V1",
         target_geometry=("v1_kl",),
@@ -44,14 +44,14 @@ class DecodeFirstToken(C.AuxObjective):
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
         # (B, V) each: the logits that predict the first answer token, and W e_u
-        target = C.gather_rows(ctx.logits, b.answer_start - 1)
-        pred = C.nl_logits(ctx, self.generator)
-        loss = C.kl_from_logits(target, pred, float(self.p["temperature"]), int(self.p["top_k"]))
+        target = masks.gather_rows(ctx.logits, b.answer_start - 1)
+        pred = views.nl_logits(ctx, self.generator)
+        loss = losses.kl_from_logits(target, pred, float(self.p["temperature"]), int(self.p["top_k"]))
         return AuxOut(loss=loss)
 
 
 @register_objective
-class BagOfRegex(C.AuxObjective):
+class BagOfRegex(precision.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V2",
         target_geometry=("v1_kl",),
@@ -66,14 +66,14 @@ class BagOfRegex(C.AuxObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
-        logp = torch.log_softmax(C.nl_logits(ctx, self.generator), -1)  # (B, V)
+        logp = torch.log_softmax(views.nl_logits(ctx, self.generator), -1)  # (B, V)
         y = b.input_ids  # the answer tokens under answer_mask (labels may be llm-jepa's, with gaps)
         nll = -logp.gather(1, y)  # (B, T)
-        per, has = C.row_mean(nll, b.answer_mask)
-        return AuxOut(loss=C.mean_over(per, has))
+        per, has = masks.row_mean(nll, b.answer_mask)
+        return AuxOut(loss=masks.mean_over(per, has))
 
 
-class _GradControlled(C.AuxObjective):
+class _GradControlled(precision.AuxObjective):
     """Loss of the ``inner`` objective (built here, sharing this objective's generator); what differs is
     the spec's ``grad_mode``, which the loop applies when it combines g_aux with g_CE."""
 
@@ -142,7 +142,7 @@ class GradVac(_GradControlled):
 
 
 @register_objective
-class TunedLensCoupling(C.AuxObjective):
+class TunedLensCoupling(precision.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V6",
         target_geometry=(),
@@ -157,15 +157,15 @@ class TunedLensCoupling(C.AuxObjective):
 
     def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.layer = C.resolve_layer(self.p["layer"], n_layers)
+        self.layer = layers.resolve_layer(self.p["layer"], n_layers)
         self.A = nn.Parameter(torch.eye(d_model))
         self.b = nn.Parameter(torch.zeros(d_model))
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         mask = ctx.batch.answer_mask
-        z = C.answer_states(ctx.hidden[self.layer], mask) @ self.A.T + self.b  # (N, d)
-        norm = C.final_norm(ctx.model)
+        z = masks.answer_states(ctx.hidden[self.layer], mask) @ self.A.T + self.b  # (N, d)
+        norm = layers.final_norm(ctx.model)
         zn = norm(z.to(ctx.hidden[-1].dtype))
         pred = head(ctx.lm_head_weight, zn)  # (N, V)
         target = ctx.logits[mask]  # (N, V) = W h[L, t]
-        return AuxOut(loss=C.kl_from_logits(target, pred))
+        return AuxOut(loss=losses.kl_from_logits(target, pred))

@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from jepa_audit.objectives import _common as C
+from jepa_audit.objectives import layers, losses, predictors, rng, views
 from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
 
 
 @register_objective
-class VicregVariance(C.LayerObjective):
+class VicregVariance(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D1",
         target_geometry=("std_mean_Llast",),
@@ -47,12 +47,12 @@ class VicregVariance(C.LayerObjective):
             gamma: float | torch.Tensor = self.gamma_ref.to(z.device)
         else:
             gamma = float(g)
-        loss = C.vicreg_variance(z, gamma, self.p["eps"])
+        loss = losses.vicreg_variance(z, gamma, self.p["eps"])
         return AuxOut(loss=loss, logs={"gamma": float(gamma)})
 
 
 @register_objective
-class VicregCovariance(C.LayerObjective):
+class VicregCovariance(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D2",
         target_geometry=("rank_participation_Llast",),
@@ -77,22 +77,22 @@ class VicregCovariance(C.LayerObjective):
             self.proj = None
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        z = C.standardise(self.answer_z(ctx))
+        z = losses.standardise(self.answer_z(ctx))
         if self.proj is not None:
             z = z @ self.proj.to(z.device)
-        return AuxOut(loss=C.vicreg_covariance(z))
+        return AuxOut(loss=losses.vicreg_covariance(z))
 
 
-class _TwoViewProjected(C.LayerObjective):
+class _TwoViewProjected(layers.LayerObjective):
     """(e_u, e_t) through one shared projector d → proj_dim → proj_dim, built with seeded init."""
 
     def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.projector = C.construct_seeded(generator, lambda: C.Projector(d_model, int(self.p["proj_dim"])))
+        self.projector = rng.construct_seeded(generator, lambda: predictors.Projector(d_model, int(self.p["proj_dim"])))
 
     def views(self, ctx: AuxContext) -> tuple[torch.Tensor, torch.Tensor]:
-        zu = self.projector(C.e_u(ctx, self.layer, self.generator))
-        zr = self.projector(C.e_t(ctx, self.generator, self.layer))
+        zu = self.projector(views.e_u(ctx, self.layer, self.generator))
+        zr = self.projector(views.e_t(ctx, self.generator, self.layer))
         return zu, zr
 
 
@@ -113,9 +113,9 @@ class CrossViewVicreg(_TwoViewProjected):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         zu, zr = self.views(ctx)
-        inv = C.vicreg_invariance(zu, zr)
-        var = 0.5 * (C.vicreg_variance(zu, 1.0) + C.vicreg_variance(zr, 1.0))
-        cov = C.vicreg_covariance(zu) + C.vicreg_covariance(zr)
+        inv = losses.vicreg_invariance(zu, zr)
+        var = 0.5 * (losses.vicreg_variance(zu, 1.0) + losses.vicreg_variance(zr, 1.0))
+        cov = losses.vicreg_covariance(zu) + losses.vicreg_covariance(zr)
         loss = self.p["sim"] * inv + self.p["var"] * var + self.p["cov"] * cov
         return AuxOut(
             loss=loss,
@@ -141,11 +141,11 @@ class BarlowTwins(_TwoViewProjected):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         zu, zr = self.views(ctx)
-        return AuxOut(loss=C.barlow_twins(zu, zr, float(self.p["off_weight"])))
+        return AuxOut(loss=losses.barlow_twins(zu, zr, float(self.p["off_weight"])))
 
 
 @register_objective
-class SIGReg(C.LayerObjective):
+class SIGReg(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D5",
         target_geometry=("rank_effective_Llast",),
@@ -161,16 +161,16 @@ class SIGReg(C.LayerObjective):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        z = C.standardise(self.answer_z(ctx))
+        z = losses.standardise(self.answer_z(ctx))
         # 'auto': at tiny d, 4× more slices than dimensions quadruple the cost (N·M·17 cos/sin) for little
         # information; at real scale (d ≥ 256) this is the reference's M = 256
         m = min(256, z.shape[1]) if self.p["slices"] == "auto" else int(self.p["slices"])
-        a = C.unit_directions(z.shape[1], m, self.generator).to(z.device)
-        return AuxOut(loss=C.sigreg(z, a, float(self.p["t_max"]), int(self.p["knots"])))
+        a = losses.unit_directions(z.shape[1], m, self.generator).to(z.device)
+        return AuxOut(loss=losses.sigreg(z, a, float(self.p["t_max"]), int(self.p["knots"])))
 
 
 @register_objective
-class Uniformity(C.LayerObjective):
+class Uniformity(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D6",
         target_geometry=("anisotropy_Llast",),
@@ -185,11 +185,11 @@ class Uniformity(C.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         z = self.answer_z(ctx)
-        return AuxOut(loss=C.uniformity(z, float(self.p["t"])))
+        return AuxOut(loss=losses.uniformity(z, float(self.p["t"])))
 
 
 @register_objective
-class Anisotropy(C.LayerObjective):
+class Anisotropy(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D7",
         target_geometry=("anisotropy_Llast",),
@@ -206,11 +206,11 @@ class Anisotropy(C.LayerObjective):
         mask = ctx.batch.answer_mask
         z = self.answer_z(ctx)
         seq = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]
-        return AuxOut(loss=C.cross_sequence_cosine(z, seq))
+        return AuxOut(loss=losses.cross_sequence_cosine(z, seq))
 
 
 @register_objective
-class EffectiveRank(C.LayerObjective):
+class EffectiveRank(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D8",
         target_geometry=("rank_effective_Llast",),
@@ -225,5 +225,5 @@ class EffectiveRank(C.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         z = self.answer_z(ctx)
-        loss = C.effective_rank_entropy(z)
+        loss = losses.effective_rank_entropy(z)
         return AuxOut(loss=loss, logs={"rankme": math.exp(-float(loss.detach()))})

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepa_audit.objectives import _common as C
+from jepa_audit.objectives import curves, layers, masks, precision, rng, views
 from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
 
 HEAD_CHUNK = 8192  # rows of a low-precision W cast to fp32 at a time: 8192 × 2048 × 4 B = 64 MiB at Llama-3.2-1B
@@ -72,7 +72,7 @@ def fisher_bilinear(W: Tensor, p: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 class LogitMetric:
     """The Fisher metric for vectors already in logit space (s = Wδ), with p (B, T', V) per position: the
-    ``sqnorm`` / ``pair_inner`` callbacks of :mod:`_common`."""
+    ``sqnorm`` / ``pair_inner`` callbacks of :mod:`jepa_audit.objectives.curves`."""
 
     def __init__(self, p: Tensor):
         self.p = p
@@ -92,7 +92,7 @@ def answer_window(mask: Tensor) -> tuple[Tensor, Tensor]:
     """Positions (B, A) covering each row's answer span from its first answer token (A = the longest span),
     and their validity (B, A).  Consecutive positions stay consecutive, so trajectory masks carry over."""
     T = mask.shape[1]
-    first, last = C.first_last(mask)
+    first, last = masks.first_last(mask)
     A = int((last - first).max()) + 1
     pos = first[:, None] + torch.arange(A, device=mask.device)[None, :]
     idx = pos.clamp(max=T - 1)
@@ -118,14 +118,14 @@ def noisy_twin(ctx: AuxContext, generator: torch.Generator, sigma_rel: float, ro
     (one extra forward, with gradient).
 
     Noise σ = sigma_rel · RMS(h[0]) over real tokens, drawn from ``generator``; dropout inside the twin runs
-    under :func:`_common.isolated_rng`.
+    under :func:`jepa_audit.objectives.rng.isolated_rng`.
     """
     emb = ctx.hidden[0][:rows]
     att = ctx.batch.attention_mask[:rows]
     rms = emb.detach().float()[att.bool()].pow(2).mean().sqrt()
     noise = torch.randn(emb.shape, generator=generator).to(emb.device)
     x = (emb.float() + sigma_rel * rms * noise).to(emb.dtype)
-    with C.isolated_rng(generator, emb.device), C.caller_precision():
+    with rng.isolated_rng(generator, emb.device), precision.caller_precision():
         return ctx.run(inputs_embeds=x, attention_mask=att, output_hidden_states=True)
 
 
@@ -134,7 +134,7 @@ def twin_rows(batch_size: int, fraction: float) -> int:
     return min(batch_size, max(2, int(-(-fraction * batch_size // 1))))
 
 
-class _LogitTrajectory(C.AuxObjective):
+class _LogitTrajectory(precision.AuxObjective):
     """Answer-span trajectories of the final state, in logit space, with the Fisher metric at each point."""
 
     def logit_states(self, ctx: AuxContext) -> tuple[Tensor, Tensor, Tensor, LogitMetric]:
@@ -161,7 +161,7 @@ class FisherAcceleration(_LogitTrajectory):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         _, valid, S, metric = self.logit_states(ctx)
-        loss = C.second_difference_ratio(S, valid, "velocity", sqnorm=metric.sqnorm, eps=self.p["eps"])
+        loss = curves.second_difference_ratio(S, valid, "velocity", sqnorm=metric.sqnorm, eps=self.p["eps"])
         return AuxOut(loss=loss)
 
 
@@ -188,12 +188,12 @@ class TwinJacobi(_LogitTrajectory):
         idx, valid, S, metric = self.logit_states(ctx)
         idx, valid, S, metric = idx[:k], valid[:k], S[:k], LogitMetric(metric.p[:k])
         S_twin = window_logits(twin.hidden_states[-1], twin.logits, ctx.lm_head_weight, idx)
-        loss = C.second_difference_ratio(S_twin - S, valid, "value", sqnorm=metric.sqnorm, eps=self.p["eps"])
+        loss = curves.second_difference_ratio(S_twin - S, valid, "value", sqnorm=metric.sqnorm, eps=self.p["eps"])
         return AuxOut(loss=loss)
 
 
 @register_objective
-class DepthJacobi(C.AuxObjective):
+class DepthJacobi(precision.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F3",
         target_geometry=(),
@@ -210,28 +210,28 @@ class DepthJacobi(C.AuxObjective):
 
     def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.first = C.resolve_layer(self.p["first"], n_layers) % (n_layers + 1)
+        self.first = layers.resolve_layer(self.p["first"], n_layers) % (n_layers + 1)
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         k = twin_rows(len(ctx.batch), float(self.p["twin_fraction"]))
         mask = ctx.batch.answer_mask[:k]
         twin = noisy_twin(ctx, self.generator, float(self.p["sigma_rel"]), k).hidden_states
-        clean = C.depth_states(ctx.hidden, self.first, self.n_layers)
-        noisy = C.depth_states(twin, self.first, self.n_layers)
+        clean = layers.depth_states(ctx.hidden, self.first, self.n_layers)
+        noisy = layers.depth_states(twin, self.first, self.n_layers)
         # (N answer tokens, L' layers, d): each token is one depth trajectory
         J = torch.stack(
             [
-                C.answer_states(a, mask) - C.answer_states(c[:k], mask)
+                masks.answer_states(a, mask) - masks.answer_states(c[:k], mask)
                 for a, c in zip(noisy, clean, strict=True)
             ],
             1,
         )
         every = torch.ones(J.shape[:2], dtype=torch.bool, device=J.device)
-        return AuxOut(loss=C.second_difference_ratio(J, every, "value", eps=self.p["eps"]))
+        return AuxOut(loss=curves.second_difference_ratio(J, every, "value", eps=self.p["eps"]))
 
 
 @register_objective
-class FisherJepa(C.AuxObjective):
+class FisherJepa(precision.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F4",
         target_geometry=("jepa_cos",),
@@ -247,8 +247,8 @@ class FisherJepa(C.AuxObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         W = ctx.lm_head_weight
-        u = C.e_u(ctx, -1, self.generator)
-        r = C.e_t(ctx, self.generator).detach()
+        u = views.e_u(ctx, -1, self.generator)
+        r = views.e_t(ctx, self.generator).detach()
         p = F.softmax(head(W, r), -1)
         return AuxOut(loss=fisher_quadratic(W, p, u - r).mean())
 
@@ -270,4 +270,4 @@ class FisherAngle(_LogitTrajectory):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         _, valid, S, metric = self.logit_states(ctx)
-        return AuxOut(loss=C.curvature(S, valid, "one_minus_cos", pair_inner=metric.pair_inner))
+        return AuxOut(loss=curves.curvature(S, valid, "one_minus_cos", pair_inner=metric.pair_inner))

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from jepa_audit.objectives import _common as C
+from jepa_audit.objectives import layers, losses, masks, precision, predictors, rng, views
 from jepa_audit.objectives.base import (
     AuxContext,
     AuxOut,
@@ -23,7 +23,7 @@ from jepa_audit.objectives.base import (
 )
 
 
-class _ViewCosine(C.LayerObjective):
+class _ViewCosine(layers.LayerObjective):
     """1 − cos(pred, target) between the two views at ``layer``.
 
     ``direction``: "nl_to_regex" (e_u predicts e_t) or "regex_to_nl"; ``stop_grad``: "none" (both views get
@@ -31,10 +31,10 @@ class _ViewCosine(C.LayerObjective):
     """
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = C.e_u(ctx, self.layer, self.generator)
-        r = C.e_t(ctx, self.generator, self.layer)
+        u = views.e_u(ctx, self.layer, self.generator)
+        r = views.e_t(ctx, self.generator, self.layer)
         pred, target = (u, r) if self.p["direction"] == "nl_to_regex" else (r, u)
-        loss = C.view_cosine_loss(pred, target, self.p["stop_grad"])
+        loss = losses.view_cosine_loss(pred, target, self.p["stop_grad"])
         return AuxOut(loss=loss)
 
 
@@ -55,7 +55,7 @@ class StopGradTarget(_ViewCosine):
 
 
 @register_objective
-class SymmetricPredictor(C.LayerObjective):
+class SymmetricPredictor(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P2",
         target_geometry=("jepa_cos",),
@@ -72,17 +72,17 @@ class SymmetricPredictor(C.LayerObjective):
 
     def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.q = C.construct_seeded(generator, lambda: C.MLPPredictor(d_model, int(self.p["hidden"])))
+        self.q = rng.construct_seeded(generator, lambda: predictors.MLPPredictor(d_model, int(self.p["hidden"])))
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = C.e_u(ctx, self.layer, self.generator)
-        r = C.e_t(ctx, self.generator, self.layer)
-        loss = -0.5 * (C.cosine(self.q(u), r.detach()) + C.cosine(self.q(r), u.detach())).mean()
+        u = views.e_u(ctx, self.layer, self.generator)
+        r = views.e_t(ctx, self.generator, self.layer)
+        loss = -0.5 * (masks.cosine(self.q(u), r.detach()) + masks.cosine(self.q(r), u.detach())).mean()
         return AuxOut(loss=loss)
 
 
 @register_objective
-class EmaTarget(C.LayerObjective):
+class EmaTarget(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P3",
         target_geometry=("jepa_cos",),
@@ -99,7 +99,7 @@ class EmaTarget(C.LayerObjective):
 
     def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.q = C.construct_seeded(generator, lambda: C.MLPPredictor(d_model, int(self.p["hidden"])))
+        self.q = rng.construct_seeded(generator, lambda: predictors.MLPPredictor(d_model, int(self.p["hidden"])))
         # name → fp32 shadow of one trainable model parameter; filled lazily from the model it first sees,
         # kept out of parameters() (never trained) and saved through get/set_extra_state.
         self.shadow: dict[str, Tensor] = {}
@@ -135,14 +135,14 @@ class EmaTarget(C.LayerObjective):
         params = dict(model.named_parameters())
         swapped = {n: s.to(device=params[n].device, dtype=params[n].dtype) for n, s in self.shadow.items()}
         b = ctx.batch
-        with torch.no_grad(), C.isolated_rng(self.generator, C.model_device(model)), C.caller_precision():
+        with torch.no_grad(), rng.isolated_rng(self.generator, rng.model_device(model)), precision.caller_precision():
             hidden = target_view_hidden(lambda **kw: torch.func.functional_call(model, swapped, (), kw), b)
-        return C.gather_rows(hidden[self.layer], b.target_last).float()
+        return masks.gather_rows(hidden[self.layer], b.target_last).float()
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = self.q(C.e_u(ctx, self.layer, self.generator))
+        u = self.q(views.e_u(ctx, self.layer, self.generator))
         target = self.target_embedding(ctx)
-        return AuxOut(loss=(2.0 - 2.0 * C.cosine(u, target)).mean())
+        return AuxOut(loss=(2.0 - 2.0 * masks.cosine(u, target)).mean())
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"shadow": {n: s.detach().cpu() for n, s in self.shadow.items()}}
@@ -152,7 +152,7 @@ class EmaTarget(C.LayerObjective):
 
 
 @register_objective
-class LinearPredictor(C.LayerObjective):
+class LinearPredictor(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P4",
         target_geometry=("jepa_cos",),
@@ -172,8 +172,8 @@ class LinearPredictor(C.LayerObjective):
         self.M = nn.Parameter(torch.eye(d_model))
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = C.e_u(ctx, self.layer, self.generator) @ self.M.T
-        return AuxOut(loss=C.view_cosine_loss(u, C.e_t(ctx, self.generator, self.layer)))
+        u = views.e_u(ctx, self.layer, self.generator) @ self.M.T
+        return AuxOut(loss=losses.view_cosine_loss(u, views.e_t(ctx, self.generator, self.layer)))
 
 
 class TransformerPredictor(nn.Module):
@@ -203,7 +203,7 @@ class TransformerPredictor(nn.Module):
 
 
 @register_objective
-class DeepPredictor(C.LayerObjective):
+class DeepPredictor(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P5",
         target_geometry=("jepa_cos",),
@@ -221,7 +221,7 @@ class DeepPredictor(C.LayerObjective):
 
     def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.q = C.construct_seeded(
+        self.q = rng.construct_seeded(
             generator,
             lambda: TransformerPredictor(
                 d_model, int(self.p["width"]), int(self.p["depth"]), int(self.p["heads"])
@@ -232,7 +232,7 @@ class DeepPredictor(C.LayerObjective):
         b = ctx.batch
         T = int(b.nl_last.max()) + 1  # the NL view ends at nl_last: read no further
         pred = self.q(ctx.hidden[self.layer][:, :T].float(), b.prompt_mask[:, :T])
-        return AuxOut(loss=C.view_cosine_loss(pred, C.e_t(ctx, self.generator, self.layer)))
+        return AuxOut(loss=losses.view_cosine_loss(pred, views.e_t(ctx, self.generator, self.layer)))
 
 
 @register_objective
@@ -252,7 +252,7 @@ class ReversePrediction(_ViewCosine):
 
 
 @register_objective
-class InfoNCE(C.LayerObjective):
+class InfoNCE(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P7",
         target_geometry=("jepa_cos",),
@@ -267,9 +267,9 @@ class InfoNCE(C.LayerObjective):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        u = C.e_u(ctx, self.layer, self.generator)
-        r = C.e_t(ctx, self.generator, self.layer)
-        return AuxOut(loss=C.info_nce(u, r, float(self.p["temperature"])))
+        u = views.e_u(ctx, self.layer, self.generator)
+        r = views.e_t(ctx, self.generator, self.layer)
+        return AuxOut(loss=losses.info_nce(u, r, float(self.p["temperature"])))
 
 
 @register_objective

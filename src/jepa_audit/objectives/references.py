@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from jepa_audit.objectives import _common as C
+from jepa_audit.objectives import layers, losses, precision, views
 from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
 
 
 @register_objective
-class CrossEntropyOnly(C.AuxObjective):
+class CrossEntropyOnly(precision.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="ce",
         target_geometry=(),
@@ -36,7 +36,7 @@ class CrossEntropyOnly(C.AuxObjective):
 
 
 @register_objective
-class LlmJepa(C.LayerObjective):
+class LlmJepa(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="llm-jepa",
         target_geometry=("jepa_cos",),
@@ -66,11 +66,11 @@ class LlmJepa(C.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         if self.pred is None:
-            u = C.e_u(ctx, self.layer, self.generator)
+            u = views.e_u(ctx, self.layer, self.generator)
         elif ctx.batch.published:  # the NL views already hold k slots before the end-of-turn
-            C.published_predictor_views(ctx, self.pred, self.generator)
-            u = C.e_u(ctx, self.layer, self.generator)
+            views.published_predictor_views(ctx, self.pred, self.generator)
+            u = views.e_u(ctx, self.layer, self.generator)
         else:
-            u = C.nl_predictor_view(ctx, self.pred, self.generator, self.layer)
-        r = C.e_t(ctx, self.generator, self.layer)
-        return AuxOut(loss=C.view_cosine_loss(u, r, "none"))
+            u = views.nl_predictor_view(ctx, self.pred, self.generator, self.layer)
+        r = views.e_t(ctx, self.generator, self.layer)
+        return AuxOut(loss=losses.view_cosine_loss(u, r, "none"))

@@ -12,16 +12,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from jepa_audit.objectives import _common as C
+from jepa_audit.objectives import curves, layers, masks, precision
 from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
 
 
-class _Curvature(C.LayerObjective):
+class _Curvature(layers.LayerObjective):
     """T1 and T2 share this body; ``params["form"]`` picks arccos (angle) or 1 − cos."""
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         h = ctx.hidden[self.layer]
-        loss = C.curvature(h, ctx.batch.answer_mask, self.p["form"], eps=self.p["eps"])
+        loss = curves.curvature(h, ctx.batch.answer_mask, self.p["form"], eps=self.p["eps"])
         return AuxOut(loss=loss)
 
 
@@ -55,7 +55,7 @@ class OneMinusCosTurn(_Curvature):
     )
 
 
-class _Tube(C.LayerObjective):
+class _Tube(layers.LayerObjective):
     """T3-Global and T3-Local: STP over 𝒫∪𝒜 with the user/assistant gap bridged; span cap from params.
 
     The path is STP's: each turn from the token before its content (``find_start_end``'s start) to its last
@@ -63,8 +63,8 @@ class _Tube(C.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
-        segments = (C.with_anchor(b.prompt_mask), C.with_anchor(b.answer_content_mask()))
-        loss = C.stp_tube_loss(
+        segments = (masks.with_anchor(b.prompt_mask), masks.with_anchor(b.answer_content_mask()))
+        loss = curves.stp_tube_loss(
             ctx.hidden[self.layer],
             segments,
             self.generator,
@@ -107,12 +107,12 @@ class TubeLocal(_Tube):
 
 
 def _answer_chord(h, mask):
-    first, last = C.first_last(mask)
-    return C.gather_rows(h, last) - C.gather_rows(h, first)  # (B, d)
+    first, last = masks.first_last(mask)
+    return masks.gather_rows(h, last) - masks.gather_rows(h, first)  # (B, d)
 
 
 @register_objective
-class ChordAlignment(C.LayerObjective):
+class ChordAlignment(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T4",
         target_geometry=("curvature_answer_Llast",),
@@ -130,13 +130,13 @@ class ChordAlignment(C.LayerObjective):
         mask = ctx.batch.answer_mask
         chord = _answer_chord(h, mask)
         v = h[:, 1:] - h[:, :-1]
-        valid = C.consecutive(mask, 1)
-        loss = C.masked_mean(1.0 - C.cosine(v, chord[:, None, :]), valid)
+        valid = masks.consecutive(mask, 1)
+        loss = masks.masked_mean(1.0 - masks.cosine(v, chord[:, None, :]), valid)
         return AuxOut(loss=loss)
 
 
 @register_objective
-class Tortuosity(C.LayerObjective):
+class Tortuosity(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T5",
         target_geometry=("curvature_answer_Llast",),
@@ -152,17 +152,17 @@ class Tortuosity(C.LayerObjective):
     def forward(self, ctx: AuxContext) -> AuxOut:
         h = ctx.hidden[self.layer].float()
         mask = ctx.batch.answer_mask
-        valid = C.consecutive(mask, 1)
+        valid = masks.consecutive(mask, 1)
         v = h[:, 1:] - h[:, :-1]
         # sqrt(‖v‖² + tiny): finite gradient even for a repeated state
         path = ((v * v).sum(-1) + 1e-12).sqrt().mul(valid).sum(1)
         chord = _answer_chord(h, mask).norm(dim=-1)
         per = path / (chord + self.p["eps"]) - 1.0
-        return AuxOut(loss=C.mean_over(per, valid.any(1)))
+        return AuxOut(loss=masks.mean_over(per, valid.any(1)))
 
 
 @register_objective
-class EuclideanAcceleration(C.LayerObjective):
+class EuclideanAcceleration(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T6",
         target_geometry=("curvature_answer_Llast",),
@@ -177,14 +177,14 @@ class EuclideanAcceleration(C.LayerObjective):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        loss = C.second_difference_ratio(
+        loss = curves.second_difference_ratio(
             ctx.hidden[self.layer], ctx.batch.answer_mask, "velocity", eps=self.p["eps"]
         )
         return AuxOut(loss=loss)
 
 
 @register_objective
-class DepthStraightening(C.AuxObjective):
+class DepthStraightening(precision.AuxObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T7",
         target_geometry=(),
@@ -199,20 +199,20 @@ class DepthStraightening(C.AuxObjective):
 
     def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.first = C.resolve_layer(self.p["first"], n_layers) % (n_layers + 1)
+        self.first = layers.resolve_layer(self.p["first"], n_layers) % (n_layers + 1)
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         mask = ctx.batch.answer_mask
         z = torch.stack(
-            [C.answer_states(h, mask) for h in C.depth_states(ctx.hidden, self.first, self.n_layers)]
+            [masks.answer_states(h, mask) for h in layers.depth_states(ctx.hidden, self.first, self.n_layers)]
         )
         u = z[1:] - z[:-1]  # (L', N, d)
-        loss = (1.0 - C.cosine(u[:-1], u[1:])).mean()
+        loss = (1.0 - masks.cosine(u[:-1], u[1:])).mean()
         return AuxOut(loss=loss)
 
 
 @register_objective
-class ContextualCurvature(C.LayerObjective):
+class ContextualCurvature(layers.LayerObjective):
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T8",
         target_geometry=("curvature_prompt_Lmid",),
@@ -227,7 +227,7 @@ class ContextualCurvature(C.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
-        loss = C.window_curvature(
+        loss = curves.window_curvature(
             ctx.hidden[self.layer], b.attention_mask.bool(), b.answer_mask, int(self.p["context"])
         )
         return AuxOut(loss=loss)

@@ -73,7 +73,7 @@ def load_results(path: Path) -> list[dict[str, Any]]:
 
 
 def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(trusted rows, excluded lines) of ``path`` via :func:`jepa_audit.audit.store.read_results`.
+    """(trusted rows, excluded lines) of ``path`` via :func:`jepa_audit.results_file.read_results`.
 
     The same validation as the runner: a line is excluded when it is torn (the last line without its
     newline), not a JSON object, fails its ``row_sha256``, duplicates or conflicts with another row of its
@@ -81,7 +81,7 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     line is ``{"line", "cell", "reason"}``. Raises :class:`ReportError` when the file is missing or
     unreadable.
     """
-    from jepa_audit.audit.store import StoreError, manifest_hashes, read_results
+    from jepa_audit.results_file import StoreError, manifest_hashes, read_results
 
     path = Path(path)
     if not path.is_file():
@@ -844,10 +844,10 @@ def render(data: ReportData) -> tuple[str, str]:
 
 
 def _write_all(files: Mapping[Path, str]) -> None:
-    """Write the report files all or none (:func:`jepa_audit.audit.store.atomic_write_all`): a full disk or a
+    """Write the report files all or none (:func:`jepa_audit.results_file.atomic_write_all`): a full disk or a
     read-only directory leaves the previous report files as they were and no temporary file behind. Raises
     :class:`ReportWriteError` naming the path and the cause."""
-    from jepa_audit.audit.store import StoreError, atomic_write_all
+    from jepa_audit.results_file import StoreError, atomic_write_all
 
     try:
         atomic_write_all(files, label=" the report")

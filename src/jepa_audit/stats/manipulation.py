@@ -17,20 +17,21 @@ combines the two into one verdict per (benchmark, mode, method ≠ ce) (DESIGN.m
 
 Target keys come from each row's ``target_geometry`` (written by the cell from its objective's spec), or,
 for rows written before that key existed, from the objectives registry. ``_Llast``/``_Lmid`` suffixes are
-resolved against the row's geometry keys (:func:`objectives.base.resolve_target_key`, duplicated here as a
-pure function so that the statistics never import torch).
+resolved against the row's geometry keys by :func:`jepa_audit.results.resolve_key` (the torch-free row
+schema, which ``objectives.base.resolve_target_key`` uses too).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from jepa_audit.results import resolve_key
 
 from .decisions import (
     REPRESENTATION_STATES,
@@ -60,27 +61,6 @@ VERDICTS: tuple[str, ...] = tuple(
     dict.fromkeys(verdict_label(rep, rew) for rep in REPRESENTATION_STATES for rew in REWARD_STATES)
 )
 Cells = Mapping[tuple[str, str], Mapping[str, Mapping[Hashable, Mapping[str, Any]]]]
-_LAYER_KEY = re.compile(r"^(?P<prefix>.+)_L(?P<layer>\d+)$")
-
-
-def resolve_key(template: str, geometry_keys: Iterable[str]) -> str | None:
-    """``template`` as a key of a geometry dict with ``geometry_keys`` (same rule as
-    ``objectives.base.resolve_target_key``: as written, else ``_Llast`` = largest logged layer index,
-    ``_Lmid`` = the logged index nearest half of it, ties to the lower); None when absent."""
-    keys = set(geometry_keys)
-    if template in keys:
-        return template
-    for suffix in ("_Llast", "_Lmid"):
-        if template.endswith(suffix):
-            prefix = template[: -len(suffix)]
-            layers = sorted(int(m["layer"]) for k in keys if (m := _LAYER_KEY.match(k)) and m["prefix"] == prefix)
-            if not layers:
-                return None
-            if suffix == "_Llast":
-                return f"{prefix}_L{layers[-1]}"
-            half = layers[-1] / 2
-            return f"{prefix}_L{min(layers, key=lambda x: (abs(x - half), x))}"
-    return None
 
 
 def _registry_targets(method: str) -> list[str] | None:

@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from jepa_audit.results import ResultsRow
-from jepa_audit.tasks.base import LEGACY_METRICS, MetricSpec
+from jepa_audit.results import LEGACY_METRICS, MetricSpec, ResultsRow
 
 from .coupling import group_means, spearman
 from .curves import calibration_section, read_curves

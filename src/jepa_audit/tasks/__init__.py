@@ -16,7 +16,9 @@ from jepa_audit.tasks.base import (
     carved_splits,
     get_task,
     list_tasks,
+    load_benchmark,
     metric_specs_of_row,
+    pretraining_pool,
     register_task,
     task_rows,
 )
@@ -32,7 +34,9 @@ __all__ = [
     "carved_splits",
     "get_task",
     "list_tasks",
+    "load_benchmark",
     "metric_specs_of_row",
+    "pretraining_pool",
     "register_task",
     "task_rows",
 ]

@@ -27,11 +27,12 @@ import contextlib
 import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jepa_audit.data.examples import DataError, Example, Splits
+from jepa_audit.data.examples import DataError, Example, Splits, chat_messages
+from jepa_audit.results import MetricSpec, metric_specs_of_row  # re-exported: the task API
 
 if TYPE_CHECKING:
     from jepa_audit.config import DataCfg, EvalCfg
@@ -43,24 +44,12 @@ __all__ = [
     "Task",
     "get_task",
     "list_tasks",
+    "load_benchmark",
     "metric_specs_of_row",
+    "pretraining_pool",
     "register_task",
     "task_rows",
 ]
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One metric a task reports: ``name`` in the results row's ``metrics`` (a fraction 0–1), ``field`` the
-    per-item key of the predictions file that holds its 0/1 correctness, and its direction."""
-
-    name: str
-    field: str
-    higher_is_better: bool = True
-    description: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -141,11 +130,7 @@ class Task(ABC):
         """The chat rendering of one example: [system], user = :meth:`prompt_view`, assistant =
         :meth:`target_view` (left out with ``answer=False``: the generation prompt).  data/views.py renders
         every row through this, then through the model's chat template."""
-        out = [{"role": "system", "content": system}] if system else []
-        out.append({"role": "user", "content": self.prompt_view(ex)})
-        if answer:
-            out.append({"role": "assistant", "content": self.target_view(ex)})
-        return out
+        return chat_messages(system, self.prompt_view(ex), self.target_view(ex) if answer else None)
 
     # ------------------------------------------------------------------------------------------ scoring
 
@@ -298,19 +283,14 @@ def task_rows() -> list[dict[str, Any]]:
     return [_REGISTRY[n].info() for n in list_tasks()]
 
 
-#: The metric specs of rows written before tasks were plug-ins (NL-RX's, primary first).
-LEGACY_METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("exact_match", "exact", True, "whitespace-stripped string equality with the gold regex"),
-    MetricSpec("dfa_accuracy", "dfa", True, "the predicted regex denotes the gold regex's language"),
-)
+def load_benchmark(cfg: DataCfg, benchmark: str) -> Splits:
+    """The splits of ``benchmark`` of task ``cfg.task`` under ``cfg`` (see the task's ``load``).
+
+    Raises :class:`DataError` on an unknown benchmark or any data problem."""
+    return get_task(cfg.task).load(cfg, benchmark)
 
 
-def metric_specs_of_row(row: dict[str, Any]) -> tuple[MetricSpec, ...]:
-    """The metric specs a results row declares (``metric_specs``); NL-RX's for rows written before them."""
-    specs = row.get("metric_specs")
-    if not isinstance(specs, list) or not specs:
-        return LEGACY_METRICS
-    try:
-        return tuple(MetricSpec(**s) for s in specs)
-    except TypeError as e:
-        raise DataError(f"results row: metric_specs {specs!r} is not a list of metric specs ({e})") from None
+def pretraining_pool(cfg: DataCfg, n: int, seed: int) -> list[Example] | None:
+    """``n`` examples (seed ``seed``) of task ``cfg.task`` to pre-train the tiny base on, disjoint from its
+    benchmarks; None when the task has no pool (the base then keeps its random init)."""
+    return get_task(cfg.task).pretraining_pool(cfg, n, seed)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from jepa_audit.data.examples import BENCHMARKS, DataError, Example, Splits
 from jepa_audit.data.generator import GENERATOR_VERSION, generate, generate_pairs
 from jepa_audit.data.nlrx import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val, load_nlrx, real_pairs
-from jepa_audit.tasks.base import LEGACY_METRICS, Task, register_task
+from jepa_audit.results import LEGACY_METRICS
+from jepa_audit.tasks.base import Task, register_task
 
 if TYPE_CHECKING:
     from jepa_audit.config import DataCfg, EvalCfg

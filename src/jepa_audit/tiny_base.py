@@ -1,5 +1,8 @@
 """The tiny base model: pre-trained once per (corpus, config) and cached content-addressed.
 
+A recipe (it runs :func:`jepa_audit.train.train`), so it sits beside ``cell.py`` above the training loop,
+not in ``models/`` below it.
+
 Every cell fine-tunes the same base.  It is trained on the task's pre-training pool (NL-RX: generated
 (description, regex) pairs), disjoint from the fine-tuning data, with a tokenizer trained on that pool plus
 the fine-tuning *training* text of every benchmark of the task (never test).  A task without a pool (SCAN,
@@ -21,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from jepa_audit.config import Config, TrainCfg, stable_hash
-from jepa_audit.data import load_benchmark, pretraining_pool
 from jepa_audit.data.tokenizer import train_tiny_tokenizer
 from jepa_audit.data.views import encode_all
 from jepa_audit.models.load import ModelError, quiet_hf_progress
 from jepa_audit.models.tiny import new_tiny_llama
-from jepa_audit.tasks import get_task
+from jepa_audit.tasks import get_task, load_benchmark, pretraining_pool
+from jepa_audit.train import train
 
 BASE_FORMAT = "tiny-base-v1"  # bump when the pre-training recipe changes: old caches are then ignored
 
@@ -81,8 +84,6 @@ def verify_base(path: Path) -> None:
 
 def ensure_tiny_base(cfg: Config, progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Return the directory of the cached base for ``cfg``, pre-training it first if needed."""
-    from jepa_audit.train import train  # local: train imports models
-
     pool, texts = _corpus(cfg)
     root = Path(cfg.cache_dir) / "base"
     root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,44 @@
+"""The layering contracts of pyproject.toml ([tool.importlinter]) hold: `lint-imports` passes on src/.
+
+A wrong-way import (function-level ones included) fails here with the chain of importing modules and the
+line of each import, as `lint-imports` prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_contracts_are_kept():
+    exe = Path(sys.executable).with_name("lint-imports")
+    assert exe.is_file(), f"{exe} not found: install the dev extra (pip install -e '.[dev]'), which has import-linter"
+    # the checkout's own source first, whatever copy of the package the environment has installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([str(exe), "--no-cache", "--config", str(ROOT / "pyproject.toml")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "0 broken" in p.stdout, p.stdout
+
+
+def test_a_wrong_way_import_is_reported_with_its_line(tmp_path):
+    """The check can fail: a copy of the package whose regex imports config breaks the regex contract, and the
+    message names the importing module and the line."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "jepa_audit", src / "jepa_audit", ignore=shutil.ignore_patterns("__pycache__"))
+    init = src / "jepa_audit" / "regex" / "__init__.py"
+    lines = init.read_text().splitlines()
+    lines.append("from jepa_audit.config import Config  # noqa: E402,F401  (a wrong-way import)")
+    init.write_text("\n".join(lines) + "\n")
+    exe = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    p = subprocess.run([str(exe), "--no-cache", "--config", str(ROOT / "pyproject.toml")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"jepa_audit.regex -> jepa_audit.config (l.{len(lines)})" in p.stdout, p.stdout
