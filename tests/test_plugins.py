@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from jepa_audit import plugins
 from jepa_audit.cli import app
-from jepa_audit.config import ConfigError, load_config
+from jepa_audit.config import ConfigError
 from jepa_audit.objectives import registry
 from jepa_audit.objectives.base import origin_of
-from jepa_audit.plugins import PluginError, load_for_cell, load_plugins
+from jepa_audit.plugins import PluginError, load_config, load_for_cell, load_plugins
 from jepa_audit.tasks import list_tasks
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"

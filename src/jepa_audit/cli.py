@@ -65,7 +65,8 @@ def _config(
     include: list[Path] | None = None,
 ) -> Any:
     """The resolved config; its plugins (``--include``, ``plugins:``) and entry points are imported first."""
-    from jepa_audit.config import ConfigError, load_config
+    from jepa_audit.config import ConfigError
+    from jepa_audit.plugins import load_config
 
     try:
         return load_config(preset or (None if config else default), config, overrides or [], includes=include)

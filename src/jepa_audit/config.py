@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -512,6 +513,10 @@ def _format_validation(err: ValidationError, source: str) -> str:
     return f"invalid config from {source}: " + "; ".join(parts)
 
 
+#: imports plugin files (absolute paths) and returns what ``Config.plugins_loaded`` records: source → record
+PluginLoader = Callable[[list[str]], dict[str, dict[str, Any]]]
+
+
 def _plugin_paths(data: dict[str, Any], base: Path, source: str) -> list[str]:
     """``data["plugins"]`` as absolute paths (relative ones resolved against ``base``); ConfigError else."""
     raw = data.get("plugins", [])
@@ -529,12 +534,15 @@ def load_config(
     file: str | Path | None = None,
     overrides: list[str] | None = None,
     includes: list[str | Path] | None = None,
+    plugin_loader: PluginLoader | None = None,
 ) -> Config:
     """Resolve a config: defaults ← preset ← file ← ``--set`` overrides. Raises ConfigError.
 
     Plugins (``plugins:`` of the file, resolved against its folder; ``includes``, i.e. ``--include``,
-    against the working directory) and installed entry points are imported before validation, so a
-    plugin's task or objective is known to it; ``plugins_loaded`` records what was imported."""
+    against the working directory) are handed to ``plugin_loader`` before validation, so a plugin's task or
+    objective is known to it; ``plugins_loaded`` records what it imported. The loader lives above config
+    (:func:`jepa_audit.plugins.load_config` passes it, with installed entry points); without one, a config
+    that lists plugins is refused rather than validated without them."""
     data: dict[str, Any] = {}
     sources = []
     plugins: list[str] = []
@@ -568,10 +576,15 @@ def load_config(
             "(inf and nan are refused everywhere in the config)"
         )
     plugins += [str(Path(x).expanduser().resolve()) for x in includes or []]
-    from jepa_audit.plugins import load_plugins, records  # lazily: plugins import the registries
-
     data["plugins"] = list(dict.fromkeys(plugins))
-    data["plugins_loaded"] = records(load_plugins(data["plugins"]))
+    if plugin_loader is not None:
+        data["plugins_loaded"] = plugin_loader(data["plugins"])
+    elif data["plugins"]:
+        # the registries sit above config: importing plugins is the caller's (jepa_audit.plugins.load_config)
+        raise ConfigError(
+            f"config from {' + '.join(sources) or 'defaults'} lists plugins {data['plugins']}: load it with "
+            "jepa_audit.plugins.load_config (the CLI does), which imports them before the config is validated"
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as e:

@@ -35,7 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jepa_audit.objectives  # noqa: F401  (the built-in families register and freeze first)
+import jepa_audit.tasks  # noqa: F401
 from jepa_audit.config import ConfigError
+from jepa_audit.config import load_config as _load_config
+from jepa_audit.objectives import base as objectives_base
+from jepa_audit.tasks import base as tasks_base
 
 if TYPE_CHECKING:
     from jepa_audit.config import Config
@@ -45,6 +50,7 @@ __all__ = [
     "Plugin",
     "PluginError",
     "bundle",
+    "load_config",
     "load_for_cell",
     "load_plugins",
     "plugin_files",
@@ -102,12 +108,8 @@ def plugin_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _registries() -> tuple[Any, Any]:
-    import jepa_audit.objectives  # noqa: F401  (the built-in families register and freeze first)
-    import jepa_audit.tasks  # noqa: F401
-    from jepa_audit.objectives import base as objectives
-    from jepa_audit.tasks import base as tasks
-
-    return objectives, tasks
+    """The two registry modules (importing the packages above registered and froze the built-ins)."""
+    return objectives_base, tasks_base
 
 
 def _registered_by(source: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -274,3 +276,14 @@ def load_for_cell(cfg: Config, files: dict[str, bytes] | None = None) -> list[Pl
                 f"recorded {want[:12]}); run the command again to start from the new version"
             )
     return loaded
+
+
+def load_config(
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    includes: list[str | Path] | None = None,
+) -> Config:
+    """:func:`jepa_audit.config.load_config` with the config's plugins (``plugins:``, ``includes``) and the
+    installed entry points imported before it is validated: what the CLI and every worker use."""
+    return _load_config(preset, file, overrides, includes, plugin_loader=lambda paths: records(load_plugins(paths)))

@@ -9,11 +9,13 @@ of an audit, so the report sits below the audit in the layering.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 RESULTS = "results.jsonl"
 MANIFEST = "grid.json"
 CHECKSUM = "row_sha256"
+LOCK = ".lock"  # the runner's flock; its text: "pid host [boot-id start-time]" (audit/store.py DirLock)
 
 
 class StoreError(RuntimeError):
@@ -292,3 +295,79 @@ def _row_key(row: dict[str, Any]) -> str:
     if isinstance(row.get("cell"), str):
         return row["cell"]
     return cell_key(str(row.get("benchmark")), str(row.get("method")), row.get("seed"), str(row.get("mode")))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The directory's lock and leftovers, as a reader sees them (the lock itself is audit/store.py's DirLock)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def parse_lock_text(text: str) -> tuple[int | None, str | None]:
+    """(pid, host) from a lock file's text ``"pid host [boot-id start-time]"``; (None, None) when unreadable."""
+    parts = text.split()
+    try:
+        return int(parts[0]), (parts[1] if len(parts) > 1 else None)
+    except (IndexError, ValueError):
+        return None, None
+
+
+def pid_alive(pid: int) -> bool:
+    """Is ``pid`` a live (non-zombie) process on this host?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:  # a zombie has exited: it holds nothing
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+def lock_holder(out_dir: str | Path) -> str | None:
+    """``"pid N on HOST"`` when another process holds ``DIR/.lock`` (an audit running there), else None.
+
+    The flock is the truth (the kernel drops it when its holder dies); the pid/host text only names it. The
+    caller's own lock (the runner writing its report) does not count. Never creates the file."""
+    path = Path(out_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, host = parse_lock_text(os.pread(fd, 256, 0).decode(errors="replace"))
+            if pid == os.getpid() and host in (None, socket.gethostname()):
+                return None
+            return f"pid {pid} on {host or 'unknown host'}"
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def clean_temporaries(out_dir: str | Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the ``.<name>.<pid>.tmp`` files of :func:`atomic_write_all` that a killed writer left in
+    ``out_dir`` (``names``: only those files' temporaries; None: any). A temporary whose pid is still running
+    (a report being written now, or this process's own) is kept. Returns what was removed; a file that cannot
+    be removed is left (it is never read)."""
+    removed = []
+    for tmp in Path(out_dir).glob(".*.*.tmp"):
+        name, _, pid = tmp.name[1:-4].rpartition(".")
+        if not name or (names is not None and name not in names):
+            continue
+        if pid.isdigit() and (int(pid) == os.getpid() or pid_alive(int(pid))):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed

@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     CLI (handy for debugging and for process-level tests)."""
     import argparse
 
-    from jepa_audit.config import load_config
+    from jepa_audit.plugins import load_config
 
     p = argparse.ArgumentParser(prog="python -m jepa_audit.audit.runner")
     p.add_argument("--preset", default="quick")

@@ -39,6 +39,7 @@ from jepa_audit.audit.grid import Cell
 # the row format and the strict reader live below report (results_file.py); re-exported: audit.store's API
 from jepa_audit.results_file import (  # noqa: F401
     CHECKSUM,
+    LOCK,
     MANIFEST,
     PREDICTIONS_CHECKSUM,
     RESULTS,
@@ -46,16 +47,19 @@ from jepa_audit.results_file import (  # noqa: F401
     _fsync_dir,
     _row_key,
     atomic_write_all,
+    clean_temporaries,
     file_sha256,
     load_results,
+    lock_holder,
     manifest_hashes,
     os_reason,
+    parse_lock_text,
+    pid_alive,
     read_results,
     row_checksum,
 )
 
 FAILURES = "failures.jsonl"
-LOCK = ".lock"
 MANIFEST_FORMAT = 1
 
 
@@ -196,68 +200,6 @@ def read_jsonl(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], list[byt
 # ----------------------------------------------------------------------------------------------------------
 
 
-def pid_alive(pid: int) -> bool:
-    """Is ``pid`` a live (non-zombie) process on this host?"""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    try:  # a zombie has exited: it holds nothing
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
-
-
-def lock_holder(out_dir: str | Path) -> str | None:
-    """``"pid N on HOST"`` when another process holds ``DIR/.lock`` (an audit running there), else None.
-
-    The flock is the truth (the kernel drops it when its holder dies); the pid/host text only names it. The
-    caller's own lock (the runner writing its report) does not count. Never creates the file."""
-    path = Path(out_dir) / LOCK
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, host = DirLock._parse(os.pread(fd, 256, 0).decode(errors="replace"))
-            if pid == os.getpid() and host in (None, socket.gethostname()):
-                return None
-            return f"pid {pid} on {host or 'unknown host'}"
-        except OSError:
-            return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def clean_temporaries(out_dir: str | Path, names: Iterable[str] | None = None) -> list[Path]:
-    """Remove the ``.<name>.<pid>.tmp`` files of :func:`atomic_write_all` that a killed writer left in
-    ``out_dir`` (``names``: only those files' temporaries; None: any). A temporary whose pid is still running
-    (a report being written now, or this process's own) is kept. Returns what was removed; a file that cannot
-    be removed is left (it is never read)."""
-    removed = []
-    for tmp in Path(out_dir).glob(".*.*.tmp"):
-        name, _, pid = tmp.name[1:-4].rpartition(".")
-        if not name or (names is not None and name not in names):
-            continue
-        if pid.isdigit() and (int(pid) == os.getpid() or pid_alive(int(pid))):
-            continue
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-            removed.append(tmp)
-    return removed
-
-
 def boot_id() -> str | None:
     """This boot's id (Linux ``/proc/sys/kernel/random/boot_id``), or None where there is none."""
     try:
@@ -292,14 +234,6 @@ class DirLock:
         self._fd: int | None = None
 
     @staticmethod
-    def _parse(text: str) -> tuple[int | None, str | None]:
-        parts = text.split()
-        try:
-            return int(parts[0]), (parts[1] if len(parts) > 1 else None)
-        except (IndexError, ValueError):
-            return None, None
-
-    @staticmethod
     def _same_process(text: str, pid: int) -> bool | None:
         """Whether live ``pid`` is the process that wrote ``text`` (boot id and start time agree); None when
         the text carries no such hint (written before it existed, or by hand)."""
@@ -325,13 +259,13 @@ class DirLock:
                             raise
                         time.sleep(wait)
             except BlockingIOError:
-                pid, other = self._parse(self.path.read_text(errors="replace"))
+                pid, other = parse_lock_text(self.path.read_text(errors="replace"))
                 raise StoreLockedError(
                     f"{self.path.parent} is in use by another audit runner (pid {pid} on {other or 'unknown host'}); "
                     f"wait for it to finish or stop it. Lock file: {self.path}"
                 ) from None
             raw = os.pread(fd, 256, 0).decode(errors="replace")
-            pid, other = self._parse(raw)
+            pid, other = parse_lock_text(raw)
             if pid is not None and pid != os.getpid():
                 if other not in (None, host):
                     raise StoreLockedError(

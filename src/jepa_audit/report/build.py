@@ -21,6 +21,16 @@ from typing import Any
 
 import jinja2
 
+from jepa_audit.results_file import (
+    PREDICTIONS_CHECKSUM,
+    StoreError,
+    atomic_write_all,
+    clean_temporaries,
+    file_sha256,
+    lock_holder,
+    manifest_hashes,
+    read_results,
+)
 from jepa_audit.stats.manipulation import headline, headroom_sentence, verdict_table
 from jepa_audit.stats.summary import (
     BASELINE,
@@ -81,8 +91,6 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     line is ``{"line", "cell", "reason"}``. Raises :class:`ReportError` when the file is missing or
     unreadable.
     """
-    from jepa_audit.results_file import StoreError, manifest_hashes, read_results
-
     path = Path(path)
     if not path.is_file():
         if path.is_dir():
@@ -210,8 +218,6 @@ def verify_predictions(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> tupl
     back without ``predictions_file``, so the item-level analyses and the examples leave that cell out, and a
     warning names the file. Rows written before the checksum existed (no ``predictions_sha256``) are read as
     before, with one note saying how many files could not be verified."""
-    from jepa_audit.audit.store import PREDICTIONS_CHECKSUM, file_sha256
-
     root = Path(out_dir).resolve()
     out: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -265,8 +271,6 @@ def _progress(out_dir: Path, rows: Sequence[Mapping[str, Any]], declared: Sequen
     ``{"declared", "with_rows", "missing", "in_progress" (who holds the lock, or None), "sentence",
     "warnings"}``: a report written while an audit runs, or after some cells failed, says so before its
     headline instead of speaking only of the cells that have rows."""
-    from jepa_audit.audit.store import lock_holder
-
     def ident(c: Mapping[str, Any]) -> tuple:
         return tuple(str(c.get(k)) for k in ("benchmark", "method", "seed", "mode"))
 
@@ -847,8 +851,6 @@ def _write_all(files: Mapping[Path, str]) -> None:
     """Write the report files all or none (:func:`jepa_audit.results_file.atomic_write_all`): a full disk or a
     read-only directory leaves the previous report files as they were and no temporary file behind. Raises
     :class:`ReportWriteError` naming the path and the cause."""
-    from jepa_audit.results_file import StoreError, atomic_write_all
-
     try:
         atomic_write_all(files, label=" the report")
     except StoreError as e:
@@ -882,8 +884,6 @@ def write_report(
         raise ReportError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if not (isinstance(alpha, int | float) and 0.0 < alpha < 1.0):
         raise ReportError(f"--alpha must be in (0, 1), got {alpha!r}")
-    from jepa_audit.audit.store import clean_temporaries
-
     clean_temporaries(out_dir, (SUMMARY, REPORT_MD, REPORT_HTML))  # left by a report killed mid-write
     rows, excluded = read_rows(out_dir / RESULTS)
     refuse_calibration_rows(out_dir / RESULTS, rows)
