@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from jepa_audit.audit.store import encode_row
 from jepa_audit.stats.curves import calibration_section
 from jepa_audit.stats.summary import build_summary
 
@@ -55,7 +56,7 @@ def test_report_reads_calibration_json_into_summary(tmp_path):
     rows = [{"benchmark": "synth", "method": m, "seed": s, "mode": "lora", "status": "done",
              "metrics": {"exact_match": 0.3 + 0.01 * s, "dfa_accuracy": 0.3}, "train": {"steps": 60}}
             for m in ("ce", "T1") for s in (1, 2, 3)]  # fmt: skip
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "results.jsonl").write_bytes(b"".join(encode_row(r) for r in rows))  # checksummed, as the runner writes
     (tmp_path / "calibration.json").write_text(json.dumps(_doc(20)))
     summary = write_report(tmp_path, 0.10)
     assert summary["calibration"]["steps_differ"] and len(summary["calibration"]["pairs"]) == 2

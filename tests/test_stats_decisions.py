@@ -11,6 +11,8 @@ import pytest
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
+from jepa_audit.audit.store import encode_row
+from jepa_audit.results_file import cell_key
 from jepa_audit.stats.decisions import (
     REPRESENTATION_STATES,
     REWARD_STATES,
@@ -195,8 +197,9 @@ def test_sesoi_declared_in_grid_json_and_overridden_by_the_report(tmp_path):
     from jepa_audit.cli import app
     from jepa_audit.report import ReportError, write_report
 
-    rows = [{**r, "cell": f"{r['method']}{r['seed']}", "config_hash": "h"} for r in _rows({"A": 0.0, "B": 1.0}, 1.0)]
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = [{**r, "cell": cell_key(r["benchmark"], r["method"], r["seed"], r["mode"]), "config_hash": "h"}
+            for r in _rows({"A": 0.0, "B": 1.0}, 1.0)]  # fmt: skip
+    (tmp_path / "results.jsonl").write_bytes(b"".join(encode_row(r) for r in rows))  # checksummed, as the runner writes
     cells = {r["cell"]: {**{k: r[k] for k in ("benchmark", "method", "seed", "mode")}, "hash": "h"} for r in rows}
     (tmp_path / "grid.json").write_text(json.dumps({"cells": cells, "stats": {"sesoi_pp": 3.0, "min_shift_sd": 1.0}}))
     s = write_report(tmp_path, 0.10)

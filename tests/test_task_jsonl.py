@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from conftest import SHARED_DATA
 from jepa_audit.cli import app
 from jepa_audit.config import ConfigError, EvalCfg, load_config
-from jepa_audit.data import DataError, load_benchmark
-from jepa_audit.tasks import get_task
+from jepa_audit.data import DataError
+from jepa_audit.tasks import get_task, load_benchmark
 from jepa_audit.tasks.jsonl import matches
 
 NLRX_JSONL = SHARED_DATA / "llm-jepa-nlrx"
