@@ -51,7 +51,7 @@ class ModelCfg(Strict):
     forward: Literal["auto", "hf", "lean"] = Field(
         "auto", description="the CE rows' forward and decoding: lean = models/lean.py (transformers' Llama maths, "
         "LoRA merged, fused projections; same outputs to float rounding, ~1.5x faster on tiny CPU models); hf = "
-        "transformers' forward; auto = lean where it applies (Llama, fp32, no autocast, no LoRA dropout while "
+        "transformers' forward; auto = lean where it applies (Llama, one dtype throughout, no autocast, no LoRA dropout while "
         "training), else hf"
     )
 

@@ -96,11 +96,41 @@ def lean_reason(model: nn.Module) -> str | None:
         return "forward hooks on the model (the lean forward would not run them)"
     if torch.is_autocast_enabled(m.embed_tokens.weight.device.type):
         return "autocast (transformers' forward keeps its own precision rules)"
+    dtype = m.embed_tokens.weight.dtype
     for layer in m.layers:
         for lin in (*(getattr(layer.self_attn, n) for n in _LINEARS[:4]), *(getattr(layer.mlp, n) for n in _LINEARS[4:])):
-            why = _linear_reason(lin, model.training)
+            why = _linear_reason(lin, model.training) or _dtype_reason(lin, dtype)
             if why is not None:
                 return why
+    others = (base.lm_head.weight, m.norm.weight, *(p for layer in m.layers for p in
+                                                     (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)))
+    if any(p.dtype != dtype for p in others):
+        return f"weights in more than one dtype (embeddings in {_dt(dtype)}; transformers casts between them)"
+    return None
+
+
+def _dt(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype_reason(lin: nn.Module, dtype: torch.dtype) -> str | None:
+    """Why ``lin``'s weights are not all in the model's ``dtype``.
+
+    The usual case: a bf16 (or fp16) base whose LoRA adapters PEFT keeps in fp32 (``autocast_adapter_dtype``, the
+    ``paper`` preset). PEFT computes ``bf16(W·x) + s·B·A·fp32(x)`` and rounds the sum back to bf16; a merged
+    ``W + s·B·A`` would be one fp32 weight meeting bf16 activations (a dtype error in ``F.linear``), and
+    rounding it to bf16 would drop most of the adapters' update. Neither is transformers' forward: step aside.
+    """
+    base = lin if type(lin) is nn.Linear else lin.base_layer
+    if base.weight.dtype != dtype:
+        return f"a linear in {_dt(base.weight.dtype)} beside embeddings in {_dt(dtype)}"
+    if type(lin) is nn.Linear:
+        return None
+    name = lin.active_adapters[0]
+    a_dtype = lin.lora_A[name].weight.dtype
+    if a_dtype != dtype or lin.lora_B[name].weight.dtype != dtype:
+        return (f"a {_dt(dtype)} base with {_dt(a_dtype)} LoRA adapters (PEFT adds the adapter path in "
+                f"{_dt(a_dtype)} to the base output; a merged weight would not be that sum)")
     return None
 
 
