@@ -247,9 +247,23 @@ def run_cell(
         "predictions_file": str(rel),
         "config_hash": cfg.cell_hash(),
         "deterministic": cfg.train.deterministic,  # deterministic GPU kernels on (jepa_audit/determinism.py)
+        "versions": library_versions(),  # what ran the cell: a row compared across machines says so
         "wall_s": time.perf_counter() - t0,
         "status": "done",
     }
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries whose numerics a row depends on (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "peft"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def save_hf(model: nn.Module, tok: PreTrainedTokenizerBase, path: Path) -> None:

@@ -1,7 +1,8 @@
 """Configuration: pydantic models, YAML presets, ``--set key=value`` overrides, a stable hash.
 
 One resolved :class:`Config` describes one cell (benchmark, method, seed, mode) *and* the grid it belongs
-to (``audit``).  Presets live in ``configs/<name>.yaml`` and list only what differs from the defaults here.
+to (``audit``).  Presets live in ``src/jepa_audit/presets/<name>.yaml`` (package data: a wheel carries them) and
+list only what differs from the defaults here.
 Every model forbids unknown keys, so a typo fails before any compute is spent, with one message that names
 the key and the file it came from.
 """
@@ -17,9 +18,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-PRESET_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
-PACKAGED_PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESETS = ("smoke", "quick", "cpu", "paper", "paper-full-ft", "replicate-llm-jepa", "scan", "gsm8k")
+# The one home of the presets: package data, so an installed wheel runs what a checkout runs.
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+# Listed from the files, the one place they are named (config.PRESETS, the CLI help, `tasks list`).
+PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 
 
 class ConfigError(ValueError):
@@ -371,11 +373,15 @@ def stable_hash(obj: Any, n: int = 16) -> str:
 
 
 def preset_path(name: str) -> Path:
-    for d in (PRESET_DIR, PACKAGED_PRESET_DIR):
-        p = d / f"{name}.yaml"
-        if p.exists():
-            return p
-    raise ConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)} (files in configs/)")
+    p = PRESET_DIR / f"{name}.yaml"
+    if name in PRESETS and p.is_file():
+        return p
+    raise ConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)} (files in {PRESET_DIR})")
+
+
+def presets_for_task(task: str) -> list[str]:
+    """The presets whose ``data.task`` is ``task`` (unset: nlrx, the default)."""
+    return [n for n in PRESETS if (_read_yaml(PRESET_DIR / f"{n}.yaml").get("data") or {}).get("task", "nlrx") == task]
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
