@@ -256,3 +256,21 @@ def test_one_dtype_model_still_takes_the_lean_path(base_dtype):
     """Adapters in the base's own dtype (a model cast as a whole) keep the lean forward."""
     model = _bf16_base_fp32_lora().to(base_dtype).eval()
     assert lean_reason(model) is None
+
+
+def test_last_logits_index_gives_the_last_positions_logits():
+    """``logits_to_keep`` as an index tensor (models.load.last_logits_only: a contiguous gather, where the int's
+    strided slice is a slow bf16 F.linear on the CPU) gives the int's logits, lean and transformers alike."""
+    from jepa_audit.models.load import last_logits_only
+
+    b = make_toy_batch(B=4, seed=6)
+    model = lora64().eval()
+    w = read_weights(model)
+    ids = b.input_ids  # unpadded rows: the last position is real in every row
+    _, by_int = lean_forward(w, ids, logits_to_keep=1, output_hidden_states=False)
+    _, by_idx = lean_forward(w, ids, logits_to_keep=last_logits_only(), output_hidden_states=False)
+    assert by_idx.shape == by_int.shape == (4, 1, model.config.vocab_size)
+    torch.testing.assert_close(by_idx, by_int, rtol=0, atol=0)
+    with torch.no_grad():
+        hf = model(input_ids=ids, logits_to_keep=last_logits_only()).logits
+    torch.testing.assert_close(hf, by_int, **TIGHT)

@@ -257,7 +257,7 @@ def lean_forward(
     attention_mask: Tensor | None = None,
     position_ids: Tensor | None = None,
     cache: Any = None,
-    logits_to_keep: int = 0,
+    logits_to_keep: int | Tensor = 0,
     output_hidden_states: bool = True,
     packed: bool = False,
     inputs_embeds: Tensor | None = None,
@@ -266,7 +266,7 @@ def lean_forward(
 
     hidden states: L + 1 tensors (B, T, d): the embeddings, then each layer's output, the last after the final
     norm (transformers' convention); empty when ``output_hidden_states`` is False.  logits: (B, T, V), or the last
-    ``logits_to_keep`` positions.  ``attention_mask``: (B, K) over the past + T keys, or a 4-D bool mask;
+    ``logits_to_keep`` positions (an int), or the positions it indexes (a 1-D tensor, as transformers).  ``attention_mask``: (B, K) over the past + T keys, or a 4-D bool mask;
     ``position_ids`` (B, T), default past … past + T − 1; ``packed``: the rows hold several sequences, each
     starting at position id 0 and attending only to itself (no cache).  ``inputs_embeds`` (B, T, d) replaces
     ``input_ids`` (pass None for them), as in transformers.  ``cache``: a transformers ``Cache`` (``update(k, v, layer)``,
@@ -302,8 +302,10 @@ def lean_forward(
     h = _rms(h, w.norm, w.eps)
     if output_hidden_states:
         hidden[-1] = h
-    if logits_to_keep:
-        h = h[:, -logits_to_keep:]
+    if isinstance(logits_to_keep, Tensor):
+        h = h[:, logits_to_keep.to(h.device)]
+    elif logits_to_keep:
+        h = h[:, -logits_to_keep:].contiguous()  # a strided bf16 input is a slow F.linear on the CPU (load.last_logits_only)
     return tuple(hidden), F.linear(h, w.head)
 
 
@@ -330,7 +332,7 @@ class LeanCall:
         cache: Any = None,
         inputs_embeds: Tensor | None = None,
         output_hidden_states: bool = False,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | Tensor = 0,
         use_cache: bool | None = None,
         **unused: Any,
     ) -> SimpleNamespace:
