@@ -217,7 +217,7 @@ def test_presets_validate(name):
     if name.startswith("paper"):
         assert cfg.model.kind == "hf" and cfg.model.autocast == "bf16"  # bf16 compute on the GPU
     if name == "paper-full-ft":
-        assert cfg.audit.modes == ["full"] and cfg.train.lr == 1e-5
+        assert cfg.audit.modes == ["full"] and cfg.train.lr == 2e-5
 
 
 def _writes_predictions(cfg, cell_dir, progress):
