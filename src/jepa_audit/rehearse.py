@@ -48,8 +48,9 @@ CLASSES = {"ce": "ce", "single-pass": "T1", "two-view": "llm-jepa", "gradient-su
 REDUCED: dict[str, Any] = {
     "train.steps": 2, "train.batch_size": 2, "train.grad_accum": "min(preset, 2)", "audit.seeds": [82],
     "audit.benchmarks": "the preset's first", "audit.methods": list(CLASSES.values()),
-    "data.max_test": 4, "eval.batch_size": 4, "eval.max_new_tokens": 16, "geometry.n_sequences": 16,
-    "calibration": {"methods": ["T1"], "doses": [0.001, 1.0], "seeds": [1001], "steps": 1, "val_rows": 4,
+    "data.max_test": "4 for ce, 2 for the other classes", "eval.batch_size": 4, "eval.max_new_tokens": 16,
+    "geometry": "the ce cell only (the pass does not depend on the objective), geometry.n_sequences 8",
+    "calibration": {"methods": ["T1"], "doses": [0.001, 1.0], "seeds": [1001], "steps": 1, "val_rows": 2,
                     "other auxiliaries": "λ pinned at the registry default"},
     "model.device": "cpu", "train.threads": "os.cpu_count()", "audit.workers": 1,
 }
@@ -139,14 +140,14 @@ def _config(preset: str, model_dir: Path, data_dir: Path | None) -> Config:
             "train.steps=2", "train.batch_size=2", f"train.grad_accum={min(cfg.train.grad_accum, 2)}",
             "train.log_every=1", "audit.seeds=[82]", f"audit.benchmarks=[{cfg.audit.benchmarks[0]}]",
             f"audit.methods=[{', '.join(CLASSES.values())}]", "audit.workers=1", "audit.executor=local",
-            "data.max_test=4", "eval.batch_size=4", "eval.max_new_tokens=16", "geometry.n_sequences=16"]
+            "data.max_test=4", "eval.batch_size=4", "eval.max_new_tokens=16", "geometry.n_sequences=8"]
     if cfg.data.task == "nlrx":
         sets.append("data.source=embedded")
     else:
         sets.append(f"data.path={data_dir}")
     if cfg.calibration.enabled:
         sets += ["calibration.doses=[0.001, 1.0]", "calibration.seeds=[1001]", "calibration.steps=1",
-                 "calibration.val_rows=4"]
+                 "calibration.val_rows=2"]
         for m in CLASSES.values():
             if m not in ("ce", "T1") and (cfg.aux.per_method.get(m) is None or cfg.aux.per_method[m].weight is None):
                 sets.append(f"aux.per_method.{m}.weight={get_objective_class(m).spec.default_weight}")
@@ -158,23 +159,27 @@ class _Recorder:
     per run, the wall time of each optimizer step, the real tokens it trained on, the phase it was in when it
     failed and the peak RSS after it."""
 
-    def __init__(self, fn: Callable[..., dict[str, Any]]) -> None:
+    def __init__(self, fn: Callable[..., dict[str, Any]], adjust: Callable[[Config], None] | None = None) -> None:
         self.fn = fn
+        self.adjust = adjust  # trims a cell's own copy of its config (after the store hashed it)
         self.runs: dict[str, dict[str, Any]] = {}
 
     def __call__(self, cfg: Config, cell_dir: Any, progress: Callable[[dict[str, Any]], None] | None = None):
-        rec: dict[str, Any] = {"method": cfg.aux.method, "step_s": [], "tokens": [], "phase": "prepare"}
+        if self.adjust is not None:
+            self.adjust(cfg)
+        rec: dict[str, Any] = {"method": cfg.aux.method, "step_s": [], "tokens": [], "phase": "prepare",
+                               "geometry": cfg.geometry.enabled}
         self.runs[Path(cell_dir).parent.name] = rec
         last = [time.perf_counter()]
 
         def listen(d: dict[str, Any]) -> None:
             rec["phase"] = d.get("phase", rec["phase"])
-            if d.get("phase") == "train" and "step" in d:
+            if d.get("phase") in ("train", "calibrate") and "step" in d:
                 now = time.perf_counter()
                 rec["step_s"].append(round(now - last[0], 3))
                 rec["tokens"].append(d.get("tokens"))
                 last[0] = now
-            elif d.get("phase") != "train":
+            elif d.get("phase") not in ("train", "calibrate"):
                 last[0] = time.perf_counter()
             if progress is not None:
                 progress(d)
@@ -191,6 +196,14 @@ class _Recorder:
             rec["peak_rss_gb"] = round(_rss_gb(), 2)
         rec["row"] = row
         return row
+
+
+def _trim_cell(cfg: Config) -> None:
+    """Decoding, scoring and the geometry pass do not depend on the objective: the ce cell runs them in full
+    (4 test items, the geometry batch), the other classes decode 2 items and skip the geometry pass."""
+    if cfg.aux.method != "ce":
+        cfg.data.max_test = 2
+        cfg.geometry.enabled = False
 
 
 def _phase(ok: bool, error: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -234,7 +247,9 @@ def _cell_phases(rec: dict[str, Any], in_preset: bool) -> dict[str, Any]:
         "geometry": _phase(*status("geometry"), geometry_s=timing.get("geometry_s"),
                            n_keys=len(row.get("geometry") or {})),
     }
-    if failed is None and not row.get("geometry"):
+    if not rec.get("geometry", True):
+        out["geometry"] = _phase(True, skipped="run on the ce cell only")
+    elif failed is None and not row.get("geometry"):
         out["geometry"] = _phase(False, "no geometry computed", geometry_s=timing.get("geometry_s"), n_keys=0)
     if failed:
         out["traceback"] = rec.get("traceback")
@@ -286,7 +301,7 @@ def rehearse(preset: str, layers: int | None = None, out: Path | None = None, ke
             phases["model_dir"] = _phase(False, f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
             return _finish(result, t_all, out)
 
-        cells, cal = _Recorder(run_cell), _Recorder(run_calibration_cell)
+        cells, cal = _Recorder(run_cell, _trim_cell), _Recorder(run_calibration_cell)
         log = stream if stream is not None else io.StringIO()
         t = time.perf_counter()
         try:
