@@ -292,8 +292,9 @@ def rehearse(preset: str, layers: int | None = None, out: Path | None = None, ke
         t = time.perf_counter()
         try:
             splits = load_benchmark(cfg.data, cfg.audit.benchmarks[0])
-            texts = [cfg.data.system] * 20 + [t for e in splits.train[:1500] for t in (e.prompt, e.target)]
-            write_llama_dir(model_dir, texts, shape, dtype=cfg.model.dtype)
+            texts = [cfg.data.system] * 20 + [x for e in splits.train[:1500] for x in (e.prompt, e.target)]
+            # bf16 on disk, as Llama-3.2-1B-Instruct ships; the preset's model.dtype is what loading makes of it
+            write_llama_dir(model_dir, texts, shape, dtype="bfloat16")
             size = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 1e9
             phases["model_dir"] = _phase(True, wall_s=round(time.perf_counter() - t, 1), safetensors_gb=round(size, 2),
                                          peak_rss_gb=round(_rss_gb(), 2))
