@@ -11,7 +11,7 @@ import pytest
 from _fake_cells import fast_cell
 from jepa_audit.audit.runner import run_audit
 from jepa_audit.audit.store import GridChangedError, Store, StoreLockedError
-from jepa_audit.config import PRESETS, Config, load_config
+from jepa_audit.config import PRESET_DIR, PRESETS, Config, load_config
 
 
 def small_cfg(**audit) -> Config:
@@ -206,7 +206,7 @@ def test_presets_validate(name):
     cells = expand_grid(cfg, known_methods=registry_methods())
     methods = set(cfg.audit.methods)
     assert "ce" in methods and len(methods) >= 2
-    header = (Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml").read_text().splitlines()[0]
+    header = (PRESET_DIR / f"{name}.yaml").read_text().splitlines()[0]
     assert header.startswith(f"# {name}:")
     if name in ("quick", "cpu", "paper"):
         assert len(methods) == 24 and "llm-jepa" in methods
@@ -217,7 +217,7 @@ def test_presets_validate(name):
     if name.startswith("paper"):
         assert cfg.model.kind == "hf" and cfg.model.autocast == "bf16"  # bf16 compute on the GPU
     if name == "paper-full-ft":
-        assert cfg.audit.modes == ["full"] and cfg.train.lr == 1e-5
+        assert cfg.audit.modes == ["full"] and cfg.train.lr == 2e-5
 
 
 def _writes_predictions(cfg, cell_dir, progress):

@@ -30,6 +30,8 @@ def test_gpu_check_runs_every_part_on_cpu(tmp_path):
         assert 0 < pk["real_tokens"] < pk["padded_slots"]  # a ragged batch: the padded arm computes padding
     p, f = r["smoke_paper"], r["smoke_paper_full_ft"]
     assert (p["method"], p["mode"], f["method"], f["mode"]) == ("llm-jepa", "lora", "V3", "full")
+    # the presets' own precision on the CPU too: a bf16 base (fp32 LoRA adapters) and fp32 master weights, bf16 autocast
+    assert (p["dtype"], p["autocast"], f["dtype"], f["autocast"]) == ("bfloat16", "bf16", "float32", "bf16")
     assert f["batch_per_update"] == 8 and p["geometry_keys"] > 0 and f["metrics"]["n_test"] == 8
 
 

@@ -195,3 +195,82 @@ def test_lean_forward_merges_partial_and_uneven_adapters(targets, rank_pattern):
     g_ln = torch.autograd.grad(logits[real].pow(2).mean(), [p for p in model.parameters() if p.requires_grad])
     for a, c in zip(g_ln, g_hf, strict=True):
         torch.testing.assert_close(a, c, **TIGHT)
+
+
+def _bf16_base_fp32_lora():
+    """The ``paper`` preset's precision: a bf16 base under PEFT LoRA, whose adapters PEFT keeps in fp32."""
+    from jepa_audit.config import AdapterCfg
+    from jepa_audit.models.load import build_model
+    from test_decode import diverse_llama
+
+    model = build_model(diverse_llama(seed=2).to(torch.bfloat16), AdapterCfg(mode="lora", rank=4, dropout=0.0), seed=0)
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:  # LoRA B starts at 0: make the adapters change the model
+                p.add_(0.05 * torch.randn(p.shape, generator=g).to(p.dtype))
+    return model
+
+
+def test_bf16_base_with_fp32_adapters_decodes_as_transformers():
+    """The ``paper`` preset's evaluation: a bf16 base with fp32 LoRA adapters (PEFT adds the adapter path in fp32
+    to the bf16 base output) once crashed the lean forward (``_weight`` promoted the merged weight to fp32 and
+    F.linear met bf16 activations). The lean forward now steps aside there, saying why, and decoding under
+    ``forward=auto`` gives exactly transformers' tokens."""
+    import jepa_audit.decode as dec
+    from test_decode import make_prompts
+
+    model = _bf16_base_fp32_lora()
+    dtypes = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
+    assert dtypes == {torch.float32}, dtypes  # PEFT's own choice (autocast_adapter_dtype): the setting under test
+    model.eval()
+    why = lean_reason(model)
+    assert why is not None and "bfloat16" in why and "float32" in why
+    with pytest.raises(ValueError, match="does not apply.*float32"):
+        uses_lean(model, "lean")
+    prompts = make_prompts(n=12, seed=4)
+    kw = {"pad_id": 0, "max_new_tokens": 8, "batch_size": 6, "stop_ids": []}
+    ours = dec.greedy_decode(model, prompts, forward="auto", **kw)
+    assert ours == dec.hf_generate_reference(model, prompts, **kw)
+
+
+def test_bf16_base_with_fp32_adapters_trains_through_transformers():
+    """Training in that precision without autocast (``--set model.autocast=none``): the lean forward steps aside
+    (no dtype crash) and real steps run and move the adapters."""
+    from conftest import ragged_rows
+    from jepa_audit.config import TrainCfg
+    from jepa_audit.train import train
+
+    model = _bf16_base_fp32_lora()
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    cfg = TrainCfg(steps=2, batch_size=4, lr=1e-2, warmup_steps=0, log_every=1)
+    res = train(model, ragged_rows(), pad_id=0, cfg=cfg, seed=5, forward="auto")
+    assert res.forward == "hf"
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in res.log)
+    after = [p.detach() for p in model.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+@pytest.mark.parametrize("base_dtype", [torch.bfloat16, torch.float32])
+def test_one_dtype_model_still_takes_the_lean_path(base_dtype):
+    """Adapters in the base's own dtype (a model cast as a whole) keep the lean forward."""
+    model = _bf16_base_fp32_lora().to(base_dtype).eval()
+    assert lean_reason(model) is None
+
+
+def test_last_logits_index_gives_the_last_positions_logits():
+    """``logits_to_keep`` as an index tensor (models.load.last_logits_only: a contiguous gather, where the int's
+    strided slice is a slow bf16 F.linear on the CPU) gives the int's logits, lean and transformers alike."""
+    from jepa_audit.models.load import last_logits_only
+
+    b = make_toy_batch(B=4, seed=6)
+    model = lora64().eval()
+    w = read_weights(model)
+    ids = b.input_ids  # unpadded rows: the last position is real in every row
+    _, by_int = lean_forward(w, ids, logits_to_keep=1, output_hidden_states=False)
+    _, by_idx = lean_forward(w, ids, logits_to_keep=last_logits_only(), output_hidden_states=False)
+    assert by_idx.shape == by_int.shape == (4, 1, model.config.vocab_size)
+    torch.testing.assert_close(by_idx, by_int, rtol=0, atol=0)
+    with torch.no_grad():
+        hf = model(input_ids=ids, logits_to_keep=last_logits_only()).logits
+    torch.testing.assert_close(hf, by_int, **TIGHT)

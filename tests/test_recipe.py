@@ -16,13 +16,28 @@ def test_paper_full_ft_is_llm_jepas_recipe():
     c = load_config("paper-full-ft")
     t = c.train
     assert t.batch_size * t.grad_accum == 128  # LLM-JEPA: 4 per device × accum 4 × 8 GPUs
-    assert (t.lr, t.schedule, t.warmup_steps, t.weight_decay, t.grad_clip) == (1e-5, "linear", 0, 0.0, 1.0)
+    assert (t.lr, t.schedule, t.warmup_steps, t.weight_decay, t.grad_clip) == (2e-5, "linear", 0, 0.0, 1.0)
     n_train = 8000 - c.data.val_size - c.data.geometry_size  # what is left of LLM-JEPA's 8,000 rows
     micro_per_epoch = n_train // t.batch_size  # train.batches drops a short last micro-batch
     assert t.steps * t.grad_accum == pytest.approx(4 * micro_per_epoch, abs=t.grad_accum)  # 4 epochs
     assert c.adapter.mode == "full" and c.model.dtype == "float32" and c.model.autocast == "bf16"
     p = load_config("paper")
     assert p.train.steps * p.train.batch_size * p.train.grad_accum == pytest.approx(4 * n_train, rel=0.01)
+
+
+def test_the_two_llm_jepa_presets_agree_where_they_share_a_source():
+    """paper-full-ft and replicate-llm-jepa both claim LLM-JEPA's NL-RX full fine-tuning recipe (the paper and
+    finetune.py, docs/presets.md): the same optimiser settings, update size, seeds, epochs and views; they
+    differ only where one says so (labels, methods, the geometry pool's size)."""
+    a, b = load_config("paper-full-ft"), load_config("replicate-llm-jepa")
+    shared = ("lr", "schedule", "warmup_steps", "weight_decay", "grad_clip")
+    assert [getattr(a.train, k) for k in shared] == [getattr(b.train, k) for k in shared] == [2e-5, "linear", 0, 0.0, 1.0]
+    for c in (a, b):
+        assert c.train.batch_size * c.train.grad_accum == 128 and c.audit.seeds == [82, 23, 37, 84, 4]
+        assert (c.adapter.mode, c.model.dtype, c.model.autocast, c.views.nl) == ("full", "float32", "bf16", "published")
+        n_train = 8000 - c.data.val_size - c.data.geometry_size
+        assert c.train.steps == round(4 * n_train / 128)  # 4 epochs of what is left of the 8,000 rows
+    assert 8000 - b.data.val_size - b.data.geometry_size == 7736 and b.train.steps == 242
 
 
 @pytest.mark.parametrize("warmup", [0, 7])

@@ -91,6 +91,11 @@ def test_run_cell_row_matches_the_contract(trained_base, tmp_path):
     assert list(row)[: len(ResultsRow.model_fields)] == list(ResultsRow.model_fields)
     assert row["status"] == "done" and row["method"] == "T1" and row["mode"] == "lora"
     assert row["deterministic"] is False  # train.deterministic, recorded in every row
+    import peft
+    import transformers
+
+    assert row["versions"] == {"torch": torch.__version__, "transformers": transformers.__version__,
+                               "peft": peft.__version__}  # what ran the cell
     m = row["metrics"]
     assert 0 <= m["exact_match"] <= m["dfa_accuracy"] <= 1 and m["n_test"] == 40
     assert -1 <= row["grad_cosine"]["mean"] <= 1 and row["grad_cosine"]["n_probes"] >= 1

@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -280,9 +281,21 @@ def run_cell(
         # plugins (docs/plugins.md) that registered this cell's method or task: source → sha256 (in the hash)
         **({"plugins": {src: p["sha256"] for src, p in cfg.cell_plugins().items()}} if cfg.cell_plugins() else {}),
         deterministic=cfg.train.deterministic,  # deterministic GPU kernels on (jepa_audit/determinism.py)
+        versions=library_versions(),  # what ran the cell: a row compared across machines says so
         wall_s=time.perf_counter() - t0,
         status="done",
     ).as_row()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries whose numerics a row depends on (None: not installed)."""
+    out: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "peft"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def save_hf(model: nn.Module, tok: PreTrainedTokenizerBase, path: Path) -> None:

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from jepa_audit.config import PRESETS  # light (pydantic, yaml): the help lists the preset files
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audit auxiliary objectives for LLM fine-tuning.")
 aux_app = typer.Typer(no_args_is_help=True, help="The registry of auxiliary objectives.")
 regex_app = typer.Typer(no_args_is_help=True, help="Regexes in the NL-RX (dk.brics) dialect.")
@@ -25,7 +27,7 @@ app.add_typer(regex_app, name="regex")
 app.add_typer(data_app, name="data")
 err = Console(stderr=True)
 
-PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="smoke | quick | cpu | paper | paper-full-ft | replicate-llm-jepa | scan | gsm8k")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help=" | ".join(PRESETS))]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (on top of the preset)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
 IncludeOpt = Annotated[
@@ -312,6 +314,34 @@ def bench(
     _plugins(include)
     result = run_bench(device=device, quiet=as_json, write_docs=write_docs, compile_model=compile_)
     typer.echo(json.dumps(result, indent=1) if as_json else _bench_table(result))
+
+
+@app.command()
+def rehearse(
+    preset: Annotated[str, typer.Argument(help="a GPU preset (one whose model.kind is hf)")],
+    layers: Annotated[int | None, typer.Option(help="decoder layers (default: the real 16; full width and vocabulary)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON on stdout (else a summary)")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="JSON file (default rehearse-PRESET.json)")] = None,
+) -> None:
+    """Rehearse a GPU preset on the CPU at the real model shape (random weights): calibration, one cell per
+    method class, decoding, scoring, geometry and the report, a few steps each. Exit 0 only if every phase passed."""
+    from jepa_audit.rehearse import rehearse as run
+
+    out = out or Path(f"rehearse-{preset}.json")
+    try:
+        r = run(preset, layers, out=out, stream=None if as_json else sys.stderr)
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(r, indent=1, default=str))
+    else:
+        for name, p in r["phases"].items():
+            parts = p.values() if "ok" not in p else [p]
+            ok = all(q.get("ok", True) for q in parts if isinstance(q, dict))
+            typer.echo(f"{'pass' if ok else 'FAIL'}  {name}")
+        typer.echo(f"{'ok' if r['ok'] else 'FAILED: ' + ', '.join(r['failed'])}; {r['wall_s']:.0f} s, peak RSS "
+                   f"{r['peak_rss_gb']:.1f} GB (estimate {r['memory_estimate']['gradient_surgery_gb']:.1f} GB); {out}")
+    raise typer.Exit(0 if r["ok"] else 1)
 
 
 def _bench_table(r: dict[str, Any]) -> str:

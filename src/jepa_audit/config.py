@@ -1,7 +1,8 @@
 """Configuration: pydantic models, YAML presets, ``--set key=value`` overrides, a stable hash.
 
 One resolved :class:`Config` describes one cell (benchmark, method, seed, mode) *and* the grid it belongs
-to (``audit``).  Presets live in ``configs/<name>.yaml`` and list only what differs from the defaults here.
+to (``audit``).  Presets live in ``src/jepa_audit/presets/<name>.yaml`` (package data: a wheel carries them) and
+list only what differs from the defaults here.
 Every model forbids unknown keys, so a typo fails before any compute is spent, with one message that names
 the key and the file it came from.
 """
@@ -19,9 +20,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-PRESET_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
-PACKAGED_PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESETS = ("smoke", "quick", "cpu", "paper", "paper-full-ft", "replicate-llm-jepa", "scan", "gsm8k")
+from jepa_audit.presets import PRESET_DIR, PRESETS, presets_for_task  # noqa: F401  (config's API)
+
+# The one home of the presets: package data, so an installed wheel runs what a checkout runs.
 
 
 class ConfigError(ValueError):
@@ -54,7 +55,7 @@ class ModelCfg(Strict):
     forward: Literal["auto", "hf", "lean"] = Field(
         "auto", description="the CE rows' forward and decoding: lean = models/lean.py (transformers' Llama maths, "
         "LoRA merged, fused projections; same outputs to float rounding, ~1.5x faster on tiny CPU models); hf = "
-        "transformers' forward; auto = lean where it applies (Llama, fp32, no autocast, no LoRA dropout while "
+        "transformers' forward; auto = lean where it applies (Llama, one dtype throughout, no autocast, no LoRA dropout while "
         "training), else hf"
     )
 
@@ -428,11 +429,10 @@ def stable_hash(obj: Any, n: int = 16) -> str:
 
 
 def preset_path(name: str) -> Path:
-    for d in (PRESET_DIR, PACKAGED_PRESET_DIR):
-        p = d / f"{name}.yaml"
-        if p.exists():
-            return p
-    raise ConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)} (files in configs/)")
+    p = PRESET_DIR / f"{name}.yaml"
+    if name in PRESETS and p.is_file():
+        return p
+    raise ConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)} (files in {PRESET_DIR})")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

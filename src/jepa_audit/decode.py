@@ -34,6 +34,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from jepa_audit.models.lean import LeanCall, uses_lean
+from jepa_audit.models.load import last_logits_only
 
 __all__ = ["decode_benchmark", "end_ids", "greedy_decode", "hf_generate_reference"]
 
@@ -331,7 +332,7 @@ def _decode_micro_batch(
 
     kwargs: dict[str, Any] = {"use_cache": True}
     if spec.logits_to_keep:
-        kwargs["logits_to_keep"] = 1  # only the last position's logits are needed
+        kwargs["logits_to_keep"] = last_logits_only()  # only the last position's logits (a contiguous gather)
 
     # Our preallocated cache when the model's layout allows it; otherwise (None) the model creates its own.
     cache = _prealloc_cache(model, spec, L + max_new_tokens) if spec.prealloc else None

@@ -61,8 +61,8 @@ def smoke_cell(preset: str, method: str, model_dir: Path, out_dir: Path, device:
 
     sets = [f"model.path={model_dir}", "data.source=embedded", f"model.device={device}", f"train.steps={steps}",
             "data.max_test=64", "eval.max_new_tokens=32", f"train.log_every={steps}"]
-    if device == "cpu":  # no bf16 autocast on a CPU test; the dtype path is the GPU's business
-        sets += ["model.autocast=none", "model.dtype=float32"]
+    # the preset's own precision on every device (paper: a bf16 base with fp32 LoRA adapters under bf16 autocast;
+    # paper-full-ft: fp32 master weights under bf16 autocast): a CPU run of the check takes the same dtype path
     if small:  # a scaled-down run: a short pool, a small micro-batch, a few accumulation steps
         sets += ["data.geometry_size=48", "geometry.n_sequences=48", "train.batch_size=4", "eval.batch_size=16",
                  "data.max_test=8", "eval.max_new_tokens=8"]
@@ -77,6 +77,7 @@ def smoke_cell(preset: str, method: str, model_dir: Path, out_dir: Path, device:
     row = run_cell(cell, out_dir / "cells" / f"{preset}__{method}")
     res = {
         "preset": preset, "method": method, "mode": cell.adapter.mode, "steps": steps,
+        "dtype": cell.model.dtype, "autocast": cell.model.autocast, "forward": row["train"]["forward"],
         "batch_per_update": cell.train.batch_size * cell.train.grad_accum, "wall_s": time.perf_counter() - t,
         "timing": row["timing"], "final_loss": row["train"]["final_loss"], "metrics": row["metrics"],
         "geometry_keys": len(row["geometry"]), "geometry_n_sequences": cell.geometry.n_sequences,
@@ -92,14 +93,13 @@ def run_gpu_check(out: Path, device: str = "cuda", small: bool = False, full_ben
     """Run every part, each guarded (a failing part records its error and the rest still runs); write
     ``out`` (JSON) and return the same dict."""
     from jepa_audit.bench import (
-        LLAMA_32_1B,
         packed_vs_padded_step,
         paper_step_benchmark,
         peak_memory_by_class,
     )
-    from jepa_audit.models.llama_dir import write_llama_dir
+    from jepa_audit.models.llama_dir import LLAMA32_1B, write_llama_dir
 
-    shape = SMALL_SHAPE if small else LLAMA_32_1B
+    shape = SMALL_SHAPE if small else LLAMA32_1B  # the real config (llama3 rope scaling); bench's steps: same sizes
     batch, seq = (4, 32) if small else (16, 128)
     result: dict[str, Any] = {"environment": _environment(device), "shape": shape, "batch": batch, "seq": seq,
                               "errors": {}}
@@ -126,8 +126,7 @@ def run_gpu_check(out: Path, device: str = "cuda", small: bool = False, full_ben
         part("bench", lambda: run_bench(device=device, quiet=True))
     with tempfile.TemporaryDirectory(prefix="jepa-audit-gpu-check-") as tmp:
         model_dir = Path(tmp) / "llama-3.2-1b-shaped"
-        part("model_dir", lambda: str(write_llama_dir(model_dir, _texts(), shape,
-                                                      dtype="float32" if device == "cpu" else "bfloat16")))
+        part("model_dir", lambda: str(write_llama_dir(model_dir, _texts(), shape, dtype="bfloat16")))
         if model_dir.is_dir():
             part("smoke_paper", lambda: smoke_cell("paper", "llm-jepa", model_dir, Path(tmp), device, smoke_steps,
                                                    small))

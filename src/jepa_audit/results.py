@@ -121,6 +121,7 @@ class ResultsRow(BaseModel):
     predictions_file: str | None = None  # relative to the audit directory's cells/
     config_hash: str | None = None
     deterministic: bool | None = None  # deterministic GPU kernels on (determinism.py)
+    versions: dict[str, str | None] | None = None  # torch, transformers, peft: the installed versions that ran it
     wall_s: float | None = None
     status: str = "done"
 

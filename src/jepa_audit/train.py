@@ -291,10 +291,12 @@ def train(
         separate = use_aux and (mode != "add" or probe_now)
         opt.zero_grad(set_to_none=True)
         loss_sum, ce_sum, aux_sum = 0.0, 0.0, 0.0
+        tokens = 0  # real tokens of the CE rows this step (progress: `rehearse` reports tokens per step)
 
         # ---- micro-batches -------------------------------------------------------------------------------
         for _ in range(cfg.grad_accum):
             batch = next(data)
+            tokens += int(batch.attention_mask.sum())
             packed = pack_ce_rows(batch, cfg.pack)  # CPU work on B lengths, before the batch moves
             batch = batch.to(device)
             # extra rows an objective runs (regex view, noise twin, EMA target) share the CE row's precision;
@@ -356,7 +358,7 @@ def train(
                     row.update(curve_fn(tuple(h.detach() for h in hidden), batch))
             result.log.append(row)
         if progress is not None:
-            progress({"step": step + 1, "total": cfg.steps, "loss": loss_sum / n})
+            progress({"step": step + 1, "total": cfg.steps, "loss": loss_sum / n, "tokens": tokens})
 
     tail = recent[-max(1, len(recent) // 10) :]
     result.final_loss = sum(tail) / len(tail)

@@ -161,6 +161,8 @@ def _forward_states(
     every layer of every row at once; only the requested layers and the last are kept, in the model's dtype.
     Returns (normalised layers, {hidden index: (B, T, d)}, e_t (B, d) fp32, e_u (B, d) fp32 or None).
     """
+    from jepa_audit.models.load import last_logits_only
+
     B = b.input_ids.shape[0]
     kept: dict[int, list[Tensor]] = {}
     e_t: list[Tensor] = []
@@ -172,7 +174,7 @@ def _forward_states(
             input_ids=b.input_ids[sl],
             attention_mask=b.attention_mask[sl],
             output_hidden_states=True,
-            logits_to_keep=1,
+            logits_to_keep=last_logits_only(),
         )
         hs = out.hidden_states
         if s == 0:
@@ -184,14 +186,14 @@ def _forward_states(
             input_ids=b.target_ids[sl],
             attention_mask=b.target_mask[sl],
             output_hidden_states=True,
-            logits_to_keep=1,
+            logits_to_keep=last_logits_only(),
         )
         hr = out_r.hidden_states[-1]
         e_t.append(hr[torch.arange(hr.shape[0], device=hr.device), b.target_last[sl]].float())
         del out_r
         if b.published:  # views.nl=published: e_u from LLM-JEPA's own NL-view rows
             out_n = model(input_ids=b.nl_ids[sl], attention_mask=b.nl_mask[sl], output_hidden_states=True,
-                          logits_to_keep=1)
+                          logits_to_keep=last_logits_only())
             hn = out_n.hidden_states[-1]
             # the last NL token (before any predictor slot: those hold pad ids here, and causal attention
             # keeps the slots out of this state)

@@ -96,11 +96,41 @@ def lean_reason(model: nn.Module) -> str | None:
         return "forward hooks on the model (the lean forward would not run them)"
     if torch.is_autocast_enabled(m.embed_tokens.weight.device.type):
         return "autocast (transformers' forward keeps its own precision rules)"
+    dtype = m.embed_tokens.weight.dtype
     for layer in m.layers:
         for lin in (*(getattr(layer.self_attn, n) for n in _LINEARS[:4]), *(getattr(layer.mlp, n) for n in _LINEARS[4:])):
-            why = _linear_reason(lin, model.training)
+            why = _linear_reason(lin, model.training) or _dtype_reason(lin, dtype)
             if why is not None:
                 return why
+    others = (base.lm_head.weight, m.norm.weight, *(p for layer in m.layers for p in
+                                                     (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)))
+    if any(p.dtype != dtype for p in others):
+        return f"weights in more than one dtype (embeddings in {_dt(dtype)}; transformers casts between them)"
+    return None
+
+
+def _dt(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype_reason(lin: nn.Module, dtype: torch.dtype) -> str | None:
+    """Why ``lin``'s weights are not all in the model's ``dtype``.
+
+    The usual case: a bf16 (or fp16) base whose LoRA adapters PEFT keeps in fp32 (``autocast_adapter_dtype``, the
+    ``paper`` preset). PEFT computes ``bf16(W·x) + s·B·A·fp32(x)`` and rounds the sum back to bf16; a merged
+    ``W + s·B·A`` would be one fp32 weight meeting bf16 activations (a dtype error in ``F.linear``), and
+    rounding it to bf16 would drop most of the adapters' update. Neither is transformers' forward: step aside.
+    """
+    base = lin if type(lin) is nn.Linear else lin.base_layer
+    if base.weight.dtype != dtype:
+        return f"a linear in {_dt(base.weight.dtype)} beside embeddings in {_dt(dtype)}"
+    if type(lin) is nn.Linear:
+        return None
+    name = lin.active_adapters[0]
+    a_dtype = lin.lora_A[name].weight.dtype
+    if a_dtype != dtype or lin.lora_B[name].weight.dtype != dtype:
+        return (f"a {_dt(dtype)} base with {_dt(a_dtype)} LoRA adapters (PEFT adds the adapter path in "
+                f"{_dt(a_dtype)} to the base output; a merged weight would not be that sum)")
     return None
 
 
@@ -227,7 +257,7 @@ def lean_forward(
     attention_mask: Tensor | None = None,
     position_ids: Tensor | None = None,
     cache: Any = None,
-    logits_to_keep: int = 0,
+    logits_to_keep: int | Tensor = 0,
     output_hidden_states: bool = True,
     packed: bool = False,
     inputs_embeds: Tensor | None = None,
@@ -236,7 +266,7 @@ def lean_forward(
 
     hidden states: L + 1 tensors (B, T, d): the embeddings, then each layer's output, the last after the final
     norm (transformers' convention); empty when ``output_hidden_states`` is False.  logits: (B, T, V), or the last
-    ``logits_to_keep`` positions.  ``attention_mask``: (B, K) over the past + T keys, or a 4-D bool mask;
+    ``logits_to_keep`` positions (an int), or the positions it indexes (a 1-D tensor, as transformers).  ``attention_mask``: (B, K) over the past + T keys, or a 4-D bool mask;
     ``position_ids`` (B, T), default past … past + T − 1; ``packed``: the rows hold several sequences, each
     starting at position id 0 and attending only to itself (no cache).  ``inputs_embeds`` (B, T, d) replaces
     ``input_ids`` (pass None for them), as in transformers.  ``cache``: a transformers ``Cache`` (``update(k, v, layer)``,
@@ -272,8 +302,10 @@ def lean_forward(
     h = _rms(h, w.norm, w.eps)
     if output_hidden_states:
         hidden[-1] = h
-    if logits_to_keep:
-        h = h[:, -logits_to_keep:]
+    if isinstance(logits_to_keep, Tensor):
+        h = h[:, logits_to_keep.to(h.device)]
+    elif logits_to_keep:
+        h = h[:, -logits_to_keep:].contiguous()  # a strided bf16 input is a slow F.linear on the CPU (load.last_logits_only)
     return tuple(hidden), F.linear(h, w.head)
 
 
@@ -300,7 +332,7 @@ class LeanCall:
         cache: Any = None,
         inputs_embeds: Tensor | None = None,
         output_hidden_states: bool = False,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | Tensor = 0,
         use_cache: bool | None = None,
         **unused: Any,
     ) -> SimpleNamespace:

@@ -76,6 +76,17 @@ LLAMA32_TEMPLATE = (
     "{%- if add_generation_prompt %}\n    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n{%- endif %}\n"
 )
 
+# Llama-3.2-1B(-Instruct)'s architecture, from the public config.json of that model: 1.24 B parameters, the LM
+# head tied to the embeddings, rope θ 500,000 with llama3 rope scaling (factor 32 over an 8,192-token original
+# context). Only the weights are random.
+LLAMA32_1B: dict[str, Any] = {
+    "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-5, "tie_word_embeddings": True, "rope_theta": 500000.0, "hidden_act": "silu",
+    "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192},
+}
+
 LLAMA_SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
                  "<|finetune_right_pad_id|>", "<|eom_id|>"]
 
@@ -85,12 +96,14 @@ def write_llama_dir(path: Path, texts: list[str], shape: dict[str, Any], templat
     """Write config.json, model.safetensors (random init, ``dtype``), the tokenizer files and
     Llama-3.2-Instruct's generation_config.json (eos = <|end_of_text|>, <|eom_id|>, <|eot_id|>) to ``path``.
 
-    ``shape``: LlamaConfig keys (hidden_size, num_hidden_layers, vocab_size, ...); vocab_size is raised to the
-    tokenizer's size if smaller.  The weights are initialised on the GPU when one is available (a 1B model
-    initialises in seconds there, minutes on a CPU).
+    ``shape``: LlamaConfig keys (hidden_size, num_hidden_layers, vocab_size, ...; :data:`LLAMA32_1B` is the real
+    one); vocab_size is raised to the tokenizer's size if smaller.  The tokenizer prepends ``<|begin_of_text|>``
+    on encoding, as Llama-3's post-processor does (so a rendered chat text tokenised again carries two, as in
+    LLM-JEPA's finetune.py).  The weights are initialised in ``dtype`` directly (no fp32 copy: 5 GB at 1B) on
+    the GPU when one is available (a 1B model initialises in seconds there, about a minute on a CPU).
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     from jepa_audit.models.load import quiet_hf_progress
@@ -103,6 +116,11 @@ def write_llama_dir(path: Path, texts: list[str], shape: dict[str, Any], templat
                            trainers.BpeTrainer(vocab_size=tokenizer_vocab, special_tokens=LLAMA_SPECIAL,
                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                                show_progress=False))
+    bos = tk.token_to_id("<|begin_of_text|>")
+    tk.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", bos)],
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
     tok.chat_template = template
     shape = {**shape, "vocab_size": max(int(shape.get("vocab_size", 0)), len(tok))}
@@ -110,8 +128,13 @@ def write_llama_dir(path: Path, texts: list[str], shape: dict[str, Any], templat
     cfg = LlamaConfig(**shape, bos_token_id=tok.bos_token_id, eos_token_id=eos)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.device(device):
-        model = LlamaForCausalLM(cfg).to(getattr(torch, dtype))
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(before)
     with quiet_hf_progress():
         model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)

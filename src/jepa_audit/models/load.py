@@ -47,6 +47,17 @@ def quiet_hf_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def last_logits_only() -> torch.Tensor:
+    """``logits_to_keep`` meaning "the last position only", as an index tensor rather than the int 1.
+
+    For an int, transformers (and :func:`jepa_audit.models.lean.lean_forward`) project ``hidden[:, -1:, :]``, a
+    strided view; on the CPU a bf16 ``F.linear`` on a strided 3-D input takes a slow path (torch 2.13, measured:
+    7.6 s for a (16, 1, 2,048) input against a 4,096 × 2,048 weight, minutes against Llama-3.2's 128,256-row LM
+    head, where a contiguous input takes 0.6 s). An index tensor makes transformers gather a contiguous copy
+    (its documented 1-D ``logits_to_keep``). Same logits either way."""
+    return torch.tensor([-1])
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -2,7 +2,7 @@
 
 ``get_task(cfg.data.task)`` is the only way the rest of the code reaches a task's data, prompt, metrics and
 scoring.  Every module of this package is imported here (its ``@register_task`` classes register
-themselves), so adding a task is one module in this folder plus one preset in ``configs/``;
+themselves), so adding a task is one module in this folder plus one preset in ``presets/``;
 ``docs/tasks.md`` walks through it.
 """
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from jepa_audit.data.examples import DataError, Example, Splits, chat_messages
+from jepa_audit.presets import presets_for_task
 from jepa_audit.results import MetricSpec, metric_specs_of_row  # re-exported: the task API
 
 if TYPE_CHECKING:
@@ -72,7 +73,8 @@ class Task(ABC):
     sources: ClassVar[tuple[str, ...]] = ("local",)  # values of data.source; the first is the task's default
     system_prompt: ClassVar[str]  # data.system_prompt when that is left unset
     metrics: ClassVar[tuple[MetricSpec, ...]]  # the primary metric first (calibration scores it)
-    presets: ClassVar[tuple[str, ...]] = ()  # configs/<preset>.yaml files that run this task
+    presets: ClassVar[tuple[str, ...]] = ()  # presets of a plugin task kept outside the package; the packaged ones
+    # are found from their files' data.task (presets.presets_for_task)
 
     # ---------------------------------------------------------------------------------------- data
 
@@ -168,10 +170,14 @@ class Task(ABC):
         return {
             "name": cls.name, "description": cls.description, "benchmarks": list(cls.benchmarks),
             "sources": list(cls.sources), "system_prompt": cls.system_prompt,
-            "metrics": [m.as_dict() for m in cls.metrics], "presets": list(cls.presets),
+            "metrics": [m.as_dict() for m in cls.metrics], "presets": _presets(cls.name, cls.presets),
             "pretraining_pool": cls.pretraining_pool is not Task.pretraining_pool,
             "origin": _ORIGIN.get(cls.name, "built-in"),
         }  # fmt: skip
+
+
+def _presets(task: str, extra: Sequence[str]) -> list[str]:
+    return [*presets_for_task(task), *(p for p in extra if p not in presets_for_task(task))]
 
 
 def carved_splits(cfg: DataCfg, benchmark: str, train: list[Example], test: list[Example], source: str) -> Splits:

@@ -5,7 +5,7 @@ One benchmark, ``gsm8k`` (``data.path`` = a directory with ``train.jsonl`` and `
 target view the whole worked solution, calculator annotations included (as LLM-JEPA trains on it).  The
 metric is final-answer exact match: the number after ``####`` (commas removed) against the prediction's
 number after ``####``, or its last number when it has none.  Numbers compare by value (``18`` = ``18.00``).
-No pre-training pool: a tiny model scores near 0 (GSM8K is a GPU task: ``configs/gsm8k.yaml``).
+No pre-training pool: a tiny model scores near 0 (GSM8K is a GPU task: ``presets/gsm8k.yaml``).
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ class Gsm8kTask(Task):
     sources = ("local",)
     system_prompt = "Solve the math problem. End with '#### <answer>'."
     metrics = (MetricSpec("exact_match", "exact", True, "the final number equals the gold one after ####"),)
-    presets = ("gsm8k",)
 
     def load(self, cfg: Any, benchmark: str) -> Splits:
         self.check_benchmark(benchmark)

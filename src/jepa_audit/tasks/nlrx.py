@@ -51,7 +51,6 @@ class NlrxTask(Task):
     sources = ("embedded", "nl-rx")
     system_prompt = "Convert natural language to regular expression."
     metrics = LEGACY_METRICS
-    presets = ("smoke", "quick", "cpu", "paper", "paper-full-ft", "replicate-llm-jepa")
 
     def load(self, cfg: DataCfg, benchmark: str) -> Splits:
         """``cfg.source == "embedded"``: ``cfg.n_train`` + ``cfg.n_test`` generated pairs (seed

@@ -84,7 +84,6 @@ class ScanTask(Task):
     sources = ("local",)
     system_prompt = "Translate the command into actions."
     metrics = (MetricSpec("exact_match", "exact", True, "the predicted action sequence equals the gold one"),)
-    presets = ("scan",)
 
     def load(self, cfg: Any, benchmark: str) -> Splits:
         self.check_benchmark(benchmark)
