@@ -42,11 +42,11 @@ def test_flat_metrics_are_the_finite_numbers_by_flat_name():
 
 
 def test_as_row_keeps_the_declared_order_then_extra_keys_and_the_values_as_given():
-    given = {**ROW, "versions": {"torch": "2.13.0"}, "weight": 0.1, "calibration_smallest": None}
+    given = {**ROW, "plugins": {"/p/x.py": "ab12"}, "weight": 0.1, "calibration_smallest": None}
     row = ResultsRow.parse(given).as_row()
     declared = list(ResultsRow.model_fields)
     assert list(row)[: len(declared)] == declared  # results.jsonl lines keep the cell's key order
-    assert list(row)[len(declared):] == ["versions"]  # keys added elsewhere ride along
+    assert list(row)[len(declared):] == ["plugins"]  # keys added elsewhere ride along
     assert {k: row[k] for k in given} == given and row["family"] is None  # nothing coerced, absent keys None
 
 
