@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import jepa_audit.regex.equiv as equiv_mod
 from jepa_audit.regex import (
     BudgetExceeded,
     DfaScorer,
@@ -432,7 +433,13 @@ def test_cli_single_pair_json(capsys: pytest.CaptureFixture[str]) -> None:
     }
 
 
-def test_cli_pairs_file_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_pairs_file_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # line 4 is undecided either way; a generous time budget makes the state budget the one that says so on a
+    # loaded machine too (under pytest-xdist beside other work, 0.5 s of wall clock could run out first)
+    real = equiv_mod.equivalent
+    monkeypatch.setattr(equiv_mod, "equivalent", lambda a, b: real(a, b, time_budget_s=60.0))
     f = tmp_path / "pairs.tsv"
     f.write_bytes(
         "\ufeff(dog)|(cat)\t(cat)|(dog)\r\n~(.*dog.*)\t.*\nno tab here\n(a\ta\na{50000}\ta{50001}\n\\b\tb\n".encode()
