@@ -112,6 +112,17 @@ def _excluded_warnings(path: Path, excluded: Sequence[Mapping[str, Any]]) -> lis
     ]
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """The JSON in ``path``, or None when there is no such file; :class:`ReportError` naming the file (as
+    ``what``) when it cannot be read or parsed."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read {what} ({exc}); restore it or delete it") from exc
+
+
 def load_declared(out_dir: Path) -> list[dict[str, Any]] | None:
     """The cells the audit grid declared, from ``DIR/grid.json`` (written by the runner), or None without one.
 
@@ -119,12 +130,9 @@ def load_declared(out_dir: Path) -> list[dict[str, Any]] | None:
     :class:`ReportError` naming the file when it exists but is not the runner's manifest.
     """
     path = Path(out_dir) / GRID
-    if not path.is_file():
+    manifest = _read_json(path, "the grid manifest")
+    if manifest is None:
         return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read the grid manifest ({exc}); restore it or delete it") from exc
     cells = manifest.get("cells") if isinstance(manifest, dict) else None
     if not isinstance(cells, dict):
         raise ReportError(
@@ -148,12 +156,9 @@ def load_declared_stats(out_dir: Path) -> dict[str, float]:
     ``min_shift_sd``), or {} when grid.json is absent or predates them. Raises :class:`ReportError` naming the
     file when a value is not a non-negative number."""
     path = Path(out_dir) / GRID
-    if not path.is_file():
+    manifest = _read_json(path, "the grid manifest")
+    if manifest is None:
         return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read the grid manifest ({exc}); restore it or delete it") from exc
     stats = manifest.get("stats") if isinstance(manifest, dict) else None
     if not isinstance(stats, dict):
         return {}
@@ -172,12 +177,9 @@ def load_calibration(out_dir: Path) -> dict[str, Any] | None:
     """``DIR/calibration.json`` (the λ calibration stage's picks and dose-response curves), or None without one.
     Raises :class:`ReportError` naming the file when it exists but is not a JSON object with ``pairs``."""
     path = Path(out_dir) / CALIBRATION
-    if not path.is_file():
+    doc = _read_json(path, "the calibration file")
+    if doc is None:
         return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read the calibration file ({exc}); restore it or delete it") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("pairs"), dict):
         raise ReportError(f"{path}: expected an object with a 'pairs' mapping (the calibration stage's output)")
     return doc
