@@ -143,7 +143,7 @@ def manipulation_checks(
     cells: Cells, alpha: float, declared: Mapping[tuple[str, str], Iterable[str]] | None = None
 ) -> list[dict[str, Any]]:
     """One entry per (benchmark, mode, method ≠ ce, declared target key); ``cells[(bench, mode)][method][seed]``
-    is a finished row (``stats.summary.CellIndex.cells``). ``declared``: the methods the grid defines per
+    is a finished row (``stats.index.CellIndex.cells``). ``declared``: the methods the grid defines per
     (benchmark, mode); a declared method without finished rows still gets its entries (n = 0, from the
     registry's targets), so the family size m is the declared one whatever the data do.
 
