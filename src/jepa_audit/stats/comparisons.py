@@ -14,7 +14,7 @@ import numpy as np
 
 from .index import BASELINE, DEFAULT_MODE, UNSPECIFIED_FAMILY, CellIndex, Key, _metric_by_seed, _sorted_seeds
 from .items import probability_of_improvement_paired
-from .paired import pair_by_seed, paired_comparison
+from .paired import TEST_FIELDS, pair_by_seed, paired_comparison
 
 __all__ = ["declared_comparisons"]
 
@@ -97,15 +97,7 @@ def _comparison(idx: CellIndex, key: Key, method: str, metric: str) -> dict[str,
         "seeds_baseline_only": _sorted_seeds(set(base_scores) - set(method_scores)),
         "method_mean": 100.0 * float(a.mean()) if a.size else None,
         "baseline_mean": 100.0 * float(b.mean()) if b.size else None,
-        "mean_diff": res.mean_diff,
-        "sd_diff": res.sd_diff,
-        "ci95_low": res.ci95_low,
-        "ci95_high": res.ci95_high,
-        "t": res.t,
-        "p_t": res.p_t,
-        "p_wilcoxon": res.p_wilcoxon,
-        "p_signflip": res.p_signflip,
-        "hedges_gz": res.hedges_gz,
+        **res.as_dict(TEST_FIELDS),
         "p_bonferroni": None,
         "p_holm": None,
         "p_bh": None,

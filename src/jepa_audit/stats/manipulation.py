@@ -43,7 +43,7 @@ from .decisions import (
     verdict_label,
 )
 from .multiplicity import holm
-from .paired import pair_by_seed, paired_comparison
+from .paired import T_TEST_FIELDS, pair_by_seed, paired_comparison
 
 __all__ = [
     "VERDICTS",
@@ -201,12 +201,7 @@ def manipulation_checks(
                         "seeds": seeds,
                         "method_mean": float(a.mean()) if a.size else None,
                         "baseline_mean": float(b.mean()) if b.size else None,
-                        "mean_diff": res.mean_diff,
-                        "sd_diff": res.sd_diff,
-                        "ci95_low": res.ci95_low,
-                        "ci95_high": res.ci95_high,
-                        "t": res.t,
-                        "p_t": res.p_t,
+                        **res.as_dict(T_TEST_FIELDS),
                         "p_holm": None,
                         "reject_holm": False,
                         "degenerate": res.degenerate,
