@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .index import BASELINE, CellIndex, _sorted_seeds
+from .manipulation import manipulation_checks, verdicts
 from .paired import signflip_floor
 from .power import mde_pp, mde_sd, seeds_needed
 
@@ -210,8 +211,6 @@ def _manipulation_section(
 ) -> dict[str, Any]:
     """summary.json's ``manipulation`` and per-auxiliary ``verdicts`` (DESIGN.md; stats/manipulation.py);
     ``grid``: the declared methods per (benchmark, mode), so each manipulation family's m is the declared one."""
-    from .manipulation import manipulation_checks, verdicts
-
     manipulation = manipulation_checks(idx.cells, alpha, declared=grid)
     return {
         "manipulation": manipulation,
