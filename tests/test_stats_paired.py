@@ -11,6 +11,8 @@ import pytest
 import scipy.stats
 
 from jepa_audit.stats.paired import (
+    T_TEST_FIELDS,
+    TEST_FIELDS,
     ci95,
     hedges_gz,
     pair_by_seed,
@@ -196,3 +198,18 @@ def test_large_n_skips_only_the_exact_sign_flip() -> None:
     r = paired_comparison(d)
     assert r.p_signflip is None and "sign-flip" in r.note and not r.degenerate
     assert r.p_t == pytest.approx(scipy.stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def test_as_dict_gives_the_named_fields_in_the_order_given() -> None:
+    """The comparison rows (``TEST_FIELDS``) and the manipulation rows (``T_TEST_FIELDS``) take their statistics
+    from ``as_dict``: the values are the result's own, in the tables' order; an unknown name is an error."""
+    r = paired_comparison(100.0 * (A - B))
+    full = r.as_dict()
+    assert list(full)[0] == "n" and full["note"] is None and full["p_t"] == r.p_t
+    rows = r.as_dict(TEST_FIELDS)
+    assert list(rows) == ["mean_diff", "sd_diff", "ci95_low", "ci95_high", "t", "p_t", "p_wilcoxon", "p_signflip",
+                          "hedges_gz"]  # fmt: skip
+    assert rows == {k: getattr(r, k) for k in TEST_FIELDS}
+    assert list(r.as_dict(T_TEST_FIELDS)) == list(TEST_FIELDS[:6]) == list(T_TEST_FIELDS)
+    with pytest.raises(ValueError, match="no field"):
+        r.as_dict(("mean_diff", "p_value"))

@@ -506,7 +506,7 @@ def test_alpha_above_the_target_power_gives_no_mde() -> None:
 
 
 def test_headroom_flags_a_floor_only_where_no_fall_showed() -> None:
-    from jepa_audit.stats.summary import _headroom
+    from jepa_audit.stats.sections import _headroom
 
     def comp(diff: float, rejected: bool) -> dict:
         return {"baseline_mean": 0.9, "mean_diff": diff, "reject_holm": rejected}

@@ -43,7 +43,7 @@ from .decisions import (
     verdict_label,
 )
 from .multiplicity import holm
-from .paired import pair_by_seed, paired_comparison
+from .paired import T_TEST_FIELDS, pair_by_seed, paired_comparison
 
 __all__ = [
     "VERDICTS",
@@ -143,7 +143,7 @@ def manipulation_checks(
     cells: Cells, alpha: float, declared: Mapping[tuple[str, str], Iterable[str]] | None = None
 ) -> list[dict[str, Any]]:
     """One entry per (benchmark, mode, method ≠ ce, declared target key); ``cells[(bench, mode)][method][seed]``
-    is a finished row (``stats.summary.CellIndex.cells``). ``declared``: the methods the grid defines per
+    is a finished row (``stats.index.CellIndex.cells``). ``declared``: the methods the grid defines per
     (benchmark, mode); a declared method without finished rows still gets its entries (n = 0, from the
     registry's targets), so the family size m is the declared one whatever the data do.
 
@@ -201,12 +201,7 @@ def manipulation_checks(
                         "seeds": seeds,
                         "method_mean": float(a.mean()) if a.size else None,
                         "baseline_mean": float(b.mean()) if b.size else None,
-                        "mean_diff": res.mean_diff,
-                        "sd_diff": res.sd_diff,
-                        "ci95_low": res.ci95_low,
-                        "ci95_high": res.ci95_high,
-                        "t": res.t,
-                        "p_t": res.p_t,
+                        **res.as_dict(T_TEST_FIELDS),
                         "p_holm": None,
                         "reject_holm": False,
                         "degenerate": res.degenerate,

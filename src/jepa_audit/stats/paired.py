@@ -9,7 +9,7 @@ statistics are undefined (scipy would answer NaN or ±inf), give ``None`` and a 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -17,6 +17,8 @@ import scipy.stats
 
 __all__ = [
     "PairedResult",
+    "T_TEST_FIELDS",
+    "TEST_FIELDS",
     "pair_by_seed",
     "paired_t",
     "ci95",
@@ -31,6 +33,10 @@ __all__ = [
 #: Largest n for which the exact sign-flip enumeration (2^n patterns) is attempted.
 SIGNFLIP_MAX_N = 24
 _REL_TOL = 1e-12
+#: The t-test's fields of a :class:`PairedResult`, in table order: what every paired table row carries.
+T_TEST_FIELDS: tuple[str, ...] = ("mean_diff", "sd_diff", "ci95_low", "ci95_high", "t", "p_t")
+#: The t-test's fields, then the rank tests' p-values and the effect size: the tests of a comparison row.
+TEST_FIELDS: tuple[str, ...] = (*T_TEST_FIELDS, "p_wilcoxon", "p_signflip", "hedges_gz")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,8 +66,16 @@ class PairedResult:
         """True when the t-test is undefined (it still counts in its family's m, with no p-value)."""
         return self.p_t is None
 
-    def as_dict(self) -> dict[str, float | int | str | None]:
-        return asdict(self)
+    def as_dict(self, fields: Sequence[str] | None = None) -> dict[str, float | int | str | None]:
+        """The result as a dict: every field in declaration order, or only ``fields`` in the order given
+        (e.g. :data:`TEST_FIELDS` for a table row that places ``n`` and ``note`` itself)."""
+        out = asdict(self)
+        if fields is None:
+            return out
+        unknown = [f for f in fields if f not in out]
+        if unknown:
+            raise ValueError(f"PairedResult has no field(s) {unknown}; fields: {list(out)}")
+        return {f: out[f] for f in fields}
 
 
 def pair_by_seed(
