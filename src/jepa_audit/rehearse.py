@@ -264,8 +264,8 @@ def rehearse(preset: str, layers: int | None = None, out: Path | None = None, ke
     from jepa_audit.audit import run_audit
     from jepa_audit.audit.calibration import run_calibration_cell
     from jepa_audit.cell import run_cell
-    from jepa_audit.tasks import load_benchmark
     from jepa_audit.models.llama_dir import LLAMA32_1B, write_llama_dir
+    from jepa_audit.tasks import load_benchmark
 
     if preset not in rehearsal_presets():
         raise ValueError(f"rehearse: {preset!r} is not a GPU preset; expected one of {', '.join(rehearsal_presets())}")
