@@ -323,7 +323,7 @@ def verdicts(
                 notes.append(
                     ("not one decoded answer differs from ce's on any paired seed" if same_answers else
                      "EM identical to ce on every paired seed")
-                    + (f", although {sum(changed)} decoded answers changed (gains and losses cancel)"
+                    + (f", although {sum(changed)} decoded answer{'s' if sum(changed) != 1 else ''} changed (gains and losses cancel)"
                        if changed and any(changed) else "")
                     + (": the validation grid picked its smallest λ" if smallest else "")
                 )  # fmt: skip
@@ -543,7 +543,8 @@ def verdict_table(
                 + f", dose {_f(v['dose'])})"
             )
         elif e["identical_to_ce"] and e.get("answers_changed"):
-            verdict += f"; EM identical to ce although {sum(e['answers_changed'])} answers changed"
+            k = sum(e["answers_changed"])
+            verdict += f"; EM identical to ce although {k} answer{'s' if k != 1 else ''} changed"
         if v.get("reward_note"):
             verdict += f" ({v['reward_note']})"
         p = edge.get((v["benchmark"], v["mode"]), {})
