@@ -285,5 +285,9 @@ def load_config(
     includes: list[str | Path] | None = None,
 ) -> Config:
     """:func:`jepa_audit.config.load_config` with the config's plugins (``plugins:``, ``includes``) and the
-    installed entry points imported before it is validated: what the CLI and every worker use."""
-    return _load_config(preset, file, overrides, includes, plugin_loader=lambda paths: records(load_plugins(paths)))
+    installed entry points imported before it is validated, and every method's parameters checked against
+    its objective's typed model (:func:`jepa_audit.objectives.check_config_params`): what the CLI and every
+    worker use.  ConfigError names the key (``aux.per_method.P1.params.layer``) and what it expected."""
+    cfg = _load_config(preset, file, overrides, includes, plugin_loader=lambda paths: records(load_plugins(paths)))
+    jepa_audit.objectives.check_config_params(cfg)
+    return cfg

@@ -7,6 +7,8 @@ the loop calls :func:`build_objective` once per cell and combines gradients thro
 
 import importlib
 
+from jepa_audit.config import Config
+from jepa_audit.objectives import params
 from jepa_audit.objectives.base import (
     AuxContext,
     AuxOut,
@@ -17,9 +19,11 @@ from jepa_audit.objectives.base import (
     get_objective_class,
     origin_of,
     register_objective,
+    register_variants,
     registry,
     spec_rows,
 )
+from jepa_audit.objectives.params import LayerRef, ObjectiveParams, ParamsError
 
 # Import order is registration order is listing order.  Adding a family = adding a module name here.
 FAMILY_MODULES = ("references", "trajectory", "distributional", "predictive", "fisher", "decoder_visible")
@@ -27,16 +31,27 @@ for _name in FAMILY_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 freeze()
 
+
+def check_config_params(cfg: Config) -> None:
+    """Validate the parameters of every method ``cfg`` runs against the registry's typed models
+    (ConfigError naming the config key); what :func:`jepa_audit.plugins.load_config` calls after loading."""
+    params.check_config_params(cfg, registry())
+
 __all__ = [
     "FAMILY_MODULES",
     "AuxContext",
     "AuxOut",
+    "LayerRef",
     "Objective",
+    "ObjectiveParams",
     "ObjectiveSpec",
+    "ParamsError",
     "build_objective",
+    "check_config_params",
     "get_objective_class",
     "origin_of",
     "register_objective",
+    "register_variants",
     "registry",
     "spec_rows",
 ]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Callable, Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal
@@ -27,6 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from jepa_audit.data.batch import Batch
+from jepa_audit.objectives.params import (
+    ObjectiveParams,
+    derived_model,
+    describe_type,
+    problems,
+    raise_problems,
+)
 from jepa_audit.results import resolve_key
 
 Family = Literal["trajectory", "distributional", "predictive", "fisher", "decoder-visible", "reference"]
@@ -201,20 +209,34 @@ def published_view_hidden(
 
 
 class Objective(nn.Module):
-    """Base class.  Subclasses set ``spec`` and implement ``forward``."""
+    """Base class.  Subclasses set ``spec`` and implement ``forward``; ``Params`` (an
+    :class:`~jepa_audit.objectives.params.ObjectiveParams` model) types the hyper-parameters whose values
+    ``spec.params`` gives (a class without one gets a model derived from those values' types)."""
 
     spec: ClassVar[ObjectiveSpec]
+    Params: ClassVar[type[ObjectiveParams] | None] = None
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__()
-        unknown = set(params) - set(self.spec.params)
-        if unknown:
-            raise ValueError(
-                f"objective {self.spec.id}: unknown parameter(s) {sorted(unknown)}; "
-                f"expected some of {sorted(self.spec.params)}"
-            )
-        self.p: dict[str, Any] = {**self.spec.params, **params}
+        values = {**self.spec.params, **params}
+        raise_problems(self.spec.id, self.param_problems(values))
+        self.p = self.params_model().model_validate(values)  # typed: self.p.layer, self.p.eps
         self.d_model, self.n_layers, self.generator = d_model, n_layers, generator
+
+    @classmethod
+    def params_model(cls) -> type[ObjectiveParams]:
+        """The class's parameter model: ``Params`` when it declares one, else derived from ``spec.params``."""
+        if cls.Params is not None:
+            return cls.Params
+        if cls not in _DERIVED:
+            _DERIVED[cls] = derived_model(cls.spec.id, cls.spec.params)
+        return _DERIVED[cls]
+
+    @classmethod
+    def param_problems(cls, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(key, what is wrong) for each problem of the full parameter set ``values`` (defaults included);
+        empty when it validates.  Objectives that wrap another (V3–V5) add the inner one's problems."""
+        return problems(cls.params_model(), values)
 
     def forward(self, ctx: AuxContext) -> AuxOut:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -224,6 +246,7 @@ class Objective(nn.Module):
 
 
 _REGISTRY: dict[str, type[Objective]] = {}
+_DERIVED: dict[type, type[ObjectiveParams]] = {}  # class → parameter model derived from its spec (no Params)
 _FROZEN = False
 _ORIGIN: dict[str, str] = {}  # id → where it was registered from (a plugin file, an entry point); built-ins absent
 _LOADING: str | None = None  # the plugin being imported now (set by :func:`open_for_plugin`)
@@ -245,6 +268,15 @@ def check_spec(cls: type) -> ObjectiveSpec:
         raise ValueError(f"objective {spec.id}: unknown grad_mode {spec.grad_mode!r}; expected one of {GRAD_MODES}")
     if not isinstance(spec.params, dict):
         raise ValueError(f"objective {spec.id}: params must be a dict of default hyper-parameters")
+    declared = cls.Params
+    if declared is not None and not (isinstance(declared, type) and issubclass(declared, ObjectiveParams)):
+        raise TypeError(f"objective {spec.id}: Params must subclass jepa_audit.objectives.ObjectiveParams")
+    found = cls.param_problems(spec.params)
+    if found:  # the spec's defaults are the id's whole parameter set: each must fit the declared types
+        raise ValueError(
+            f"objective {spec.id}: spec.params does not fit {cls.params_model().__name__}: "
+            + "; ".join(f"{k}: {m}" for k, m in found)
+        )
     w = spec.default_weight
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
         raise ValueError(f"objective {spec.id}: default_weight must be a number ≥ 0, got {w!r}")
@@ -273,6 +305,21 @@ def register_objective(cls: type[Objective]) -> type[Objective]:
     if _LOADING is not None:
         _ORIGIN[spec.id] = _LOADING
     return cls
+
+
+def register_variants(body: type[Objective], *specs: ObjectiveSpec) -> tuple[type[Objective], ...]:
+    """Register one objective body under several ids, one per spec: the variants share ``forward`` and the
+    ``Params`` types and differ in their parameter set (``spec.params``), description and targets — P1, P6
+    and P8 are one view-cosine body with three parameter sets.  Returns the registered classes (subclasses
+    of ``body`` named ``<body>_<id>``, set on ``body``'s module so pickle finds them)."""
+    out = []
+    for spec in specs:
+        name = body.__name__.lstrip("_") + "_" + "".join(c if c.isalnum() else "_" for c in spec.id)
+        cls = type(name, (body,), {"spec": spec, "__module__": body.__module__, "__qualname__": name,
+                                   "__doc__": body.__doc__})  # fmt: skip
+        setattr(sys.modules[body.__module__], name, cls)
+        out.append(register_objective(cls))
+    return tuple(out)
 
 
 @contextlib.contextmanager
@@ -338,6 +385,7 @@ def spec_rows() -> list[dict[str, Any]]:
             "extra_forward": s.extra_forward,
             "extra_backward": s.extra_backward,
             "params": s.params,
+            "param_types": {k: describe_type(c.params_model(), k) for k in c.params_model().model_fields},
             "default_weight": s.default_weight,
             "grad_mode": s.grad_mode,
             "source": s.source,
@@ -345,7 +393,8 @@ def spec_rows() -> list[dict[str, Any]]:
             "origin": origin_of(s.id),
             "target_direction": {k: s.target_direction[k] for k in s.target_geometry},
         }
-        for s in (c.spec for c in _REGISTRY.values())
+        for c in _REGISTRY.values()
+        for s in (c.spec,)
     ]
 
 

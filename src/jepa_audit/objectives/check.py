@@ -224,11 +224,13 @@ CHECKS: tuple[tuple[str, Callable[[str, dict[str, Any]], str]], ...] = (
 
 
 def run_checks(name: str, params: dict[str, Any] | None = None) -> list[CheckResult]:
-    """Every check of the battery on objective ``name`` (KeyError when unknown); a failing or raising check
-    is a failed result with its reason, never an exception."""
+    """Every check of the battery on objective ``name`` (KeyError when unknown, ParamsError when ``params``
+    do not fit its typed model); a failing or raising check is a failed result with its reason."""
     from jepa_audit.objectives.base import get_objective_class
+    from jepa_audit.objectives.params import raise_problems
 
-    get_objective_class(name)
+    cls = get_objective_class(name)
+    raise_problems(name, cls.param_problems({**cls.spec.params, **(params or {})}), where="--param")
     out = []
     for check, fn in CHECKS:
         try:

@@ -10,9 +10,11 @@ default), built by composition.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
 
 import torch
+from pydantic import Field, NonNegativeInt, PositiveFloat
 from torch import nn
 
 from jepa_audit.objectives import layers, losses, masks, precision, views
@@ -22,12 +24,20 @@ from jepa_audit.objectives.base import (
     ObjectiveSpec,
     get_objective_class,
     register_objective,
+    registry,
 )
 from jepa_audit.objectives.fisher import head
+from jepa_audit.objectives.params import NoParams, ObjectiveParams
+
+
+class DecodeParams(ObjectiveParams):
+    temperature: PositiveFloat = Field(description="softmax temperature of both distributions")
+    top_k: NonNegativeInt = Field(description="KL over the target's top-k tokens only; 0 = the whole vocabulary")
 
 
 @register_objective
 class DecodeFirstToken(precision.AuxObjective):
+    Params = DecodeParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V1",
         target_geometry=("v1_kl",),
@@ -46,12 +56,13 @@ class DecodeFirstToken(precision.AuxObjective):
         # (B, V) each: the logits that predict the first answer token, and W e_u
         target = masks.gather_rows(ctx.logits, b.answer_start - 1)
         pred = views.nl_logits(ctx, self.generator)
-        loss = losses.kl_from_logits(target, pred, float(self.p["temperature"]), int(self.p["top_k"]))
+        loss = losses.kl_from_logits(target, pred, self.p.temperature, self.p.top_k)
         return AuxOut(loss=loss)
 
 
 @register_objective
 class BagOfRegex(precision.AuxObjective):
+    Params = NoParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V2",
         target_geometry=("v1_kl",),
@@ -73,16 +84,43 @@ class BagOfRegex(precision.AuxObjective):
         return AuxOut(loss=masks.mean_over(per, has))
 
 
+class GradControlledParams(ObjectiveParams):
+    inner: str = Field(description="the objective whose loss this one trains (an id with grad_mode add)")
+    inner_params: dict[str, Any] = Field(description="that objective's parameters (over its defaults)")
+
+
+class GradVacParams(GradControlledParams):
+    phi_target: Annotated[float, Field(gt=-1.0, lt=1.0)] = Field(description="target cosine φ_T")
+    ema_beta: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        description="EMA of past cosines as φ_T when > 0; 0 = φ_T fixed"
+    )
+
+
 class _GradControlled(precision.AuxObjective):
     """Loss of the ``inner`` objective (built here, sharing this objective's generator); what differs is
     the spec's ``grad_mode``, which the loop applies when it combines g_aux with g_CE."""
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    Params = GradControlledParams
+
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        inner_cls = get_objective_class(self.p["inner"])
+        self.inner = get_objective_class(self.p.inner)(dict(self.p.inner_params), d_model, n_layers, generator)
+
+    @classmethod
+    def param_problems(cls, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Its own parameters' problems, then the inner objective's (its id known, its grad_mode add, its
+        ``inner_params`` fitting its model), keyed ``inner`` / ``inner_params.<key>``."""
+        found = super().param_problems(values)
+        if found:
+            return found
+        inner = values["inner"]
+        if inner not in registry():
+            return [("inner", f"unknown objective {inner!r}; expected an id from `jepa-audit aux list`")]
+        inner_cls = get_objective_class(inner)
         if inner_cls.spec.grad_mode != "add":
-            raise ValueError(f"{self.spec.id}: inner objective {self.p['inner']!r} has its own grad_mode")
-        self.inner = inner_cls(dict(self.p["inner_params"]), d_model, n_layers, generator)
+            return [("inner", f"objective {inner!r} has its own grad_mode {inner_cls.spec.grad_mode!r}")]
+        merged = {**inner_cls.spec.params, **values["inner_params"]}
+        return [(f"inner_params.{k}", m) for k, m in inner_cls.param_problems(merged)]
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         return self.inner(ctx)
@@ -126,6 +164,7 @@ class CosineGated(_GradControlled):
 
 @register_objective
 class GradVac(_GradControlled):
+    Params = GradVacParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V5",
         target_geometry=("v1_kl",),
@@ -143,6 +182,7 @@ class GradVac(_GradControlled):
 
 @register_objective
 class TunedLensCoupling(precision.AuxObjective):
+    Params = layers.LayerParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="V6",
         target_geometry=(),
@@ -155,9 +195,9 @@ class TunedLensCoupling(precision.AuxObjective):
         source="[P] after the tuned lens (Belrose et al. 2023)",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.layer = layers.resolve_layer(self.p["layer"], n_layers)
+        self.layer = layers.resolve_layer(self.p.layer, n_layers)
         self.A = nn.Parameter(torch.eye(d_model))
         self.b = nn.Parameter(torch.zeros(d_model))
 

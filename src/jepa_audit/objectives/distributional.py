@@ -8,16 +8,28 @@ pooled over the batch (N = number of answer tokens).  Two-view rows (D3, D4) act
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from jepa_audit.objectives import layers, losses, predictors, rng, views
 from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
+from jepa_audit.objectives.params import LayerRef, ObjectiveParams
+
+
+class VarianceParams(ObjectiveParams):
+    layer: LayerRef
+    gamma: Literal["base_median"] | PositiveFloat = Field(
+        description="hinge target γ: the base model's median per-dimension std, or a number"
+    )
+    eps: PositiveFloat = Field(description="added to the variance under the square root")
 
 
 @register_objective
 class VicregVariance(layers.LayerObjective):
+    Params = VarianceParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D1",
         target_geometry=("std_mean_Llast",),
@@ -31,7 +43,7 @@ class VicregVariance(layers.LayerObjective):
         source="[V] VICReg (Bardes et al. 2022); γ choice from auxiliaries.md D1",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
         # Why not standardise with this batch's own std: then every std is 1 by construction and the hinge
         # is identically 0.  The scale is instead fixed once, from the base model (a buffer: checkpointed).
@@ -39,20 +51,26 @@ class VicregVariance(layers.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         z = self.answer_z(ctx)
-        g = self.p["gamma"]
+        g = self.p.gamma
         if g == "base_median":
             if torch.isnan(self.gamma_ref):
                 with torch.no_grad():
-                    self.gamma_ref.copy_(torch.sqrt(z.var(0) + self.p["eps"]).median())
+                    self.gamma_ref.copy_(torch.sqrt(z.var(0) + self.p.eps).median())
             gamma: float | torch.Tensor = self.gamma_ref.to(z.device)
         else:
             gamma = float(g)
-        loss = losses.vicreg_variance(z, gamma, self.p["eps"])
+        loss = losses.vicreg_variance(z, gamma, self.p.eps)
         return AuxOut(loss=loss, logs={"gamma": float(gamma)})
+
+
+class ProjectedParams(ObjectiveParams):
+    layer: LayerRef
+    proj_dim: int = Field(description="width of the random orthonormal projection; ≤ 0 or ≥ d = none")
 
 
 @register_objective
 class VicregCovariance(layers.LayerObjective):
+    Params = ProjectedParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D2",
         target_geometry=("rank_participation_Llast",),
@@ -66,9 +84,9 @@ class VicregCovariance(layers.LayerObjective):
         source="[V] VICReg; λ = D1's λ × 1/25 (VICReg's 25:1 variance:covariance ratio) [P]",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        k = int(self.p["proj_dim"])
+        k = self.p.proj_dim
         if 0 < k < d_model:
             # Orthonormal columns (QR of a Gaussian): a decorrelated unit-variance Z stays decorrelated.
             q, _ = torch.linalg.qr(torch.randn(d_model, k, generator=generator))
@@ -86,9 +104,9 @@ class VicregCovariance(layers.LayerObjective):
 class _TwoViewProjected(layers.LayerObjective):
     """(e_u, e_t) through one shared projector d → proj_dim → proj_dim, built with seeded init."""
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.projector = rng.construct_seeded(generator, lambda: predictors.Projector(d_model, int(self.p["proj_dim"])))
+        self.projector = rng.construct_seeded(generator, lambda: predictors.Projector(d_model, self.p.proj_dim))
 
     def views(self, ctx: AuxContext) -> tuple[torch.Tensor, torch.Tensor]:
         zu = self.projector(views.e_u(ctx, self.layer, self.generator))
@@ -96,8 +114,16 @@ class _TwoViewProjected(layers.LayerObjective):
         return zu, zr
 
 
+class CrossViewVicregParams(ProjectedParams):
+    proj_dim: PositiveInt = Field(description="the projector's output width")
+    sim: NonNegativeFloat = Field(description="weight of the invariance term")
+    var: NonNegativeFloat = Field(description="weight of the variance term")
+    cov: NonNegativeFloat = Field(description="weight of the covariance term")
+
+
 @register_objective
 class CrossViewVicreg(_TwoViewProjected):
+    Params = CrossViewVicregParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D3",
         target_geometry=("jepa_cos",),
@@ -116,15 +142,21 @@ class CrossViewVicreg(_TwoViewProjected):
         inv = losses.vicreg_invariance(zu, zr)
         var = 0.5 * (losses.vicreg_variance(zu, 1.0) + losses.vicreg_variance(zr, 1.0))
         cov = losses.vicreg_covariance(zu) + losses.vicreg_covariance(zr)
-        loss = self.p["sim"] * inv + self.p["var"] * var + self.p["cov"] * cov
+        loss = self.p.sim * inv + self.p.var * var + self.p.cov * cov
         return AuxOut(
             loss=loss,
             logs={"inv": float(inv.detach()), "var": float(var.detach()), "cov": float(cov.detach())},
         )
 
 
+class BarlowParams(ProjectedParams):
+    proj_dim: PositiveInt = Field(description="the projector's output width")
+    off_weight: NonNegativeFloat = Field(description="weight of the off-diagonal (redundancy) terms")
+
+
 @register_objective
 class BarlowTwins(_TwoViewProjected):
+    Params = BarlowParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D4",
         target_geometry=("jepa_cos",),
@@ -141,11 +173,19 @@ class BarlowTwins(_TwoViewProjected):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         zu, zr = self.views(ctx)
-        return AuxOut(loss=losses.barlow_twins(zu, zr, float(self.p["off_weight"])))
+        return AuxOut(loss=losses.barlow_twins(zu, zr, self.p.off_weight))
+
+
+class SigregParams(ObjectiveParams):
+    layer: LayerRef
+    slices: Literal["auto"] | PositiveInt = Field(description="random 1-D projections; auto = min(256, d)")
+    knots: Annotated[int, Field(ge=2)] = Field(description="quadrature knots of the characteristic-function test")
+    t_max: PositiveFloat = Field(description="largest frequency of the quadrature")
 
 
 @register_objective
 class SIGReg(layers.LayerObjective):
+    Params = SigregParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D5",
         target_geometry=("rank_effective_Llast",),
@@ -164,13 +204,19 @@ class SIGReg(layers.LayerObjective):
         z = losses.standardise(self.answer_z(ctx))
         # 'auto': at tiny d, 4× more slices than dimensions quadruple the cost (N·M·17 cos/sin) for little
         # information; at real scale (d ≥ 256) this is the reference's M = 256
-        m = min(256, z.shape[1]) if self.p["slices"] == "auto" else int(self.p["slices"])
+        m = min(256, z.shape[1]) if self.p.slices == "auto" else self.p.slices
         a = losses.unit_directions(z.shape[1], m, self.generator).to(z.device)
-        return AuxOut(loss=losses.sigreg(z, a, float(self.p["t_max"]), int(self.p["knots"])))
+        return AuxOut(loss=losses.sigreg(z, a, self.p.t_max, self.p.knots))
+
+
+class UniformityParams(ObjectiveParams):
+    layer: LayerRef
+    t: PositiveFloat = Field(description="temperature of the Gaussian potential")
 
 
 @register_objective
 class Uniformity(layers.LayerObjective):
+    Params = UniformityParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D6",
         target_geometry=("anisotropy_Llast",),
@@ -185,11 +231,12 @@ class Uniformity(layers.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         z = self.answer_z(ctx)
-        return AuxOut(loss=losses.uniformity(z, float(self.p["t"])))
+        return AuxOut(loss=losses.uniformity(z, self.p.t))
 
 
 @register_objective
 class Anisotropy(layers.LayerObjective):
+    Params = layers.LayerParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D7",
         target_geometry=("anisotropy_Llast",),
@@ -211,6 +258,7 @@ class Anisotropy(layers.LayerObjective):
 
 @register_objective
 class EffectiveRank(layers.LayerObjective):
+    Params = layers.LayerParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="D8",
         target_geometry=("rank_effective_Llast",),

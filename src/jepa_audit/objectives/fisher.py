@@ -17,14 +17,17 @@ layers would need the Jacobian of the remaining blocks (a jvp per vector), left 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveFloat
 from torch import Tensor
 
 from jepa_audit.objectives import curves, layers, masks, precision, rng, views
 from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
+from jepa_audit.objectives.params import LayerRef, NoParams, ObjectiveParams
 
 HEAD_CHUNK = 8192  # rows of a low-precision W cast to fp32 at a time: 8192 × 2048 × 4 B = 64 MiB at Llama-3.2-1B
 
@@ -144,8 +147,24 @@ class _LogitTrajectory(precision.AuxObjective):
         return idx, valid, S, LogitMetric(window_p(ctx.logits, idx))
 
 
+class EpsParams(ObjectiveParams):
+    eps: PositiveFloat = Field(description="floor added to the denominator")
+
+
+class TwinParams(EpsParams):
+    sigma_rel: PositiveFloat = Field(description="twin noise, relative to the embedding rows' RMS")
+    twin_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        description="share of the batch that gets a noisy twin (at least 2 rows)"
+    )
+
+
+class DepthTwinParams(TwinParams):
+    first: LayerRef = Field(description="first layer of the residual stream read (to L − 1)")
+
+
 @register_objective
 class FisherAcceleration(_LogitTrajectory):
+    Params = EpsParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F1",
         target_geometry=("curvature_fisher_answer_Llast",),
@@ -161,12 +180,13 @@ class FisherAcceleration(_LogitTrajectory):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         _, valid, S, metric = self.logit_states(ctx)
-        loss = curves.second_difference_ratio(S, valid, "velocity", sqnorm=metric.sqnorm, eps=self.p["eps"])
+        loss = curves.second_difference_ratio(S, valid, "velocity", sqnorm=metric.sqnorm, eps=self.p.eps)
         return AuxOut(loss=loss)
 
 
 @register_objective
 class TwinJacobi(_LogitTrajectory):
+    Params = TwinParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F2",
         target_geometry=("curvature_answer_Llast",),
@@ -183,17 +203,18 @@ class TwinJacobi(_LogitTrajectory):
     )
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        k = twin_rows(len(ctx.batch), float(self.p["twin_fraction"]))
-        twin = noisy_twin(ctx, self.generator, float(self.p["sigma_rel"]), k)
+        k = twin_rows(len(ctx.batch), self.p.twin_fraction)
+        twin = noisy_twin(ctx, self.generator, self.p.sigma_rel, k)
         idx, valid, S, metric = self.logit_states(ctx)
         idx, valid, S, metric = idx[:k], valid[:k], S[:k], LogitMetric(metric.p[:k])
         S_twin = window_logits(twin.hidden_states[-1], twin.logits, ctx.lm_head_weight, idx)
-        loss = curves.second_difference_ratio(S_twin - S, valid, "value", sqnorm=metric.sqnorm, eps=self.p["eps"])
+        loss = curves.second_difference_ratio(S_twin - S, valid, "value", sqnorm=metric.sqnorm, eps=self.p.eps)
         return AuxOut(loss=loss)
 
 
 @register_objective
 class DepthJacobi(precision.AuxObjective):
+    Params = DepthTwinParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F3",
         target_geometry=(),
@@ -208,14 +229,14 @@ class DepthJacobi(precision.AuxObjective):
         source="[P]",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.first = layers.resolve_layer(self.p["first"], n_layers) % (n_layers + 1)
+        self.first = layers.resolve_layer(self.p.first, n_layers) % (n_layers + 1)
 
     def forward(self, ctx: AuxContext) -> AuxOut:
-        k = twin_rows(len(ctx.batch), float(self.p["twin_fraction"]))
+        k = twin_rows(len(ctx.batch), self.p.twin_fraction)
         mask = ctx.batch.answer_mask[:k]
-        twin = noisy_twin(ctx, self.generator, float(self.p["sigma_rel"]), k).hidden_states
+        twin = noisy_twin(ctx, self.generator, self.p.sigma_rel, k).hidden_states
         clean = layers.depth_states(ctx.hidden, self.first, self.n_layers)
         noisy = layers.depth_states(twin, self.first, self.n_layers)
         # (N answer tokens, L' layers, d): each token is one depth trajectory
@@ -227,11 +248,12 @@ class DepthJacobi(precision.AuxObjective):
             1,
         )
         every = torch.ones(J.shape[:2], dtype=torch.bool, device=J.device)
-        return AuxOut(loss=curves.second_difference_ratio(J, every, "value", eps=self.p["eps"]))
+        return AuxOut(loss=curves.second_difference_ratio(J, every, "value", eps=self.p.eps))
 
 
 @register_objective
 class FisherJepa(precision.AuxObjective):
+    Params = NoParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F4",
         target_geometry=("jepa_cos",),
@@ -255,6 +277,7 @@ class FisherJepa(precision.AuxObjective):
 
 @register_objective
 class FisherAngle(_LogitTrajectory):
+    Params = NoParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="F5",
         target_geometry=("curvature_fisher_answer_Llast",),

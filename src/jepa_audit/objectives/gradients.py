@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from jepa_audit.objectives.base import GradMode
+from jepa_audit.objectives.params import ObjectiveParams
 
 Grads = Sequence[Tensor | None]
 _TINY = 1e-30  # floor of squared norms: a zero gradient gives coefficient 0, never NaN
@@ -134,7 +135,7 @@ def _group_key(g: str) -> tuple[int, int, str]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def init_grad_state(params: dict[str, Any]) -> dict[str, Any]:
+def init_grad_state(params: Mapping[str, Any] | ObjectiveParams) -> dict[str, Any]:
     """The mutable state :func:`combine` keeps across steps, seeded from an objective's params
     (GradVac: ``phi_target``, ``ema_beta``).  Create once per run: ``init_grad_state(objective.p)``."""
     return {

@@ -5,6 +5,7 @@ against the model's depth, the final norm, the residual-stream states over depth
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 
 from jepa_audit.objectives.base import AuxContext
 from jepa_audit.objectives.masks import answer_states
+from jepa_audit.objectives.params import LayerRef, ObjectiveParams
 from jepa_audit.objectives.precision import AuxObjective
 
 LayerSpec = int | str
@@ -42,12 +44,18 @@ def final_norm(model: nn.Module) -> nn.Module:
     return base.get_decoder().norm
 
 
-class LayerObjective(AuxObjective):
-    """Resolves ``params["layer"]`` once, at build time, against the model's depth."""
+class LayerParams(ObjectiveParams):
+    """The parameters of an objective that reads one layer and nothing else."""
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    layer: LayerRef
+
+
+class LayerObjective(AuxObjective):
+    """Resolves ``params.layer`` once, at build time, against the model's depth."""
+
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.layer = resolve_layer(self.p["layer"], n_layers)
+        self.layer = resolve_layer(self.p.layer, n_layers)
 
     def answer_z(self, ctx: AuxContext) -> Tensor:
         """Z: the answer-token states at this objective's layer, pooled over the batch, (N, d)."""

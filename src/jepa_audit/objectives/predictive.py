@@ -8,9 +8,11 @@ row, run under the objective's own RNG).  P0 is the ``llm-jepa`` reference (refe
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 from jepa_audit.objectives import layers, losses, masks, precision, predictors, rng, views
@@ -19,28 +21,39 @@ from jepa_audit.objectives.base import (
     AuxOut,
     ObjectiveSpec,
     register_objective,
+    register_variants,
     target_view_hidden,
 )
+from jepa_audit.objectives.params import LayerRef, ObjectiveParams
 
 
-class _ViewCosine(layers.LayerObjective):
+class ViewCosineParams(ObjectiveParams):
+    layer: LayerRef
+    direction: Literal["nl_to_regex", "regex_to_nl"] = Field(description="which view predicts the other")
+    stop_grad: Literal["none", "target"] = Field(description="detach the predicted view (SimSiam) or not")
+
+
+class ViewCosine(layers.LayerObjective):
     """1 − cos(pred, target) between the two views at ``layer``.
 
     ``direction``: "nl_to_regex" (e_u predicts e_t) or "regex_to_nl"; ``stop_grad``: "none" (both views get
-    gradient, LLM-JEPA) or "target".  P0 (llm-jepa), P1, P6 and P8 are this one body with other params.
+    gradient, LLM-JEPA) or "target".  P1, P6 and P8 are this one body with three parameter sets
+    (:func:`register_variants`); P0 (llm-jepa, references.py) is its stop_grad="none" reading with k tokens.
     """
+
+    Params = ViewCosineParams
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         u = views.e_u(ctx, self.layer, self.generator)
         r = views.e_t(ctx, self.generator, self.layer)
-        pred, target = (u, r) if self.p["direction"] == "nl_to_regex" else (r, u)
-        loss = losses.view_cosine_loss(pred, target, self.p["stop_grad"])
+        pred, target = (u, r) if self.p.direction == "nl_to_regex" else (r, u)
+        loss = losses.view_cosine_loss(pred, target, self.p.stop_grad)
         return AuxOut(loss=loss)
 
 
-@register_objective
-class StopGradTarget(_ViewCosine):
-    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+register_variants(
+    ViewCosine,
+    ObjectiveSpec(
         id="P1",
         target_geometry=("jepa_cos",),
         target_direction={"jepa_cos": "increase"},
@@ -51,11 +64,18 @@ class StopGradTarget(_ViewCosine):
         default_weight=0.5,
         params={"layer": "last", "direction": "nl_to_regex", "stop_grad": "target"},
         source="[V] SimSiam stop-gradient idea; λ from the llm-jepa grid {0.5, 2}",
-    )
+    ),  # P6 and P8, the body's other two parameter sets, register below in listing order
+)
+
+
+class PredictorParams(ObjectiveParams):
+    layer: LayerRef
+    hidden: PositiveInt = Field(description="the MLP predictor's hidden width")
 
 
 @register_objective
 class SymmetricPredictor(layers.LayerObjective):
+    Params = PredictorParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P2",
         target_geometry=("jepa_cos",),
@@ -70,9 +90,9 @@ class SymmetricPredictor(layers.LayerObjective):
         source="[V] SimSiam (Chen & He 2021)",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.q = rng.construct_seeded(generator, lambda: predictors.MLPPredictor(d_model, int(self.p["hidden"])))
+        self.q = rng.construct_seeded(generator, lambda: predictors.MLPPredictor(d_model, self.p.hidden))
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         u = views.e_u(ctx, self.layer, self.generator)
@@ -81,8 +101,13 @@ class SymmetricPredictor(layers.LayerObjective):
         return AuxOut(loss=loss)
 
 
+class EmaParams(PredictorParams):
+    tau_base: Annotated[float, Field(ge=0.0, le=1.0)] = Field(description="EMA decay at step 0 (→ 1 by cosine)")
+
+
 @register_objective
 class EmaTarget(layers.LayerObjective):
+    Params = EmaParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P3",
         target_geometry=("jepa_cos",),
@@ -97,9 +122,9 @@ class EmaTarget(layers.LayerObjective):
         source="[V] BYOL (Grill et al. 2020) / I-JEPA ema [0.996, 1.0]",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.q = rng.construct_seeded(generator, lambda: predictors.MLPPredictor(d_model, int(self.p["hidden"])))
+        self.q = rng.construct_seeded(generator, lambda: predictors.MLPPredictor(d_model, self.p.hidden))
         # name → fp32 shadow of one trainable model parameter; filled lazily from the model it first sees,
         # kept out of parameters() (never trained) and saved through get/set_extra_state.
         self.shadow: dict[str, Tensor] = {}
@@ -114,7 +139,7 @@ class EmaTarget(layers.LayerObjective):
     def tau(self, step: int, total_steps: int) -> float:
         """BYOL schedule: τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2, from τ_base at k = 0 to 1 at k = K."""
         frac = min(max(step / max(total_steps, 1), 0.0), 1.0)
-        return 1.0 - (1.0 - self.p["tau_base"]) * (math.cos(math.pi * frac) + 1.0) / 2.0
+        return 1.0 - (1.0 - self.p.tau_base) * (math.cos(math.pi * frac) + 1.0) / 2.0
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: int, total_steps: int) -> None:
@@ -153,6 +178,7 @@ class EmaTarget(layers.LayerObjective):
 
 @register_objective
 class LinearPredictor(layers.LayerObjective):
+    Params = layers.LayerParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P4",
         target_geometry=("jepa_cos",),
@@ -167,7 +193,7 @@ class LinearPredictor(layers.LayerObjective):
         source="[V] STP --linear_predictor",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
         self.M = nn.Parameter(torch.eye(d_model))
 
@@ -202,8 +228,16 @@ class TransformerPredictor(nn.Module):
         return self.out(x[:, -1])
 
 
+class DeepPredictorParams(ObjectiveParams):
+    layer: LayerRef
+    depth: PositiveInt = Field(description="transformer blocks of the predictor")
+    width: PositiveInt = Field(description="the predictor's model width (a multiple of heads)")
+    heads: PositiveInt = Field(description="attention heads per block")
+
+
 @register_objective
 class DeepPredictor(layers.LayerObjective):
+    Params = DeepPredictorParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P5",
         target_geometry=("jepa_cos",),
@@ -219,12 +253,12 @@ class DeepPredictor(layers.LayerObjective):
         source="[P] (predictor depth ablation; I-JEPA uses a 12-block predictor)",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
         self.q = rng.construct_seeded(
             generator,
             lambda: TransformerPredictor(
-                d_model, int(self.p["width"]), int(self.p["depth"]), int(self.p["heads"])
+                d_model, self.p.width, self.p.depth, self.p.heads
             ),
         )
 
@@ -235,9 +269,9 @@ class DeepPredictor(layers.LayerObjective):
         return AuxOut(loss=losses.view_cosine_loss(pred, views.e_t(ctx, self.generator, self.layer)))
 
 
-@register_objective
-class ReversePrediction(_ViewCosine):
-    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+register_variants(
+    ViewCosine,  # P6: another parameter set of P1's body
+    ObjectiveSpec(
         id="P6",
         target_geometry=("jepa_cos",),
         target_direction={"jepa_cos": "increase"},
@@ -249,10 +283,17 @@ class ReversePrediction(_ViewCosine):
         params={"layer": "last", "direction": "regex_to_nl", "stop_grad": "target"},
         source="[V] llm-jepa --reverse_pred (with a stop-grad so the direction matters at k = 0) [P]",
     )
+)
+
+
+class InfoNceParams(ObjectiveParams):
+    layer: LayerRef
+    temperature: PositiveFloat = Field(description="τ of the in-batch softmax")
 
 
 @register_objective
 class InfoNCE(layers.LayerObjective):
+    Params = InfoNceParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="P7",
         target_geometry=("jepa_cos",),
@@ -269,12 +310,12 @@ class InfoNCE(layers.LayerObjective):
     def forward(self, ctx: AuxContext) -> AuxOut:
         u = views.e_u(ctx, self.layer, self.generator)
         r = views.e_t(ctx, self.generator, self.layer)
-        return AuxOut(loss=losses.info_nce(u, r, float(self.p["temperature"])))
+        return AuxOut(loss=losses.info_nce(u, r, self.p.temperature))
 
 
-@register_objective
-class MidLayerStopGrad(_ViewCosine):
-    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+register_variants(
+    ViewCosine,  # P8: another parameter set of P1's body
+    ObjectiveSpec(
         id="P8",
         target_geometry=("jepa_cos",),
         target_direction={"jepa_cos": "increase"},
@@ -286,3 +327,4 @@ class MidLayerStopGrad(_ViewCosine):
         params={"layer": "mid", "direction": "nl_to_regex", "stop_grad": "target"},
         source="[P]",
     )
+)

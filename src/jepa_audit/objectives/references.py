@@ -9,17 +9,21 @@ finetune.py's own user-only and assistant-only rows) is ``views.nl`` (data/views
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, NonNegativeInt
 from torch import nn
 
 from jepa_audit.objectives import layers, losses, precision, views
 from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
+from jepa_audit.objectives.params import LayerRef, NoParams, ObjectiveParams
 
 
 @register_objective
 class CrossEntropyOnly(precision.AuxObjective):
+    Params = NoParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="ce",
         target_geometry=(),
@@ -35,8 +39,14 @@ class CrossEntropyOnly(precision.AuxObjective):
         return AuxOut(loss=torch.zeros((), dtype=torch.float32, device=ctx.logits.device))
 
 
+class LlmJepaParams(ObjectiveParams):
+    layer: LayerRef
+    k: NonNegativeInt = Field(description="predictor tokens appended to the NL view (finetune.py's --predictors)")
+
+
 @register_objective
 class LlmJepa(layers.LayerObjective):
+    Params = LlmJepaParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="llm-jepa",
         target_geometry=("jepa_cos",),
@@ -51,11 +61,9 @@ class LlmJepa(layers.LayerObjective):
         source="[V] rbalestr-lab/llm-jepa finetune.py; λ from run.sh grid {0.5, 2.0}, k ∈ {0, 1, 2}",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        k = int(self.p["k"])
-        if k < 0:
-            raise ValueError(f"llm-jepa: k must be ≥ 0, got {k}")
+        k = self.p.k
         # New special tokens <|predictor_i|>: new rows of the input embedding matrix in finetune.py.  Here
         # N(0, 0.02²) from the objective's generator until models.load.init_embedding_rows sets them as
         # resize_token_embeddings does (the mean row) and trains them only when the embeddings train (so

@@ -8,26 +8,43 @@ Layer parameters: "last" = post-final-norm (the reference's l = 16), "mid" = n_l
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from jepa_audit.objectives import curves, layers, masks, precision
-from jepa_audit.objectives.base import AuxContext, AuxOut, ObjectiveSpec, register_objective
+from jepa_audit.objectives.base import (
+    AuxContext,
+    AuxOut,
+    ObjectiveSpec,
+    register_objective,
+    register_variants,
+)
+from jepa_audit.objectives.params import LayerRef, ObjectiveParams
 
 
-class _Curvature(layers.LayerObjective):
-    """T1 and T2 share this body; ``params["form"]`` picks arccos (angle) or 1 − cos."""
+class CurvatureParams(ObjectiveParams):
+    layer: LayerRef
+    form: Literal["angle", "one_minus_cos"] = Field(description="arccos of the turn (radians) or 1 − cos")
+    eps: PositiveFloat = Field(description="clip of cos away from ±1 (angle) / norm floor")
+
+
+class Curvature(layers.LayerObjective):
+    """T1 and T2: one body, two parameter sets; ``form`` picks arccos (angle) or 1 − cos."""
+
+    Params = CurvatureParams
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         h = ctx.hidden[self.layer]
-        loss = curves.curvature(h, ctx.batch.answer_mask, self.p["form"], eps=self.p["eps"])
+        loss = curves.curvature(h, ctx.batch.answer_mask, self.p.form, eps=self.p.eps)
         return AuxOut(loss=loss)
 
 
-@register_objective
-class TurningAngle(_Curvature):
-    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+register_variants(
+    Curvature,
+    ObjectiveSpec(
         id="T1",
         target_geometry=("curvature_answer_Llast",),
         target_direction={"curvature_answer_Llast": "decrease"},
@@ -37,12 +54,8 @@ class TurningAngle(_Curvature):
         default_weight=0.1,
         params={"layer": "last", "form": "angle", "eps": 1e-6},
         source="[V] Hénaff 2019 / Hosseini & Fedorenko 2023 definition; STP --linear=curvature",
-    )
-
-
-@register_objective
-class OneMinusCosTurn(_Curvature):
-    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+    ),
+    ObjectiveSpec(
         id="T2",
         target_geometry=("curvature_answer_Llast",),
         target_direction={"curvature_answer_Llast": "decrease"},
@@ -52,31 +65,36 @@ class OneMinusCosTurn(_Curvature):
         default_weight=0.1,
         params={"layer": "last", "form": "one_minus_cos", "eps": 1e-6},
         source="[V] Wang et al. 2026 (arXiv 2603.12231) L_curv",
-    )
+    ),
+)
 
 
-class _Tube(layers.LayerObjective):
+class TubeParams(ObjectiveParams):
+    layer: LayerRef
+    max_span: int = Field(description="longest span e − s in tokens; ≤ 0 = unbounded (STP's random_span)")
+    times: PositiveInt = Field(description="random spans drawn per sequence")
+
+
+class Tube(layers.LayerObjective):
     """T3-Global and T3-Local: STP over 𝒫∪𝒜 with the user/assistant gap bridged; span cap from params.
 
     The path is STP's: each turn from the token before its content (``find_start_end``'s start) to its last
     *content* token, so the step into the assistant's end-of-turn is not on it (𝒜 minus end-of-turn)."""
 
+    Params = TubeParams
+
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
         segments = (masks.with_anchor(b.prompt_mask), masks.with_anchor(b.answer_content_mask()))
         loss = curves.stp_tube_loss(
-            ctx.hidden[self.layer],
-            segments,
-            self.generator,
-            max_span=int(self.p["max_span"]),
-            times=int(self.p["times"]),
+            ctx.hidden[self.layer], segments, self.generator, max_span=self.p.max_span, times=self.p.times
         )
         return AuxOut(loss=loss)
 
 
-@register_objective
-class TubeGlobal(_Tube):
-    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+register_variants(
+    Tube,
+    ObjectiveSpec(
         id="T3-Global",
         target_geometry=("curvature_prompt_Llast", "curvature_answer_Llast"),
         target_direction={"curvature_prompt_Llast": "decrease", "curvature_answer_Llast": "decrease"},
@@ -87,12 +105,8 @@ class TubeGlobal(_Tube):
         default_weight=0.02,
         params={"layer": "last", "max_span": -1, "times": 1},
         source="[V] STP code (galilai-group/llm-jepa stp.py, --linear=random_span), λ = 0.02 from run_stp",
-    )
-
-
-@register_objective
-class TubeLocal(_Tube):
-    spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
+    ),
+    ObjectiveSpec(
         id="T3-Local",
         target_geometry=("curvature_prompt_Llast", "curvature_answer_Llast"),
         target_direction={"curvature_prompt_Llast": "decrease", "curvature_answer_Llast": "decrease"},
@@ -103,7 +117,13 @@ class TubeLocal(_Tube):
         default_weight=0.02,
         params={"layer": "last", "max_span": 2, "times": 1},
         source="[P] our reading of the paper's name, built on STP's random_span_max_length",
-    )
+    ),
+)
+
+
+class LayerEpsParams(ObjectiveParams):
+    layer: LayerRef
+    eps: PositiveFloat = Field(description="floor added to the denominator")
 
 
 def _answer_chord(h, mask):
@@ -113,6 +133,7 @@ def _answer_chord(h, mask):
 
 @register_objective
 class ChordAlignment(layers.LayerObjective):
+    Params = layers.LayerParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T4",
         target_geometry=("curvature_answer_Llast",),
@@ -137,6 +158,7 @@ class ChordAlignment(layers.LayerObjective):
 
 @register_objective
 class Tortuosity(layers.LayerObjective):
+    Params = LayerEpsParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T5",
         target_geometry=("curvature_answer_Llast",),
@@ -157,12 +179,13 @@ class Tortuosity(layers.LayerObjective):
         # sqrt(‖v‖² + tiny): finite gradient even for a repeated state
         path = ((v * v).sum(-1) + 1e-12).sqrt().mul(valid).sum(1)
         chord = _answer_chord(h, mask).norm(dim=-1)
-        per = path / (chord + self.p["eps"]) - 1.0
+        per = path / (chord + self.p.eps) - 1.0
         return AuxOut(loss=masks.mean_over(per, valid.any(1)))
 
 
 @register_objective
 class EuclideanAcceleration(layers.LayerObjective):
+    Params = LayerEpsParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T6",
         target_geometry=("curvature_answer_Llast",),
@@ -178,13 +201,18 @@ class EuclideanAcceleration(layers.LayerObjective):
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         loss = curves.second_difference_ratio(
-            ctx.hidden[self.layer], ctx.batch.answer_mask, "velocity", eps=self.p["eps"]
+            ctx.hidden[self.layer], ctx.batch.answer_mask, "velocity", eps=self.p.eps
         )
         return AuxOut(loss=loss)
 
 
+class DepthParams(ObjectiveParams):
+    first: LayerRef = Field(description="first layer of the residual stream read (to L − 1)")
+
+
 @register_objective
 class DepthStraightening(precision.AuxObjective):
+    Params = DepthParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T7",
         target_geometry=(),
@@ -197,9 +225,9 @@ class DepthStraightening(precision.AuxObjective):
         source="[P]",
     )
 
-    def __init__(self, params: dict[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
+    def __init__(self, params: Mapping[str, Any], d_model: int, n_layers: int, generator: torch.Generator):
         super().__init__(params, d_model, n_layers, generator)
-        self.first = layers.resolve_layer(self.p["first"], n_layers) % (n_layers + 1)
+        self.first = layers.resolve_layer(self.p.first, n_layers) % (n_layers + 1)
 
     def forward(self, ctx: AuxContext) -> AuxOut:
         mask = ctx.batch.answer_mask
@@ -211,8 +239,14 @@ class DepthStraightening(precision.AuxObjective):
         return AuxOut(loss=loss)
 
 
+class ContextParams(ObjectiveParams):
+    layer: LayerRef
+    context: PositiveInt = Field(description="tokens before each answer token in the window")
+
+
 @register_objective
 class ContextualCurvature(layers.LayerObjective):
+    Params = ContextParams
     spec: ClassVar[ObjectiveSpec] = ObjectiveSpec(
         id="T8",
         target_geometry=("curvature_prompt_Lmid",),
@@ -228,6 +262,6 @@ class ContextualCurvature(layers.LayerObjective):
     def forward(self, ctx: AuxContext) -> AuxOut:
         b = ctx.batch
         loss = curves.window_curvature(
-            ctx.hidden[self.layer], b.attention_mask.bool(), b.answer_mask, int(self.p["context"])
+            ctx.hidden[self.layer], b.attention_mask.bool(), b.answer_mask, self.p.context
         )
         return AuxOut(loss=loss)
