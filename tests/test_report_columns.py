@@ -28,6 +28,7 @@ from test_report import OPTIONS, _write_results
 TABLES = {
     "aux_verdicts": (VERDICT_COLUMNS, "## The answer", "answer"),
     "comparisons": (COMPARISON_COLUMNS, "## All comparisons", "comparisons"),
+    "items": (SUMMARY_TABLES["items"], "## Per-item analyses", "items"),
     "coupling": (SUMMARY_TABLES["coupling"], "## Coupling", "coupling"),
     "grad_cosine": (SUMMARY_TABLES["grad_cosine"], "## Gradient cosine per auxiliary", "grad"),
 }

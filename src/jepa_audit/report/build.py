@@ -37,6 +37,7 @@ from jepa_audit.stats.columns import (
     COMPARISON_COLUMNS,
     COUPLING_COLUMNS,
     GRAD_COSINE_COLUMNS,
+    ITEM_COLUMNS,
     VERDICT_COLUMNS,
     Column,
 )
@@ -391,6 +392,7 @@ class ReportData:
     # The tables' columns (stats/columns.py), which both templates loop over for the header and the cells.
     aux_columns: list[Column] = field(default_factory=lambda: list(VERDICT_COLUMNS))
     comparison_columns: list[Column] = field(default_factory=lambda: list(COMPARISON_COLUMNS))
+    item_columns: list[Column] = field(default_factory=lambda: list(ITEM_COLUMNS))
     coupling_columns: list[Column] = field(default_factory=lambda: list(COUPLING_COLUMNS))
     grad_columns: list[Column] = field(default_factory=lambda: list(GRAD_COSINE_COLUMNS))
     sesoi: str = "2"  # Δ, pp, as the verdicts used it
@@ -495,6 +497,54 @@ def _range(c: Mapping[str, Any], col: Column) -> str:
     return "—" if low is None else f"{_signed(low, digits)} to {_signed(high, digits)}"
 
 
+def _odds(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.2f}" if 0.1 <= x < 100 else f"{x:.2g}"
+
+
+def _logit_cell(cl: Mapping[str, Any] | None, fitted: Sequence[str]) -> str:
+    if cl is None:
+        return f"not fitted (fitted for {', '.join(fitted)} only)" if fitted else "not fitted (switched off)"
+    if not cl["converged"]:
+        return f"no estimate: {cl['note']}"
+    return (
+        f"log-odds {_signed(cl['coef'], 3)} ± {_num(cl['se'], 2)}, "
+        f"OR {_odds(cl['odds_ratio'])} ({_odds(cl['ci95_low'])}–{_odds(cl['ci95_high'])}), p ≈ {_p(cl['p'])}"
+    )
+
+
+def _item_level_cell(e: Mapping[str, Any], col: Column) -> str:
+    """The seed-level t-test of the per-seed McNemar log-odds ratios, in words."""
+    il = e[col.reads[0]]
+    if il["p_t"] is None:
+        return f"mean log OR {_signed(il['mean_log_odds'], 3)}; no test: {il['note']}"
+    return (
+        f"mean log OR {_signed(il['mean_log_odds'], 3)} (95 % CI {_signed(il['ci95_low'], 3)} to "
+        f"{_signed(il['ci95_high'], 3)}), t = {_signed(il['t'])}, p = {_p(il['p_t'])}"
+    )
+
+
+def _mcnemar_cell(e: Mapping[str, Any], col: Column) -> str:
+    """Per seed: McNemar's exact p, the items only the method (+) and only ce (−) gets right, the log OR."""
+    return "; ".join(
+        f"{s['seed']}: p = {_p(s['p'])} (+{s['n_method_only']}/−{s['n_baseline_only']} of {s['n_items']}, "
+        f"log OR {_signed(s['log_odds_ratio'])})"
+        for s in e[col.reads[0]]
+    )
+
+
+def _bootstrap_cell(e: Mapping[str, Any], col: Column) -> str:
+    """The bootstrap's point estimate and 95 % percentile interval in signed pp, or —."""
+    b = e[col.reads[0]]
+    return "—" if b["point"] is None else f"{_pp(b['point'])} ({_pp(b['low'])}, {_pp(b['high'])})"
+
+
+def _items_view(e: Mapping[str, Any], fitted: Sequence[str], columns: Sequence[Column]) -> dict[str, Any]:
+    """A per-item entry's cells (``columns``), and ``logit`` for the conditional logit's own table."""
+    return {**_row_view(e, columns), "logit": _logit_cell(e["conditional_logit"], fitted)}
+
+
 def _one(fmt: Callable[[Any, Column], str]) -> Callable[[Mapping[str, Any], Column], str]:
     """A formatter of the column's one source value."""
     return lambda c, col: fmt(c[col.reads[0]], col)
@@ -514,6 +564,9 @@ _FORMATS: dict[str, Callable[[Mapping[str, Any], Column], str]] = {
     "rejects": _rejects,
     "note": _note,
     "range": _range,
+    "item_level": _item_level_cell,
+    "mcnemar": _mcnemar_cell,
+    "bootstrap": _bootstrap_cell,
     "coupling_kind": _one(lambda v, col: "Δ geometry" if v == "geometry" else "gradient cosine"),
 }
 
@@ -532,52 +585,6 @@ def _row_view(row: Mapping[str, Any], columns: Sequence[Column]) -> dict[str, An
 def _comparison_view(c: Mapping[str, Any], columns: Sequence[Column]) -> dict[str, Any]:
     """A comparison row's cells, and ``any_reject`` (the row is shaded in HTML when any correction rejects)."""
     return {**_row_view(c, columns), "any_reject": any(c[k] for k in _REJECT_NAMES)}
-
-
-def _odds(x: float | None) -> str:
-    if x is None:
-        return "—"
-    return f"{x:.2f}" if 0.1 <= x < 100 else f"{x:.2g}"
-
-
-def _logit_cell(cl: Mapping[str, Any] | None, fitted: Sequence[str]) -> str:
-    if cl is None:
-        return f"not fitted (fitted for {', '.join(fitted)} only)" if fitted else "not fitted (switched off)"
-    if not cl["converged"]:
-        return f"no estimate: {cl['note']}"
-    return (
-        f"log-odds {_signed(cl['coef'], 3)} ± {_num(cl['se'], 2)}, "
-        f"OR {_odds(cl['odds_ratio'])} ({_odds(cl['ci95_low'])}–{_odds(cl['ci95_high'])}), p ≈ {_p(cl['p'])}"
-    )
-
-
-def _item_level_cell(il: Mapping[str, Any]) -> str:
-    if il["p_t"] is None:
-        return f"mean log OR {_signed(il['mean_log_odds'], 3)}; no test: {il['note']}"
-    return (
-        f"mean log OR {_signed(il['mean_log_odds'], 3)} (95 % CI {_signed(il['ci95_low'], 3)} to "
-        f"{_signed(il['ci95_high'], 3)}), t = {_signed(il['t'])}, p = {_p(il['p_t'])}"
-    )
-
-
-def _items_view(e: Mapping[str, Any], fitted: Sequence[str]) -> dict[str, Any]:
-    mc = "; ".join(
-        f"{s['seed']}: p = {_p(s['p'])} (+{s['n_method_only']}/−{s['n_baseline_only']} of {s['n_items']}, "
-        f"log OR {_signed(s['log_odds_ratio'])})"
-        for s in e["mcnemar"]
-    )
-    b = e["bootstrap"]
-    return {
-        "benchmark": e["benchmark"],
-        "mode": e["mode"],
-        "metric": e["metric"],
-        "method": e["method"],
-        "n_seeds": str(e["n_seeds"]),
-        "mcnemar": mc,
-        "item_level": _item_level_cell(e["item_level"]),
-        "bootstrap": "—" if b["point"] is None else f"{_pp(b['point'])} ({_pp(b['low'])}, {_pp(b['high'])})",
-        "logit": _logit_cell(e["conditional_logit"], fitted),
-    }
 
 
 def _examples(
@@ -795,7 +802,8 @@ def _report_data(
         power=[_power_view(r) for r in summary["power"]],
         comparisons=[_comparison_view(c, COMPARISON_COLUMNS) for c in summary["comparisons"]],
         comparison_columns=list(COMPARISON_COLUMNS),
-        items=[_items_view(e, summary["settings"]["conditional_logit_metrics"]) for e in summary["items"]],
+        items=[_items_view(e, summary["settings"]["conditional_logit_metrics"], ITEM_COLUMNS) for e in summary["items"]],
+        item_columns=list(ITEM_COLUMNS),
         items_note=summary["items_note"],
         coupling=[_row_view(r, COUPLING_COLUMNS) for r in summary["coupling"]],
         coupling_columns=list(COUPLING_COLUMNS),

@@ -25,6 +25,7 @@ __all__ = [
     "COMPARISON_COLUMNS",
     "COUPLING_COLUMNS",
     "GRAD_COSINE_COLUMNS",
+    "ITEM_COLUMNS",
     "SUMMARY_TABLES",
     "VERDICT_COLUMNS",
     "require_sources",
@@ -129,6 +130,23 @@ VERDICT_COLUMNS: tuple[Column, ...] = (
 )
 
 
+#: The per-item table: one row per summary.json items entry (stats/per_item.py), seed-level first. The conditional
+#: logit has a table of its own in the templates (its cell depends on which metrics it was fitted for).
+ITEM_COLUMNS: tuple[Column, ...] = (
+    _c("benchmark", "benchmark"),
+    _c("mode", "mode"),
+    _c("metric", "metric"),
+    _c("method", "method"),
+    _c("n_seeds", "seeds", "int", "paired seeds with predictions", css="num"),
+    _c("item_level", "item-level: McNemar log OR across seeds", "item_level",
+       "t-test across seeds of the per-seed McNemar log-odds ratios log(b/c)"),
+    _c("mcnemar", "McNemar per seed", "mcnemar",
+       "per seed: exact McNemar p, items only the method / only ce gets right, log OR"),
+    _c("bootstrap", "bootstrap Δ pp (95 %)", "bootstrap",
+       "hierarchical bootstrap (seeds, then shared items) of the difference, pp, 95 % percentile interval",
+       css="num"),
+)
+
 #: The coupling table: one row per summary.json coupling entry (stats/coupling_section.py).
 COUPLING_COLUMNS: tuple[Column, ...] = (
     _c("benchmark", "benchmark"),
@@ -162,6 +180,7 @@ GRAD_COSINE_COLUMNS: tuple[Column, ...] = (
 #: (the verdict table's rows come from stats.manipulation.verdict_table, already text).
 SUMMARY_TABLES: dict[str, tuple[Column, ...]] = {
     "comparisons": COMPARISON_COLUMNS,
+    "items": ITEM_COLUMNS,
     "coupling": COUPLING_COLUMNS,
     "grad_cosine": GRAD_COSINE_COLUMNS,
 }
