@@ -16,10 +16,12 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from jepa_audit.results_file import (
     PREDICTIONS_CHECKSUM,
@@ -30,6 +32,14 @@ from jepa_audit.results_file import (
     lock_holder,
     manifest_hashes,
     read_results,
+)
+from jepa_audit.stats.columns import (
+    COMPARISON_COLUMNS,
+    COUPLING_COLUMNS,
+    GRAD_COSINE_COLUMNS,
+    ITEM_COLUMNS,
+    VERDICT_COLUMNS,
+    Column,
 )
 from jepa_audit.stats.manipulation import headline, headroom_sentence, verdict_table
 from jepa_audit.stats.summary import (
@@ -379,29 +389,16 @@ class ReportData:
     logit_label: str = ""
     headline: str = ""  # stats.manipulation.headline: the result in words, before any table
     aux_verdicts: list[dict[str, str]] = field(default_factory=list)  # stats.manipulation.verdict_table
-    aux_columns: list[dict[str, Any]] = field(default_factory=lambda: list(VERDICT_COLUMNS))  # both templates
+    # The tables' columns (stats/columns.py), which both templates loop over for the header and the cells.
+    aux_columns: list[Column] = field(default_factory=lambda: list(VERDICT_COLUMNS))
+    comparison_columns: list[Column] = field(default_factory=lambda: list(COMPARISON_COLUMNS))
+    item_columns: list[Column] = field(default_factory=lambda: list(ITEM_COLUMNS))
+    coupling_columns: list[Column] = field(default_factory=lambda: list(COUPLING_COLUMNS))
+    grad_columns: list[Column] = field(default_factory=lambda: list(GRAD_COSINE_COLUMNS))
     sesoi: str = "2"  # Δ, pp, as the verdicts used it
     min_shift_sd: str = "0.5"
     calibration_note: str = ""  # when the calibration runs' budget differs from the test cells'
     dose_readings: list[dict[str, str]] = field(default_factory=list)  # per pair: the verdict read against its curve
-
-
-#: The verdict table's columns, in order: the key of a stats.manipulation.verdict_table row and its header.
-#: One specification for report.md and report.html (the templates loop over it).
-VERDICT_COLUMNS: tuple[dict[str, Any], ...] = (
-    {"key": "benchmark", "header": "benchmark", "num": False},
-    {"key": "mode", "header": "mode", "num": False},
-    {"key": "method", "header": "auxiliary", "num": False},
-    {"key": "weight", "header": "λ chosen", "num": False},
-    {"key": "dose", "header": "dose", "num": True},
-    {"key": "target", "header": "target key Δ [CI at decision level]", "num": False},
-    {"key": "em", "header": "EM Δ pp [CI at decision level]", "num": False},
-    {"key": "upper", "header": "gain ruled out above (pp)", "num": False},
-    {"key": "representation", "header": "representation", "num": False},
-    {"key": "reward", "header": "reward", "num": False},
-    {"key": "verdict", "header": "verdict", "num": False},
-    {"key": "power", "header": "MDE vs Δ; seeds needed", "num": False},
-)
 
 
 def _curve_text(pair: Mapping[str, Any]) -> str:
@@ -462,52 +459,42 @@ def _power_view(r: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _comparison_view(c: Mapping[str, Any]) -> dict[str, Any]:
-    flags = [
-        name
-        for key, name in (
-            ("reject_single", "α"),
-            ("reject_bonferroni", "Bonf"),
-            ("reject_holm", "Holm"),
-            ("reject_bh", "BH"),
-        )
-        if c[key]
-    ]
-    return {
-        "benchmark": c["benchmark"],
-        "mode": c["mode"],
-        "metric": c["metric"],
-        "aux_family": c["aux_family"],
-        "method": c["method"],
-        "n": str(c["n"]),
-        "seeds": ", ".join(str(s) for s in c["seeds"]),
-        "unpaired": ", ".join(
-            [f"{s} (method only)" for s in c["seeds_method_only"]]
-            + [f"{s} ({BASELINE} only)" for s in c["seeds_baseline_only"]]
-        ),
-        "baseline_mean": _pp(c["baseline_mean"], signed=False),
-        "method_mean": _pp(c["method_mean"], signed=False),
-        "mean_diff": _pp(c["mean_diff"]),
-        "sd_diff": _pp(c["sd_diff"], signed=False),
-        "ci": "—" if c["ci95_low"] is None else f"({_pp(c['ci95_low'])}, {_pp(c['ci95_high'])})",
-        "t": _signed(c["t"]),
-        "p_t": _p(c["p_t"]),
-        "p_wilcoxon": _p(c["p_wilcoxon"]),
-        "p_signflip": _p(c["p_signflip"]),
-        "hedges_gz": _signed(c["hedges_gz"]),
-        "p_bonferroni": _p(c["p_bonferroni"]),
-        "p_holm": _p(c["p_holm"]),
-        # the interval beside the Holm mark is at the Holm decision's level (stats/decisions.py: holm_levels)
-        "ci_holm": "—" if c.get("ci_holm_low") is None else
-        f"({_pp(c['ci_holm_low'])}, {_pp(c['ci_holm_high'])}) at {100 * c['ci_holm_level']:.4g} %",
-        "p_nonsup_holm": _p(c.get("p_nonsup_holm")),
-        "upper95": _pp(c.get("upper95")),
-        "p_bh": _p(c["p_bh"]),
-        "prob_improvement": _num(c["prob_improvement"], 2),
-        "rejects": " ".join(flags) if flags else "—",
-        "any_reject": bool(flags),
-        "note": c["note"] or "",
-    }
+def _interval(c: Mapping[str, Any], col: Column) -> str:
+    """``(low, high)`` in signed pp from the column's two sources, or — when there is none."""
+    low, high = (c[k] for k in col.reads)
+    return "—" if low is None else f"({_pp(low)}, {_pp(high)})"
+
+
+def _interval_at_level(c: Mapping[str, Any], col: Column) -> str:
+    """``(low, high) at L %``: the interval beside the Holm mark is at the Holm decision's level
+    (stats/decisions.py: holm_levels), and says which."""
+    low, high, level = (c[k] for k in col.reads)
+    return "—" if low is None else f"({_pp(low)}, {_pp(high)}) at {100 * level:.4g} %"
+
+
+_REJECT_NAMES = {"reject_single": "α", "reject_bonferroni": "Bonf", "reject_holm": "Holm", "reject_bh": "BH"}
+
+
+def _rejects(c: Mapping[str, Any], col: Column) -> str:
+    """The corrections a comparison passes, e.g. ``α Holm``, or — for none."""
+    flags = [_REJECT_NAMES[k] for k in col.reads if c[k]]
+    return " ".join(flags) if flags else "—"
+
+
+def _note(c: Mapping[str, Any], col: Column) -> str:
+    """The comparison's note, then the seeds only one arm has (left out of the pairing)."""
+    note_key, method_only, baseline_only = col.reads
+    unpaired = ", ".join(
+        [f"{s} (method only)" for s in c[method_only]] + [f"{s} ({BASELINE} only)" for s in c[baseline_only]]
+    )
+    return (c[note_key] or "") + (f" unpaired seeds: {unpaired}" if unpaired else "")
+
+
+def _range(c: Mapping[str, Any], col: Column) -> str:
+    """``min to max`` of the column's two sources (signed, ``col.digits`` after the point), or —."""
+    low, high = (c[k] for k in col.reads)
+    digits = col.digits or 2
+    return "—" if low is None else f"{_signed(low, digits)} to {_signed(high, digits)}"
 
 
 def _odds(x: float | None) -> str:
@@ -527,7 +514,9 @@ def _logit_cell(cl: Mapping[str, Any] | None, fitted: Sequence[str]) -> str:
     )
 
 
-def _item_level_cell(il: Mapping[str, Any]) -> str:
+def _item_level_cell(e: Mapping[str, Any], col: Column) -> str:
+    """The seed-level t-test of the per-seed McNemar log-odds ratios, in words."""
+    il = e[col.reads[0]]
     if il["p_t"] is None:
         return f"mean log OR {_signed(il['mean_log_odds'], 3)}; no test: {il['note']}"
     return (
@@ -536,52 +525,66 @@ def _item_level_cell(il: Mapping[str, Any]) -> str:
     )
 
 
-def _items_view(e: Mapping[str, Any], fitted: Sequence[str]) -> dict[str, Any]:
-    mc = "; ".join(
+def _mcnemar_cell(e: Mapping[str, Any], col: Column) -> str:
+    """Per seed: McNemar's exact p, the items only the method (+) and only ce (−) gets right, the log OR."""
+    return "; ".join(
         f"{s['seed']}: p = {_p(s['p'])} (+{s['n_method_only']}/−{s['n_baseline_only']} of {s['n_items']}, "
         f"log OR {_signed(s['log_odds_ratio'])})"
-        for s in e["mcnemar"]
+        for s in e[col.reads[0]]
     )
-    b = e["bootstrap"]
-    return {
-        "benchmark": e["benchmark"],
-        "mode": e["mode"],
-        "metric": e["metric"],
-        "method": e["method"],
-        "n_seeds": str(e["n_seeds"]),
-        "mcnemar": mc,
-        "item_level": _item_level_cell(e["item_level"]),
-        "bootstrap": "—" if b["point"] is None else f"{_pp(b['point'])} ({_pp(b['low'])}, {_pp(b['high'])})",
-        "logit": _logit_cell(e["conditional_logit"], fitted),
-    }
 
 
-def _coupling_view(r: Mapping[str, Any]) -> dict[str, str]:
-    return {
-        "benchmark": r["benchmark"],
-        "mode": r["mode"],
-        "kind": "Δ geometry" if r["kind"] == "geometry" else "gradient cosine",
-        "key": r["key"],
-        "n": str(r["n"]),
-        "n_cells": str(r["n_cells"]),
-        "rho": _signed(r["rho"]),
-        "p": _p(r["p"]),
-        "p_bh": _p(r["p_bh"]),
-        "note": r["note"] or "",
-    }
+def _bootstrap_cell(e: Mapping[str, Any], col: Column) -> str:
+    """The bootstrap's point estimate and 95 % percentile interval in signed pp, or —."""
+    b = e[col.reads[0]]
+    return "—" if b["point"] is None else f"{_pp(b['point'])} ({_pp(b['low'])}, {_pp(b['high'])})"
 
 
-def _grad_view(r: Mapping[str, Any]) -> dict[str, str]:
-    return {
-        "benchmark": r["benchmark"],
-        "mode": r["mode"],
-        "aux_family": r["aux_family"],
-        "method": r["method"],
-        "n_seeds": str(r["n_seeds"]),
-        "mean": _signed(r["mean"], 3),
-        "range": "—" if r["min"] is None else f"{_signed(r['min'], 3)} to {_signed(r['max'], 3)}",
-        "frac_positive": _num(r["frac_positive"], 2),
-    }
+def _items_view(e: Mapping[str, Any], fitted: Sequence[str], columns: Sequence[Column]) -> dict[str, Any]:
+    """A per-item entry's cells (``columns``), and ``logit`` for the conditional logit's own table."""
+    return {**_row_view(e, columns), "logit": _logit_cell(e["conditional_logit"], fitted)}
+
+
+def _one(fmt: Callable[[Any, Column], str]) -> Callable[[Mapping[str, Any], Column], str]:
+    """A formatter of the column's one source value."""
+    return lambda c, col: fmt(c[col.reads[0]], col)
+
+
+#: One formatter per Column.kind (stats/columns.py): (summary row, column) → the cell's text.
+_FORMATS: dict[str, Callable[[Mapping[str, Any], Column], str]] = {
+    "text": _one(lambda v, col: "" if v is None else str(v)),
+    "int": _one(lambda v, col: str(v)),
+    "pp": _one(lambda v, col: _pp(v, signed=False)),
+    "pp_signed": _one(lambda v, col: _pp(v)),
+    "p": _one(lambda v, col: _p(v)),
+    "num": _one(lambda v, col: _num(v) if col.digits is None else _num(v, col.digits)),
+    "signed": _one(lambda v, col: _signed(v) if col.digits is None else _signed(v, col.digits)),
+    "ci": _interval,
+    "ci_holm": _interval_at_level,
+    "rejects": _rejects,
+    "note": _note,
+    "range": _range,
+    "item_level": _item_level_cell,
+    "mcnemar": _mcnemar_cell,
+    "bootstrap": _bootstrap_cell,
+    "coupling_kind": _one(lambda v, col: "Δ geometry" if v == "geometry" else "gradient cosine"),
+}
+
+
+def _row_view(row: Mapping[str, Any], columns: Sequence[Column]) -> dict[str, Any]:
+    """One table row as the templates print it: ``{column.key: text}`` for every column, in order."""
+    out = {}
+    for col in columns:
+        fmt = _FORMATS.get(col.kind)
+        if fmt is None:
+            raise ValueError(f"column {col.key!r}: no formatter for kind {col.kind!r}; known: {sorted(_FORMATS)}")
+        out[col.key] = fmt(row, col)
+    return out
+
+
+def _comparison_view(c: Mapping[str, Any], columns: Sequence[Column]) -> dict[str, Any]:
+    """A comparison row's cells, and ``any_reject`` (the row is shaded in HTML when any correction rejects)."""
+    return {**_row_view(c, columns), "any_reject": any(c[k] for k in _REJECT_NAMES)}
 
 
 def _examples(
@@ -797,12 +800,16 @@ def _report_data(
         ],
         verdicts=[_verdict_view(v, alpha) for v in summary["metric_verdicts"]],
         power=[_power_view(r) for r in summary["power"]],
-        comparisons=[_comparison_view(c) for c in summary["comparisons"]],
-        items=[_items_view(e, summary["settings"]["conditional_logit_metrics"]) for e in summary["items"]],
+        comparisons=[_comparison_view(c, COMPARISON_COLUMNS) for c in summary["comparisons"]],
+        comparison_columns=list(COMPARISON_COLUMNS),
+        items=[_items_view(e, summary["settings"]["conditional_logit_metrics"], ITEM_COLUMNS) for e in summary["items"]],
+        item_columns=list(ITEM_COLUMNS),
         items_note=summary["items_note"],
-        coupling=[_coupling_view(r) for r in summary["coupling"]],
+        coupling=[_row_view(r, COUPLING_COLUMNS) for r in summary["coupling"]],
+        coupling_columns=list(COUPLING_COLUMNS),
         coupling_label=summary["coupling_label"],
-        grad_cosine=[_grad_view(r) for r in summary["grad_cosine"]],
+        grad_cosine=[_row_view(r, GRAD_COSINE_COLUMNS) for r in summary["grad_cosine"]],
+        grad_columns=list(GRAD_COSINE_COLUMNS),
         failed=[
             {
                 k: "—" if f.get(k) is None else str(f[k])
@@ -836,8 +843,15 @@ def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
         "keep_trailing_newline": True,
     }
     html = jinja2.Environment(autoescape=True, **common)
+    html.filters["header"] = _html_header
     md = jinja2.Environment(autoescape=False, finalize=md_escape, **common)
     return md, html
+
+
+def _html_header(text: str) -> Markup:
+    """A column header (text of the code, stats/columns.py) as HTML element content: ``&``, ``<`` and ``>``
+    escaped, quotes kept as they are (autoescape would write ``decision's`` as ``decision&#39;s``)."""
+    return Markup(html_escape(text, quote=False))
 
 
 def render(data: ReportData) -> tuple[str, str]:

@@ -8,6 +8,8 @@
   hierarchical bootstrap over seeds and shared items, paired and unpaired P(improvement).
 - :mod:`.coupling`: Spearman ρ between per-method mean Δgeometry (or gradient cosine) and ΔEM.
 - :mod:`.summary`: results rows → the summary.json structure (no file I/O).
+- :mod:`.columns`: the report tables' columns (which summary keys, header, format kind), one specification for
+  the summary's check, report/build.py and both templates.
 """
 
 from .coupling import SpearmanResult, group_means, spearman

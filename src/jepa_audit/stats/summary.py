@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .columns import SUMMARY_TABLES, require_sources
 from .comparisons import _comparison, declared_comparisons
 from .coupling_section import (
     COUPLING_LABEL,
@@ -222,4 +223,6 @@ def build_summary(
     )
     summary["family_fwer_all"] = _fwer_all(alpha, families, summary["manipulation"], idx.primary)
     read_curves(summary["calibration"], summary["manipulation"], summary["verdicts"])
+    for section, columns in SUMMARY_TABLES.items():  # every column the report prints reads a key filled above
+        require_sources(columns, summary[section], section)
     return json_safe(summary)
