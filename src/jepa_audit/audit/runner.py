@@ -10,6 +10,7 @@ statistics and the report from whatever finished.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import traceback
@@ -33,6 +34,7 @@ from jepa_audit.audit.store import (
 )
 from jepa_audit.audit.tracking import Tracker
 from jepa_audit.config import Config, ConfigError, dump_config
+from jepa_audit.results import TargetLookup
 
 # Used by --dry-run when no measured step time is available: a tiny (d=64, 2-layer) Llama, batch 16,
 # ~60 tokens, one CPU thread, CE only. A guess: run `jepa-audit bench` for a measured value.
@@ -68,6 +70,16 @@ def registry_methods() -> set[str] | None:
         return None
     ids = set(registry())
     return (ids | {"ce"}) if ids else None
+
+
+def registry_targets() -> TargetLookup | None:
+    """The objectives registry's declared targets per method (``objectives.declared_targets``), or None when
+    the registry is not importable (the report then names the methods whose rows lack ``target_geometry``)."""
+    try:
+        from jepa_audit.objectives import declared_targets
+    except ImportError:
+        return None
+    return declared_targets
 
 
 def check_row(row: dict[str, Any]) -> str | None:
@@ -191,10 +203,13 @@ def _write_report(out_dir: Path, cfg: Config, report_fn: ReportFn | None, log: C
     cells are committed, and the user gets the path and cause as one line."""
     if report_fn is None:
         try:
-            from jepa_audit.report import write_report as report_fn
+            from jepa_audit.report import write_report
         except ImportError as e:
             log(f"report not written: jepa_audit.report is not available ({e})")
             return False
+        # rows written before cells recorded target_geometry get their targets from the registry (the
+        # statistics never import it: the torch side hands them the lookup)
+        report_fn = functools.partial(write_report, target_lookup=registry_targets())
     from jepa_audit.report import ReportError, ReportWriteError
 
     try:
