@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jepa_audit.data.batch import Batch
-from jepa_audit.objectives.base import AuxContext, Objective, build_objective
+from jepa_audit.objectives.base import AuxContext, Objective, build_objective, get_objective_class
 from jepa_audit.objectives.gradients import combine, init_grad_state, split_grads
 
 D, N_LAYERS, SEED = 32, 3, 82
@@ -226,8 +226,6 @@ CHECKS: tuple[tuple[str, Callable[[str, dict[str, Any]], str]], ...] = (
 def run_checks(name: str, params: dict[str, Any] | None = None) -> list[CheckResult]:
     """Every check of the battery on objective ``name`` (KeyError when unknown); a failing or raising check
     is a failed result with its reason, never an exception."""
-    from jepa_audit.objectives.base import get_objective_class
-
     get_objective_class(name)
     out = []
     for check, fn in CHECKS:

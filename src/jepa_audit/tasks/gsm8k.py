@@ -18,7 +18,7 @@ from typing import Any
 
 from jepa_audit.data.examples import DataError, Example, Splits
 from jepa_audit.data.nlrx import read_lines
-from jepa_audit.tasks.base import MetricSpec, Task, carved_splits, register_task
+from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, register_task
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -66,7 +66,7 @@ class Gsm8kTask(Task):
     system_prompt = "Solve the math problem. End with '#### <answer>'."
     metrics = (MetricSpec("exact_match", "exact", True, "the final number equals the gold one after ####"),)
 
-    def load(self, cfg: Any, benchmark: str) -> Splits:
+    def load(self, cfg: DataSettings, benchmark: str) -> Splits:
         self.check_benchmark(benchmark)
         root = self.local_root(cfg)
         train, test = read_gsm8k(root / "train.jsonl"), read_gsm8k(root / "test.jsonl")
