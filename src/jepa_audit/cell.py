@@ -115,7 +115,7 @@ def preflight(cfg: Config) -> None:
 
     Raises DataError, ModelError or KeyError with one message naming the input.
     """
-    from jepa_audit.data.nlrx import line_limit
+    from jepa_audit.data.lines import line_limit
     from jepa_audit.models.load import check_model_dir
     from jepa_audit.objectives import get_objective_class
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from jepa_audit.data.carve import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val
 from jepa_audit.data.examples import DataError, Example, Splits, chat_messages
-from jepa_audit.data.nlrx import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val
 from jepa_audit.presets import presets_for_task
 from jepa_audit.results import MetricSpec, metric_specs_of_row  # re-exported: the task API
 
@@ -132,6 +132,17 @@ class Task(ABC):
         """The benchmarks this task offers under ``cfg`` (default: :attr:`benchmarks`; the ``jsonl`` task
         names its one benchmark after ``data.name``)."""
         return self.benchmarks
+
+    def stand_in_data(self, path: Path) -> Path | None:
+        """Write, under ``path``, a small data directory in this task's on-disk format holding none of the real
+        data's content, and return it: what ``jepa-audit rehearse`` runs a preset on when the task has no
+        ``embedded`` source and the real data are absent. None (the default): the task has none."""
+        return None
+
+    def test_rows(self, cfg: DataSettings) -> int | None:
+        """How many test rows per benchmark :meth:`load` gives under ``cfg`` before ``cfg.max_test``, known
+        without reading the data (the dry run's time estimate uses it); None (the default) when unknown."""
+        return None
 
     def check_benchmark(self, benchmark: str) -> None:
         if benchmark not in self.benchmarks:

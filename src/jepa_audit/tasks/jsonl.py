@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from jepa_audit.data.examples import DataError, Example, Splits
-from jepa_audit.data.nlrx import read_lines
+from jepa_audit.data.lines import read_lines
 from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, register_task
 
 

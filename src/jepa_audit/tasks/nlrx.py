@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
-from jepa_audit.data.examples import BENCHMARKS, DataError, Example, Splits
+from jepa_audit.data.carve import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val
+from jepa_audit.data.examples import DataError, Example, Splits
 from jepa_audit.data.generator import GENERATOR_VERSION, corpus_stats, generate, generate_pairs
-from jepa_audit.data.nlrx import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val, load_nlrx, real_pairs
+from jepa_audit.data.nlrx import BENCHMARKS, SPLIT_TEST_ROWS, load_nlrx, real_pairs
 from jepa_audit.regex import DfaScorer
 from jepa_audit.results import LEGACY_METRICS
 from jepa_audit.tasks.base import DataSettings, EvalSettings, Task, register_task
@@ -99,6 +100,9 @@ class NlrxTask(Task):
         s = splits.sizes()
         return {"source": splits.source, "n_train": s["train"], "n_val": s["val"], "n_test": s["test"],
                 **corpus_stats(splits.train + splits.val + splits.test)}  # fmt: skip
+
+    def test_rows(self, cfg: NlrxSettings) -> int:
+        return cfg.n_test if cfg.source == "embedded" else SPLIT_TEST_ROWS[cfg.split]
 
     def scorer(self, cfg: DfaSettings) -> DfaScorer:
         return scorer_for(cfg)

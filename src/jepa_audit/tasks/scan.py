@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jepa_audit.data.examples import DataError, Example, Splits
-from jepa_audit.data.nlrx import read_lines
+from jepa_audit.data.lines import read_lines
 from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, register_task
 
 #: benchmark → (folder, file stem) of its ``tasks_{train,test}_<stem>.txt`` files
