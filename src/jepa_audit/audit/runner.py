@@ -34,7 +34,7 @@ from jepa_audit.audit.store import (
 )
 from jepa_audit.audit.tracking import Tracker
 from jepa_audit.config import Config, ConfigError, dump_config
-from jepa_audit.results import TargetLookup
+from jepa_audit.results import ResultsRow, RowError, TargetLookup
 from jepa_audit.tasks import get_task
 
 # Used by --dry-run when no measured step time is available: a tiny (d=64, 2-layer) Llama, batch 16,
@@ -86,7 +86,6 @@ def registry_targets() -> TargetLookup | None:
 
 def check_row(row: dict[str, Any]) -> str | None:
     """Why a returned row cannot count as a finished cell, or None if it can."""
-    from jepa_audit.results import ResultsRow, RowError
 
     status = row.get("status", "done")
     if status != "done":
