@@ -3,7 +3,6 @@ hashes before they run; seeds disjoint from the test seeds; resumable after kill
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -18,6 +17,7 @@ import pytest
 
 from _fake_calibration import fake_calibration
 from _fake_cells import fast_cell
+from _proc import complete_lines, env, kill_when, pid_files, running, spawn
 from jepa_audit.audit.calibration import (
     apply_picks,
     calibration_cells,
@@ -28,8 +28,6 @@ from jepa_audit.audit.grid import expand_grid
 from jepa_audit.audit.runner import run_audit
 from jepa_audit.audit.store import GridChangedError, load_results
 from jepa_audit.config import Config, ConfigError, load_config
-
-TESTS = Path(__file__).resolve().parent
 
 
 def _cfg(**cal) -> Config:
@@ -186,37 +184,25 @@ sys.exit(run_audit(cfg, Path(sys.argv[1]), workers=int(sys.argv[2]), cell_fn=fas
 """
 
 
-def _lines(path: Path) -> list[bytes]:
-    return [x for x in path.read_bytes().splitlines(keepends=True) if x.endswith(b"\n")] if path.exists() else []
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_during_the_stage_resumes_without_repeating_finished_runs(tmp_path, workers):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "-c", SCRIPT, str(tmp_path), str(workers)]
     res = tmp_path / "calibration" / "results.jsonl"
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    t0 = time.time()
-    while p.poll() is None and time.time() - t0 < 60:
-        if len(_lines(res)) >= 2:
-            os.killpg(p.pid, signal.SIGKILL)  # the runner and its workers, mid-stage
-            break
-        time.sleep(0.05)
-    p.wait()
+    p = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kill_when(p, lambda: len(complete_lines(res)) >= 2)  # the runner and its workers, mid-stage
     assert p.returncode == -signal.SIGKILL, p.stderr.read().decode()[-500:]
-    before = _lines(res)
+    before = complete_lines(res)
     done_before = {json.loads(x)["cell"] for x in before}
     assert 2 <= len(done_before) < 8
     frozen = read_calibration(tmp_path)["pairs"]  # a pair is frozen only once all its runs are committed
     assert all(set(run for g in e["grid"] for run in g["runs"]) <= done_before for e in frozen.values())
     n_calls = len((tmp_path / "cal_calls.log").read_text().split())
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
     after_calls = (tmp_path / "cal_calls.log").read_text().split()[n_calls:]
     assert done_before.isdisjoint(after_calls)  # no finished run ran again
-    after = _lines(res)
+    after = complete_lines(res)
     # 8 runs, 8 committed: V1 at dose 1 scores NaN (a finished run with a non-finite score, never picked)
     assert after[: len(before)] == before and len({json.loads(x)["cell"] for x in after}) == len(after) == 8
     assert set(read_calibration(tmp_path)["pairs"]) == {"synth/T1/lora", "synth/V1/lora"}
@@ -376,37 +362,26 @@ def test_sigkill_of_a_calibration_worker_then_resume_gives_the_undisturbed_picks
     """#28.1 with a real SIGKILL: two workers run T1's two doses; the dose-1 run's worker is killed. Today the
     pick came from dose 0.001 alone (exit 0); now the runner exits 1 naming the lost run, T1 is not frozen,
     and the resume runs only that run and ends with the picks of an undisturbed run."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     script = tmp_path / "hang.py"
     script.write_text(HANG)
     ref, out = tmp_path / "ref", tmp_path / "out"
     for d in (ref, out):
         d.mkdir()
     (ref / "release").write_text("")
-    r = subprocess.run([sys.executable, str(script), str(ref)], env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, str(script), str(ref)], env=env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
-    p = subprocess.Popen([sys.executable, str(script), str(out)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        pids = out / "calpids"
-        deadline = time.monotonic() + 60  # a hang guard, not a timing check
-        while not (pids.exists() and len(list(pids.iterdir())) == 2 and all(f.read_text() for f in pids.iterdir())):
-            if p.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the calibration runs did not start")
-            time.sleep(0.05)
+    with running([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                 text=True) as p:
+        pids = pid_files(out / "calpids", 2, p)  # the calibration runs started (a hang guard, not a timing check)
         lost = "cal__synth__T1__s1001__lora__d1"
-        os.kill(int((pids / lost).read_text()), signal.SIGKILL)
+        os.kill(pids[lost], signal.SIGKILL)
         time.sleep(0.5)
         (out / "release").write_text("")
         said, _ = p.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 1, said
     assert lost in said and "SIGKILL" in said and "synth/T1/lora" in said
     assert read_calibration(out)["pairs"] == {} and not (out / "results.jsonl").exists()
-    r = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, str(script), str(out)], env=env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-1000:] + r.stderr[-1000:]
     assert sorted(f.name for f in (out / "calpids").iterdir()) == sorted([lost, "cal__synth__T1__s1001__lora__d0.001"])
     assert _picks(out) == _picks(ref) and _picks(out)["synth/T1/lora"][0] == 1.0

@@ -4,7 +4,6 @@ committed before the kill are unchanged, byte for byte."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -13,9 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from _proc import complete_lines, env, kill_when, pid_files, running, spawn, wait_for
 from jepa_audit.config import Config
-
-TESTS = Path(__file__).resolve().parent
 
 SCRIPT = """
 import sys
@@ -35,45 +33,21 @@ def _cmd(out: Path, workers: int) -> list[str]:
     return [sys.executable, "-c", SCRIPT, str(out), str(workers)]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    return env
-
-
-def _complete_lines(path: Path) -> list[bytes]:
-    if not path.exists():
-        return []
-    return [line for line in path.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")]
-
-
 def _kill_after_first_row(out: Path, workers: int) -> list[bytes]:
     res = out / "results.jsonl"
-    p = subprocess.Popen(
-        _cmd(out, workers),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    t0 = time.time()
-    while p.poll() is None and time.time() - t0 < 60:
-        if _complete_lines(res):
-            os.killpg(p.pid, signal.SIGKILL)  # the runner and its workers, mid-grid
-            break
-        time.sleep(0.05)
-    p.wait()
+    p = spawn(_cmd(out, workers), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kill_when(p, lambda: bool(complete_lines(res)))  # the runner and its workers, mid-grid
     assert p.returncode == -signal.SIGKILL, (
         f"not killed (rc={p.returncode}): {p.stderr.read().decode()[-500:]}"
     )
-    return _complete_lines(res)
+    return complete_lines(res)
 
 
 def _check_resume(out: Path, before: list[bytes], workers: int) -> None:
     assert 1 <= len(before) < N_CELLS
-    done = subprocess.run(_cmd(out, workers), env=_env(), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(_cmd(out, workers), env=env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-1000:]
-    after = _complete_lines(out / "results.jsonl")
+    after = complete_lines(out / "results.jsonl")
     assert after[: len(before)] == before  # earlier rows unchanged, byte for byte, in place
     rows = [json.loads(line) for line in after]
     keys = [(r["benchmark"], r["method"], r["seed"], r["mode"]) for r in rows]
@@ -91,21 +65,9 @@ def test_sigkill_twice_then_resume_in_process(tmp_path):
     first = _kill_after_first_row(tmp_path, workers=1)
     # second kill: wait for one more row than we had, so the resumed run is itself interrupted
     res = tmp_path / "results.jsonl"
-    p = subprocess.Popen(
-        _cmd(tmp_path, 1),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    t0 = time.time()
-    while p.poll() is None and time.time() - t0 < 60:
-        if len(_complete_lines(res)) > len(first):
-            os.killpg(p.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    p.wait()
-    second = _complete_lines(res)
+    p = spawn(_cmd(tmp_path, 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(p, lambda: len(complete_lines(res)) > len(first))
+    second = complete_lines(res)
     assert second[: len(first)] == first
     _check_resume(tmp_path, second, workers=1)
 
@@ -123,58 +85,29 @@ sys.exit(run_audit(cfg, Path(sys.argv[1]), workers=2, cell_fn=hang_cell, report=
 """
 
 
-def _wait_for(cond, timeout: float = 60.0) -> bool:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _worker_pids(out: Path, n: int) -> dict[str, int]:
-    pids = out / "pids"
-    assert _wait_for(lambda: pids.exists() and len(list(pids.iterdir())) == n and all(
-        p.read_text() for p in pids.iterdir()
-    )), "the cells did not start"
-    return {p.name: int(p.read_text()) for p in pids.iterdir()}
-
-
 def test_pool_workers_die_with_a_killed_runner(tmp_path):
     """#14.3: kill -9 of the runner alone (not its process group): its workers must not live on."""
     from jepa_audit.audit.store import pid_alive
 
-    p = subprocess.Popen(
-        [sys.executable, "-c", HANG, str(tmp_path)], env=_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        pids = _worker_pids(tmp_path, 2)
+    with running([sys.executable, "-c", HANG, str(tmp_path)], stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL) as p:
+        pids = pid_files(tmp_path / "pids", 2)
         os.kill(p.pid, signal.SIGKILL)  # only the parent
         p.wait()
-        assert _wait_for(lambda: not any(pid_alive(q) for q in pids.values()), timeout=15), (
+        assert wait_for(lambda: not any(pid_alive(q) for q in pids.values()), timeout=15), (
             f"orphaned workers still running: {pids}"
         )
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
 
 
 def test_one_dead_worker_fails_only_its_own_cell(tmp_path):
     """#14.4: SIGKILL one of two workers mid-cell: its cell fails, the other worker's cell finishes."""
-    p = subprocess.Popen(
-        [sys.executable, "-c", HANG, str(tmp_path)], env=_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True, text=True,
-    )
-    try:
-        pids = _worker_pids(tmp_path, 2)
+    with running([sys.executable, "-c", HANG, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                 text=True) as p:
+        pids = pid_files(tmp_path / "pids", 2)
         os.kill(pids["synth__ce__s82__lora"], signal.SIGKILL)
         time.sleep(0.5)
         (tmp_path / "release").write_text("")
         out, _ = p.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 1, out
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["cell"] for r in rows] == ["synth__T1__s82__lora"]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
+from _proc import dead_pid, live_process
 from jepa_audit.audit.grid import Cell, cell_key, expand_grid
 from jepa_audit.audit.store import (
     CHECKSUM,
@@ -178,14 +177,10 @@ def test_live_pid_in_lock_file_refused_even_without_flock(tmp_path):
     """Where flock is not honoured (some network file systems) the pid in the file still protects."""
     from jepa_audit.audit.store import boot_id, process_start
 
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:  # the text a runner writes: pid host boot-id start-time, all matching the live process
+    with live_process() as p:  # the text a runner writes: pid host boot-id start-time, all matching the live process
         (tmp_path / ".lock").write_text(f"{p.pid} {socket.gethostname()} {boot_id()} {process_start(p.pid)}\n")
         with pytest.raises(StoreLockedError, match=rf"pid {p.pid}"):
             Store(tmp_path)
-    finally:
-        p.kill()
-        p.wait()
 
 
 @pytest.mark.parametrize("hint", ["other-start", "legacy"])
@@ -194,24 +189,19 @@ def test_lock_naming_a_reused_pid_is_taken_over(tmp_path, hint):
     ("stop it"); the free flock is the truth: the lock is taken over, and the note says why."""
     from jepa_audit.audit.store import boot_id
 
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # the unrelated process
-    try:
+    with live_process() as p:  # the unrelated process
         extra = f" {boot_id()} 1" if hint == "other-start" else ""  # started at tick 1: not this process
         (tmp_path / ".lock").write_text(f"{p.pid} {socket.gethostname()}{extra}\n")
         why = "unrelated process" if hint == "other-start" else "no start time"
         with pytest.warns(UserWarning, match=rf"stale lock .* pid {p.pid} \(.*{why}.*flock is the truth"), Store(tmp_path):
             assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
         assert p.poll() is None  # nothing was done to it
-    finally:
-        p.kill()
-        p.wait()
 
 
 def test_stale_lock_is_taken_over(tmp_path):
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()  # a pid that is certainly gone
-    (tmp_path / ".lock").write_text(f"{p.pid} {socket.gethostname()}\n")
-    with pytest.warns(UserWarning, match=rf"stale lock .* pid {p.pid}"), Store(tmp_path):
+    gone = dead_pid()
+    (tmp_path / ".lock").write_text(f"{gone} {socket.gethostname()}\n")
+    with pytest.warns(UserWarning, match=rf"stale lock .* pid {gone}"), Store(tmp_path):
         assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
 
 
@@ -324,18 +314,13 @@ def test_garbage_last_line_is_quarantined_not_deleted(tmp_path):
 def test_temporary_files_of_a_killed_writer_are_removed_on_the_next_start(tmp_path):
     """`.config.yaml.<pid>.tmp` (and the report's) survived a kill; the next runner removes them, but never
     the temporary file of a writer that is still running."""
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
+    dead = dead_pid()
+    with live_process() as live:
         tmp_path.mkdir(exist_ok=True)
-        left = [tmp_path / f".config.yaml.{dead.pid}.tmp", tmp_path / f".report.html.{dead.pid}.tmp"]
+        left = [tmp_path / f".config.yaml.{dead}.tmp", tmp_path / f".report.html.{dead}.tmp"]
         busy = tmp_path / f".summary.json.{live.pid}.tmp"
         for f in [*left, busy]:
             f.write_text("half")
         with pytest.warns(UserWarning, match=r"removed 2 temporary file\(s\)"), Store(tmp_path):
             pass
         assert not any(f.exists() for f in left) and busy.exists()
-    finally:
-        live.kill()
-        live.wait()

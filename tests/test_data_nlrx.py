@@ -11,14 +11,13 @@ import pytest
 
 from jepa_audit.config import DataCfg
 from jepa_audit.data import DataError, Example
+from jepa_audit.data.carve import VAL_SEED, carve_val
+from jepa_audit.data.lines import read_lines
 from jepa_audit.data.nlrx import (
-    VAL_SEED,
-    carve_val,
     detect,
     llm_jepa_permutation,
     read_deep_regex,
     read_jsonl,
-    read_lines,
     read_raw,
     read_split_index,
 )

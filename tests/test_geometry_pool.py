@@ -45,8 +45,8 @@ def test_real_nlrx_llm_jepa_pool(shared_data):
 
 def test_carves_are_disjoint_by_position():
     """Real NL-RX repeats some pairs, so disjointness is a property of positions: checked on unique rows."""
+    from jepa_audit.data.carve import carve_geometry, carve_val
     from jepa_audit.data.examples import Example
-    from jepa_audit.data.nlrx import carve_geometry, carve_val
 
     rows = [Example(f"nl {i}", f"re {i}", i) for i in range(1000)]
     rest, val = carve_val(rows, 200)

@@ -1,5 +1,8 @@
 """Manipulation checks and verdicts on a synthetic results file with designed geometry shifts, checked
-against scipy's paired t-test and statsmodels' Holm."""
+against scipy's paired t-test and statsmodels' Holm.
+
+The rows carry ``target_geometry`` but not ``target_direction`` (as rows written before it did): their
+directions come from the objectives registry's lookup, which the torch side passes to the summary."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import pytest
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
+from jepa_audit.objectives import declared_targets
 from jepa_audit.stats.manipulation import headline, headroom_sentence, verdict_table
 from jepa_audit.stats.summary import build_summary
 
@@ -46,7 +50,7 @@ def _rows(rng: np.random.Generator) -> list[dict]:
 @pytest.fixture(scope="module")
 def summary_and_rows():
     rows = _rows(np.random.default_rng(0))
-    return build_summary(rows, alpha=0.10, conditional_logit_metrics=()), rows
+    return build_summary(rows, target_lookup=declared_targets, alpha=0.10, conditional_logit_metrics=()), rows
 
 
 def _geo(rows, method, key):
@@ -103,7 +107,7 @@ def test_degenerate_entry_counts_in_m_and_never_rejects():
         if r["method"] == "D7":
             r["geometry"]["anisotropy_L2"] = next(
                 x for x in rows if x["method"] == "ce" and x["seed"] == r["seed"])["geometry"]["anisotropy_L2"]
-    man = {e["method"]: e for e in build_summary(rows, conditional_logit_metrics=())["manipulation"]}
+    man = {e["method"]: e for e in build_summary(rows, target_lookup=declared_targets, conditional_logit_metrics=())["manipulation"]}
     assert man["D7"]["p_t"] is None and man["D7"]["p_holm"] is None and "zero variance" in man["D7"]["note"]
     tested = [man[m]["p_t"] for m in ("P1", "T1", "V1")]
     holm = multipletests([*tested, 1.0], method="holm")[1][:3]  # m = 4 declared, the degenerate as p = 1
@@ -142,13 +146,38 @@ def test_declared_method_without_rows_counts_in_m():
     rows = _rows(np.random.default_rng(0))
     idx = index_rows(rows)
     base = manipulation_checks(idx.cells, 0.10)
-    grown = manipulation_checks(idx.cells, 0.10, declared={("synth", "lora"): ["ce", *DESIGN, "D6"]})
+    grown = manipulation_checks(idx.cells, 0.10, declared={("synth", "lora"): ["ce", *DESIGN, "D6"]},
+                                target_lookup=declared_targets)
     d6 = next(e for e in grown if e["method"] == "D6")
     assert d6["n"] == 0 and d6["p_holm"] is None and d6["key"] == "anisotropy_L2"  # registry target, resolved
     assert {e["family_m"] for e in grown} == {5} and {e["family_m"] for e in base} == {4}
     p = [e["p_t"] for e in grown if e["p_t"] is not None]
     assert [e["p_holm"] for e in grown if e["p_t"] is not None] == pytest.approx(
         list(multipletests([*p, 1.0], method="holm")[1][:4]))
+
+
+def test_rows_before_target_geometry_get_the_lookups_targets_or_a_reason():
+    """Rows that predate ``target_geometry``: with the registry's lookup they get its targets (and say so); without
+    one, or for a method it does not know, the method has no check and a warning names it and why."""
+    rows = _rows(np.random.default_rng(0))
+    for r in rows:
+        r.pop("target_geometry")
+    kw = {"alpha": 0.10, "conditional_logit_metrics": ()}
+    looked_up = build_summary(rows, target_lookup=declared_targets, **kw)
+    assert {(e["method"], e["target"]) for e in looked_up["manipulation"]} == {
+        (m, t) for m, (targets, _, _) in DESIGN.items() for t in targets}
+    t1 = next(e for e in looked_up["manipulation"] if e["method"] == "T1")
+    assert t1["key"] == "curvature_answer_L2" and t1["direction"] == "decrease" and t1["reject_holm"]
+    assert "rows predate target_geometry" in t1["note"]
+    assert not any("no target_geometry" in w for w in looked_up["warnings"])
+
+    alone = build_summary(rows, **kw)
+    assert alone["manipulation"] == []
+    for m in DESIGN:
+        assert f"manipulation check on synth/lora: {m}: no target_geometry in its rows" in " | ".join(alone["warnings"])
+    unknown = build_summary(rows, target_lookup=lambda m: None if m == "T1" else declared_targets(m), **kw)
+    assert "T1" not in {e["method"] for e in unknown["manipulation"]}
+    assert any("T1: no target_geometry in its rows and not in the objectives registry" in w for w in unknown["warnings"])
 
 
 def test_identical_em_marks_the_reward_half_uninformative():
@@ -199,13 +228,13 @@ def test_a_tiny_consistent_shift_is_not_a_manipulation():
         rows.append({"benchmark": "synth", "method": "D7", "seed": s, "mode": "lora", "status": "done",
                      "metrics": {"exact_match": 0.5 + 0.01 * s, "dfa_accuracy": 0.5},
                      "geometry": {"anisotropy_L2": base + 0.001 + 1e-5 * s}, "target_geometry": ["anisotropy_Llast"]})
-    summary = build_summary(rows, alpha=0.10, conditional_logit_metrics=())
+    summary = build_summary(rows, target_lookup=declared_targets, alpha=0.10, conditional_logit_metrics=())
     v = summary["verdicts"][0]
     assert v["targets"][0]["reject_holm"] and abs(v["targets"][0]["shift_in_seed_sds"]) < 0.5
     assert v["representation"] == "not_shown" and not v["representation_moved"]
     assert "by less than 0.5 pooled seed SD (anisotropy_L2)" in v["note"]
     assert verdict_table([v])[0]["target"].endswith("(passed Holm, below the minimum shift)")
-    loose = build_summary(rows, alpha=0.10, conditional_logit_metrics=(), min_shift_sd=0.0)["verdicts"][0]
+    loose = build_summary(rows, target_lookup=declared_targets, alpha=0.10, conditional_logit_metrics=(), min_shift_sd=0.0)["verdicts"][0]
     assert loose["representation"] == "moved_against"  # D7 aims to lower anisotropy; this raised it
 
 
@@ -216,7 +245,7 @@ def test_a_shift_against_the_intended_direction_is_moved_against():
     for r in rows:
         if r["method"] == "D7":
             r["geometry"]["anisotropy_L2"] += 0.2 + 0.002 * r["seed"]
-    v = next(x for x in build_summary(rows, alpha=0.10, conditional_logit_metrics=())["verdicts"] if x["method"] == "D7")
+    v = next(x for x in build_summary(rows, target_lookup=declared_targets, alpha=0.10, conditional_logit_metrics=())["verdicts"] if x["method"] == "D7")
     assert v["representation"] == "moved_against" and v["targets"][0]["against"]
     assert v["verdict"].startswith("representation_against_and_") and "against its intended direction" in v["note"]
     assert "↯" in next(r for r in verdict_table([v]))["target"]
@@ -248,7 +277,7 @@ def test_equal_em_with_changed_answers_is_not_called_an_unchanged_output():
                          "metrics": {"exact_match": em, "dfa_accuracy": em}, "predictions_file": name,
                          "geometry": {"curvature_answer_L2": 10.0 + (0.5 + 0.01 * s if method != "ce" else 0.0)},
                          "target_geometry": [] if method == "ce" else ["curvature_answer_Llast"]})
-    summary = build_summary(rows, alpha=0.10, predictions_loader=files.get, conditional_logit_metrics=())
+    summary = build_summary(rows, target_lookup=declared_targets, alpha=0.10, predictions_loader=files.get, conditional_logit_metrics=())
     v = {x["method"]: x for x in summary["verdicts"]}
     assert v["T4"]["em"]["identical_to_ce"] and v["T4"]["em"]["answers_changed"] == [2, 2, 2]
     assert not v["T4"]["em"]["answers_identical"] and "gains and losses cancel" in v["T4"]["note"]

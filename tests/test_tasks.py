@@ -85,3 +85,36 @@ def test_a_task_renders_its_own_prompt_and_target_views():
     plain = encode_example(tok, "sys", ex)
     assert tok.decode(plain.full[plain.nl_start : plain.nl_last + 1]) == "lines with dog"
     assert Framed().messages(ex, "sys", answer=False)[-1] == {"role": "user", "content": "Q: lines with dog"}
+
+
+def test_the_dry_run_reads_test_rows_from_the_task_not_from_nlrx_names(tmp_path):
+    """The time estimate asks the task how many test rows it has (Task.test_rows) instead of branching on NL-RX's
+    split names: NL-RX knows its sizes (embedded: data.n_test; nl-rx: 2,000 / 2,500 per split policy); a task
+    that cannot say without reading its data answers None and the estimate assumes UNKNOWN_TEST_ROWS."""
+    from jepa_audit.audit.runner import UNKNOWN_TEST_ROWS, estimate_cell_s
+
+    nlrx = get_task("nlrx")
+    assert nlrx.test_rows(DataCfg(n_test=37)) == 37
+    assert nlrx.test_rows(DataCfg(source="nl-rx", path=str(tmp_path))) == 2000
+    assert nlrx.test_rows(DataCfg(source="nl-rx", path=str(tmp_path), split="deep-regex")) == 2500
+    assert get_task("scan").test_rows(DataCfg(task="scan", source="local", path=str(tmp_path))) is None
+
+    def eval_s(*sets: str) -> float:
+        return estimate_cell_s(load_config("smoke", None, ["eval.batch_size=1", *sets]), 1.0)[1]
+
+    per_row = eval_s("data.n_test=1")
+    assert eval_s("data.n_test=37") == pytest.approx(37 * per_row)
+    assert eval_s("data.task=scan", "data.source=local", f"data.path={tmp_path}") == pytest.approx(
+        UNKNOWN_TEST_ROWS * per_row)
+
+
+def test_a_task_may_write_a_stand_in_of_its_data(tmp_path):
+    """`rehearse` runs a task without generated data on a stand-in in its own format (Task.stand_in_data): GSM8K's
+    loads through its own loader; a task without one answers None."""
+    from jepa_audit.tasks import load_benchmark
+
+    root = get_task("gsm8k").stand_in_data(tmp_path / "gsm8k")
+    splits = load_benchmark(DataCfg(task="gsm8k", source="local", path=str(root), val_size=10, geometry_size=5), "gsm8k")
+    assert (len(splits.train), len(splits.val), len(splits.geometry), len(splits.test)) == (885, 10, 5, 24)
+    assert all(e.target.rsplit("#### ", 1)[1].isdigit() for e in splits.test)
+    assert get_task("scan").stand_in_data(tmp_path / "scan") is None and not (tmp_path / "scan").exists()

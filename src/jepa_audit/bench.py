@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from jepa_audit.config import Config, load_config
+from jepa_audit.config import AdapterCfg, Config, ProbeCfg, TrainCfg, load_config
 from jepa_audit.data.views import Encoded, collate, encode_all
 from jepa_audit.models.lean import LeanCall, lean_reason, read_weights, uses_lean
 
@@ -62,7 +62,6 @@ def _fastest_times(fns: dict[str, Callable[[], None]], repeats: int, warmup: int
 def _step_fn(model: nn.Module, rows: list[Encoded], pad: int, cfg: Config, method: str | None,
              probe: bool = False) -> Callable[[], None]:
     """STEPS_PER_CALL steps of the real training loop on one fixed batch (each arm pays the same set-up)."""
-    from jepa_audit.config import ProbeCfg, TrainCfg
     from jepa_audit.objectives import build_objective, get_objective_class
     from jepa_audit.train import train
 
@@ -472,7 +471,6 @@ def paper_step_benchmark(device: str = "cuda", shape: dict[str, Any] | None = No
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from jepa_audit.config import AdapterCfg
     from jepa_audit.models.load import build_model
     from jepa_audit.train import answer_ce
 
@@ -529,7 +527,6 @@ def packed_vs_padded_step(device: str = "cuda", shape: dict[str, Any] | None = N
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from jepa_audit.config import AdapterCfg
     from jepa_audit.data.batch import Batch
     from jepa_audit.models.load import build_model
     from jepa_audit.train import answer_ce, forward_rows, pack_ce_rows
@@ -609,7 +606,6 @@ def peak_memory_by_class(device: str = "cuda", shape: dict[str, Any] | None = No
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from jepa_audit.config import AdapterCfg, ProbeCfg, TrainCfg
     from jepa_audit.models.load import build_model
     from jepa_audit.objectives import build_objective, get_objective_class
     from jepa_audit.train import train

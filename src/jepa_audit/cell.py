@@ -22,7 +22,14 @@ from transformers import PreTrainedTokenizerBase
 from jepa_audit.config import Config, MethodOverride, stable_hash
 from jepa_audit.data import DataError, Splits
 from jepa_audit.data.views import Encoded, collate, encode_all
-from jepa_audit.models.load import ModelError, build_model, load_pretrained, quiet_hf_progress
+from jepa_audit.models.load import (
+    ModelError,
+    build_model,
+    check_model_dir,
+    init_embedding_rows,
+    load_pretrained,
+    quiet_hf_progress,
+)
 from jepa_audit.results import ResultsRow
 from jepa_audit.tasks import get_task, load_benchmark
 
@@ -115,8 +122,7 @@ def preflight(cfg: Config) -> None:
 
     Raises DataError, ModelError or KeyError with one message naming the input.
     """
-    from jepa_audit.data.nlrx import line_limit
-    from jepa_audit.models.load import check_model_dir
+    from jepa_audit.data.lines import line_limit
     from jepa_audit.objectives import get_objective_class
 
     for method in cfg.audit.methods:
@@ -204,7 +210,6 @@ def run_cell(
     mcfg = prep.model.config
     objective = None
     if weight > 0:
-        from jepa_audit.models.load import init_embedding_rows
 
         objective = build_objective(
             spec.id, params, d_model=mcfg.hidden_size, n_layers=mcfg.num_hidden_layers, seed=cfg.seed

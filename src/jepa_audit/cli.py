@@ -137,13 +137,17 @@ def report(
     ] = None,
 ) -> None:
     """Recompute summary.json, report.md and report.html from DIR/results.jsonl alone."""
+    from jepa_audit.objectives import declared_targets  # loaded by _plugins anyway
     from jepa_audit.report import ReportError, write_report
 
     _plugins(include)
     if family not in ("per-benchmark", "all"):
         _fail(f"--family must be per-benchmark or all, got {family!r}")
     try:
-        extra: dict = {} if item_logit else {"conditional_logit_metrics": ()}
+        # rows written before cells recorded target_geometry get their targets from the registry
+        extra: dict = {"target_lookup": declared_targets}
+        if not item_logit:
+            extra["conditional_logit_metrics"] = ()
         if sesoi is not None:
             extra["sesoi_pp"] = sesoi
         summary = write_report(directory, alpha=alpha, family=family, **extra)

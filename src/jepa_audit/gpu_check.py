@@ -43,11 +43,11 @@ def _environment(device: str) -> dict[str, Any]:
 
 def _texts() -> list[str]:
     from jepa_audit.config import DataCfg
-    from jepa_audit.tasks import load_benchmark
+    from jepa_audit.tasks import get_task, load_benchmark
 
     cfg = DataCfg()
     out = [cfg.system] * 20
-    for b in ("synth", "turk"):
+    for b in get_task(cfg.task).benchmarks:
         s = load_benchmark(cfg, b)
         out += [t for e in s.train[:1500] for t in (e.prompt, e.target)]
     return out
@@ -69,7 +69,7 @@ def smoke_cell(preset: str, method: str, model_dir: Path, out_dir: Path, device:
         if preset == "paper-full-ft":
             sets += ["train.grad_accum=2"]
     cfg = load_config(preset, overrides=sets)
-    cell = cfg.cell("synth", method, 82, cfg.audit.modes[0])
+    cell = cfg.cell(cfg.audit.benchmarks[0], method, 82, cfg.audit.modes[0])
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

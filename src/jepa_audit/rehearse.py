@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
 import resource
 import tempfile
 import time
@@ -104,33 +103,10 @@ def estimate_rss_gb(cfg: Config, shape: dict[str, Any], tokens_per_row: int = 16
             "cell_gb": base, "gradient_surgery_gb": base + surgery}
 
 
-def _gsm8k_dir(path: Path, n_train: int = 900, n_test: int = 24, seed: int = 0) -> Path:
-    """A GSM8K-format directory (train.jsonl, test.jsonl of {"question", "answer"}) of generated sums: the
-    format, lengths and final-answer lines of the real files, none of their content."""
-    rng = random.Random(seed)
-    path.mkdir(parents=True, exist_ok=True)
-    names = ["Ann", "Ben", "Cleo", "Dev", "Eli", "Fay"]
-    things = ["apples", "books", "coins", "marbles", "stamps"]
-
-    def item() -> dict[str, str]:
-        a, b, c = rng.randint(2, 90), rng.randint(2, 90), rng.randint(2, 9)
-        who, what = rng.choice(names), rng.choice(things)
-        q = (f"{who} has {a} {what}. {who} buys {b} more, then gives away a {c}th of nothing and doubles the "
-             f"total. How many {what} does {who} have now?")
-        s = a + b
-        ans = f"{who} has {a} + {b} = <<{a}+{b}={s}>>{s} {what}.\nDoubled: {s} * 2 = <<{s}*2={2 * s}>>{2 * s}.\n#### {2 * s}"
-        return {"question": q, "answer": ans}
-
-    for name, n in (("train.jsonl", n_train), ("test.jsonl", n_test)):
-        with open(path / name, "w", encoding="utf-8") as f:
-            for _ in range(n):
-                f.write(json.dumps(item()) + "\n")
-    return path
-
-
 def _config(preset: str, model_dir: Path, data_dir: Path | None) -> Config:
     """The preset with :data:`REDUCED` applied (its precision, adapter, views, labels, schedule untouched)."""
     from jepa_audit.objectives import get_objective_class
+    from jepa_audit.tasks import get_task
 
     cfg = load_config(preset)
     if cfg.model.kind != "hf":
@@ -141,7 +117,7 @@ def _config(preset: str, model_dir: Path, data_dir: Path | None) -> Config:
             "train.log_every=1", "audit.seeds=[82]", f"audit.benchmarks=[{cfg.audit.benchmarks[0]}]",
             f"audit.methods=[{', '.join(CLASSES.values())}]", "audit.workers=1", "audit.executor=local",
             "data.max_test=4", "eval.batch_size=4", "eval.max_new_tokens=16", "geometry.n_sequences=8"]
-    if cfg.data.task == "nlrx":
+    if "embedded" in get_task(cfg.data.task).sources:  # the task generates its data: no data directory needed
         sets.append("data.source=embedded")
     else:
         sets.append(f"data.path={data_dir}")
@@ -265,7 +241,7 @@ def rehearse(preset: str, layers: int | None = None, out: Path | None = None, ke
     from jepa_audit.audit.calibration import run_calibration_cell
     from jepa_audit.cell import run_cell
     from jepa_audit.models.llama_dir import LLAMA32_1B, write_llama_dir
-    from jepa_audit.tasks import load_benchmark
+    from jepa_audit.tasks import get_task, load_benchmark
 
     if preset not in rehearsal_presets():
         raise ValueError(f"rehearse: {preset!r} is not a GPU preset; expected one of {', '.join(rehearsal_presets())}")
@@ -282,7 +258,9 @@ def rehearse(preset: str, layers: int | None = None, out: Path | None = None, ke
     work.mkdir(parents=True, exist_ok=True)
     try:
         model_dir = work / "model"
-        data_dir = _gsm8k_dir(work / "gsm8k") if load_config(preset).data.task == "gsm8k" else None
+        task = get_task(load_config(preset).data.task)
+        # a task without generated data runs on a stand-in in its own format (GSM8K: generated sums)
+        data_dir = None if "embedded" in task.sources else task.stand_in_data(work / task.name)
         cfg = _config(preset, model_dir, data_dir)
         result["config"] = {"dtype": cfg.model.dtype, "autocast": cfg.model.autocast, "adapter": cfg.adapter.mode,
                             "grad_accum": cfg.train.grad_accum, "views": cfg.views.nl, "labels": cfg.train.labels,

@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["LEGACY_METRICS", "MetricSpec", "ResultsRow", "RowError", "metric_specs_of_row", "resolve_key"]
+__all__ = [
+    "LEGACY_METRICS",
+    "DeclaredTargets",
+    "MetricSpec",
+    "ResultsRow",
+    "RowError",
+    "TargetLookup",
+    "metric_specs_of_row",
+    "resolve_key",
+]
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,13 @@ def resolve_key(template: str, geometry_keys: Iterable[str]) -> str | None:
             return f"{prefix}_L{min(layers, key=lambda x: (abs(x - half), x))}"
     return None
 
+
+#: An objective's declared targets: (target_geometry templates, {template: increase | decrease | either}).
+DeclaredTargets = tuple[Sequence[str], Mapping[str, str]]
+#: method id → its declared targets, or None when unknown. Rows written before cells recorded
+#: ``target_geometry``/``target_direction`` get them from such a lookup; the torch side builds it from the
+#: objectives registry (``objectives.declared_targets``) and passes it down, so the statistics stay torch-free.
+TargetLookup = Callable[[str], DeclaredTargets | None]
 
 class RowError(ValueError):
     """A results row does not have the DESIGN.md shape; the message names the key."""

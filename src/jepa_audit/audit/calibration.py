@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from jepa_audit.audit.executors import CellFn, CellJob, make_executor, read_progress
-from jepa_audit.audit.grid import Cell, cell_key
+from jepa_audit.audit.grid import Cell, cell_key, expand_grid
 from jepa_audit.audit.progress import AuditProgress
 from jepa_audit.audit.store import Store, atomic_write, notes
 from jepa_audit.config import Config, stable_hash
@@ -551,7 +551,6 @@ def calibrate_method(
 ) -> dict[str, Any]:
     """`jepa-audit aux calibrate ID`: the stage for one method on the config's benchmarks and modes, in
     ``out_dir`` (resumable like an audit's). Returns calibration.json's entries for that method."""
-    from jepa_audit.audit.grid import expand_grid
 
     c = cfg.model_copy(deep=True)
     c.audit.methods = [method]

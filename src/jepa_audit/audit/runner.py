@@ -10,6 +10,7 @@ statistics and the report from whatever finished.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import traceback
@@ -33,6 +34,8 @@ from jepa_audit.audit.store import (
 )
 from jepa_audit.audit.tracking import Tracker
 from jepa_audit.config import Config, ConfigError, dump_config
+from jepa_audit.results import ResultsRow, RowError, TargetLookup
+from jepa_audit.tasks import get_task
 
 # Used by --dry-run when no measured step time is available: a tiny (d=64, 2-layer) Llama, batch 16,
 # ~60 tokens, one CPU thread, CE only. A guess: run `jepa-audit bench` for a measured value.
@@ -48,8 +51,9 @@ EVAL_DECODE_FACTOR = 0.045
 # objective, geometry, write predictions. The `cpu` preset's median cell: 20 s - train 15.4 s - eval 3.8 s
 # (docs/performance.md, "Per-cell start-up"). A worker's first cell pays its imports once more (not counted).
 CELL_STARTUP_S = 0.8
-# Test rows per benchmark of the real splits (the embedded corpus uses data.n_test).
-REAL_TEST_ROWS = {"llm-jepa": 2000, "deep-regex": 2500}
+# Test rows per benchmark assumed when the task cannot say without reading its data (Task.test_rows is None):
+# NL-RX's llm-jepa split, the figure every task was estimated with before tasks declared their own.
+UNKNOWN_TEST_ROWS = 2000
 
 StepTimeFn = Callable[[Config], float]
 ReportFn = Callable[[Path, float, str], Any]
@@ -70,9 +74,18 @@ def registry_methods() -> set[str] | None:
     return (ids | {"ce"}) if ids else None
 
 
+def registry_targets() -> TargetLookup | None:
+    """The objectives registry's declared targets per method (``objectives.declared_targets``), or None when
+    the registry is not importable (the report then names the methods whose rows lack ``target_geometry``)."""
+    try:
+        from jepa_audit.objectives import declared_targets
+    except ImportError:
+        return None
+    return declared_targets
+
+
 def check_row(row: dict[str, Any]) -> str | None:
     """Why a returned row cannot count as a finished cell, or None if it can."""
-    from jepa_audit.results import ResultsRow, RowError
 
     status = row.get("status", "done")
     if status != "done":
@@ -110,7 +123,9 @@ def estimate_cell_s(cfg: Config, step_time: float) -> tuple[float, float]:
     """(train seconds, eval seconds) of one cell at ``step_time`` seconds per micro-batch step."""
     train = cfg.train.steps * cfg.train.grad_accum * step_time
     d = cfg.data
-    n_test = d.n_test if d.source == "embedded" else REAL_TEST_ROWS[d.split]
+    n_test = get_task(d.task).test_rows(d)
+    if n_test is None:
+        n_test = UNKNOWN_TEST_ROWS
     if d.max_test:
         n_test = min(n_test, d.max_test)
     evals = math.ceil(n_test / cfg.eval.batch_size) * cfg.eval.max_new_tokens * step_time * EVAL_DECODE_FACTOR
@@ -191,10 +206,13 @@ def _write_report(out_dir: Path, cfg: Config, report_fn: ReportFn | None, log: C
     cells are committed, and the user gets the path and cause as one line."""
     if report_fn is None:
         try:
-            from jepa_audit.report import write_report as report_fn
+            from jepa_audit.report import write_report
         except ImportError as e:
             log(f"report not written: jepa_audit.report is not available ({e})")
             return False
+        # rows written before cells recorded target_geometry get their targets from the registry (the
+        # statistics never import it: the torch side hands them the lookup)
+        report_fn = functools.partial(write_report, target_lookup=registry_targets())
     from jepa_audit.report import ReportError, ReportWriteError
 
     try:

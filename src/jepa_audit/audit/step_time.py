@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from jepa_audit.config import Config
+from jepa_audit.config import Config, TrainCfg
 
 
 def measure_step_time(cfg: Config, steps: int = 6) -> float:
@@ -21,7 +21,6 @@ def measure_step_time(cfg: Config, steps: int = 6) -> float:
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from jepa_audit.config import TrainCfg
     from jepa_audit.data.tokenizer import train_tiny_tokenizer
     from jepa_audit.data.views import encode_all
     from jepa_audit.models.load import build_model, resolve_device

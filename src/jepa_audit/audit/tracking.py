@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from jepa_audit.config import TrackingCfg
+from jepa_audit.results import ResultsRow
 
 
 def flat_metrics(row: dict[str, Any]) -> dict[str, float]:
     """Numeric results of a row as flat names: ``metrics.exact_match``, ``grad_cosine.mean``, ... (only finite
     values; :meth:`jepa_audit.results.ResultsRow.numeric`)."""
-    from jepa_audit.results import ResultsRow
-
     return ResultsRow.parse(row).numeric()
 
 

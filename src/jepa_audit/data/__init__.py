@@ -8,6 +8,6 @@ tasks.
 
 from __future__ import annotations
 
-from jepa_audit.data.examples import BENCHMARKS, DataError, Example, Splits
+from jepa_audit.data.examples import DataError, Example, Splits
 
-__all__ = ["BENCHMARKS", "DataError", "Example", "Splits"]
+__all__ = ["DataError", "Example", "Splits"]

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["BENCHMARKS", "DataError", "Example", "Splits", "chat_messages"]
-
-#: NL-RX's benchmarks (NL-RX-Synth and NL-RX-Turk wording); other tasks declare theirs in ``Task.benchmarks``.
-BENCHMARKS: tuple[str, ...] = ("synth", "turk")
+__all__ = ["DataError", "Example", "Splits", "chat_messages"]
 
 
 class DataError(ValueError):

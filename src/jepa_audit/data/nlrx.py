@@ -29,31 +29,28 @@ Every problem raises :class:`~jepa_audit.data.examples.DataError` naming the fil
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from jepa_audit.data.examples import BENCHMARKS, DataError, Example
+from jepa_audit.data.carve import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val, reindex
+from jepa_audit.data.examples import DataError, Example
+from jepa_audit.data.lines import read_lines
 
 __all__ = [
+    "BENCHMARKS",
     "DEEP_REGEX_SPLITS",
     "LLM_JEPA_SEED",
     "LLM_JEPA_TEST_FRACTION",
-    "VAL_SEED",
+    "SPLIT_TEST_ROWS",
     "Found",
-    "carve_geometry",
-    "carve_val",
     "detect",
     "llm_jepa_permutation",
     "read_deep_regex",
     "read_jsonl",
-    "read_lines",
     "read_raw",
     "read_split_index",
     "real_pairs",
@@ -62,10 +59,11 @@ __all__ = [
 #: Seed and test fraction of LLM-JEPA's split (HF ``train_test_split(test_size=0.2, seed=42)``).
 LLM_JEPA_SEED = 42
 LLM_JEPA_TEST_FRACTION = 0.2
-#: Seed of the validation carve. Fixed and unrelated to the cell seeds, so every cell tunes on the same rows.
-VAL_SEED = 20_160_810
-GEOMETRY_SEED = 20_160_811  # the geometry pool's carve, from train less val
+#: NL-RX's benchmarks (NL-RX-Synth and NL-RX-Turk wording); other tasks declare theirs in ``Task.benchmarks``.
+BENCHMARKS: tuple[str, ...] = ("synth", "turk")
 DEEP_REGEX_SPLITS = ("train", "val", "test")
+#: Test rows per benchmark of each split policy (before data.max_test).
+SPLIT_TEST_ROWS = {"llm-jepa": 2000, "deep-regex": 2500}
 _RAW_DIR = {"synth": "NL-RX-Synth", "turk": "NL-RX-Turk"}
 _ROLES = ("system", "user", "assistant")
 
@@ -80,58 +78,6 @@ _EXPECTED_LAYOUT = (
 # ------------------------------------------------------------------------------------------------------
 # Low-level readers (each checks its own file)
 # ------------------------------------------------------------------------------------------------------
-
-
-#: (max characters per line, why) while the preflight reads the data (:func:`line_limit`); None otherwise
-_LINE_LIMIT: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar("line_limit", default=None)
-
-
-@contextlib.contextmanager
-def line_limit(max_chars: int, why: str) -> Iterator[None]:
-    """Within the block, :func:`read_lines` refuses a line longer than ``max_chars`` characters, naming the file
-    and line and ``why`` (the model's context): the preflight's check that every line can fit the model."""
-    token = _LINE_LIMIT.set((max_chars, why))
-    try:
-        yield
-    finally:
-        _LINE_LIMIT.reset(token)
-
-
-def read_lines(path: Path, what: str = "one entry per line") -> list[str]:
-    """The lines of a UTF-8 text file, checked: it exists, can be read, decodes, and has no empty line (nor,
-    inside :func:`line_limit`, a line longer than the limit).
-
-    NL-RX files have no trailing newline; one final newline is tolerated, as are CRLF line ends. An unreadable
-    file or folder (permissions) is a :class:`DataError` naming the path, like a missing one.
-    """
-    path = Path(path)
-    try:
-        if not path.is_file():
-            raise DataError(f"{path}: file not found; expected a UTF-8 text file with {what}")
-        data = path.read_bytes()
-    except OSError as e:
-        where = e.filename or path
-        raise DataError(f"{where}: cannot read ({e.strerror or type(e).__name__}); expected a readable UTF-8 text file with {what}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}, line {line}); "
-            f"expected UTF-8 text with {what}"
-        ) from None
-    if not text:
-        raise DataError(f"{path}: file is empty; expected {what}")
-    if text.endswith("\n"):
-        text = text[:-1]
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
-    limit = _LINE_LIMIT.get()
-    for i, ln in enumerate(lines):
-        if not ln.strip():
-            raise DataError(f"{path}: line {i + 1} is empty; expected {what}, no blank lines")
-        if limit is not None and len(ln) > limit[0]:
-            raise DataError(f"{path}: line {i + 1} has {len(ln):,} characters, more than can fit {limit[1]}")
-    return lines
 
 
 def _read_pairs(src: Path, targ: Path, start_idx: int = 0) -> list[Example]:
@@ -309,32 +255,6 @@ def llm_jepa_permutation(n: int) -> tuple[np.ndarray, np.ndarray]:
     return perm[:n_test], perm[n_test:]
 
 
-def _reindex(rows: list[Example]) -> list[Example]:
-    # replace, not Example(...): a task's Example subclass (tasks/jsonl.py) keeps its extra fields
-    return [replace(e, idx=i) for i, e in enumerate(rows)]
-
-
-def carve_val(
-    train: list[Example], val_size: int, what: str = "train", seed: int = VAL_SEED, key: str = "data.val_size"
-) -> tuple[list[Example], list[Example]]:
-    """Split ``val_size`` rows off ``train`` by a permutation seeded with ``seed`` (:data:`VAL_SEED`, or
-    :data:`GEOMETRY_SEED` for the geometry pool, carved from what is left after val).
-
-    Both parts keep their original relative order and are re-indexed from 0. Deterministic in
-    (len(train), val_size, seed) alone, never in a cell seed.  ``key`` names the setting in errors.
-    """
-    if val_size == 0:
-        return _reindex(train), []
-    if val_size >= len(train):
-        raise DataError(
-            f"{key}={val_size}: {what} has only {len(train)} rows; expected {key} < {len(train)}"
-        )
-    pick = set(np.random.default_rng(seed).permutation(len(train))[:val_size].tolist())
-    val = [e for i, e in enumerate(train) if i in pick]
-    rest = [e for i, e in enumerate(train) if i not in pick]
-    return _reindex(rest), _reindex(val)
-
-
 def llm_jepa_split(found: Found, benchmark: str) -> tuple[list[Example], list[Example], str]:
     """(train, test, source) of the llm-jepa policy, from raw lines if present, else from jsonl."""
     if found.raw is not None:
@@ -343,7 +263,7 @@ def llm_jepa_split(found: Found, benchmark: str) -> tuple[list[Example], list[Ex
         train = [raw[i] for i in train_rows.tolist()]
         test = [raw[i] for i in test_rows.tolist()]
         src = f"NL-RX raw ({found.raw / _RAW_DIR[benchmark]}), llm-jepa split rebuilt (permutation seed 42)"
-        return _reindex(train), _reindex(test), src
+        return reindex(train), reindex(test), src
     if found.jsonl is not None:
         train = read_jsonl(found.jsonl / f"{benchmark}_train.jsonl")
         test = read_jsonl(found.jsonl / f"{benchmark}_test.jsonl")
@@ -366,17 +286,9 @@ def deep_regex_split(found: Found, benchmark: str) -> tuple[dict[str, list[Examp
         )
     raw = read_raw(found.raw, benchmark)
     index = read_split_index(found.split_index, n_raw=len(raw))
-    parts = {s: _reindex([raw[i] for i in index[s]]) for s in DEEP_REGEX_SPLITS}
+    parts = {s: reindex([raw[i] for i in index[s]]) for s in DEEP_REGEX_SPLITS}
     src = f"NL-RX raw ({found.raw / _RAW_DIR[benchmark]}), deep-regex split via {found.split_index.name}"
     return parts, src
-
-
-def carve_geometry(
-    train: list[Example], geometry_size: int, what: str = "train"
-) -> tuple[list[Example], list[Example]]:
-    """(train, geometry): the geometry pool carved from ``train`` (what is left after val), seed
-    :data:`GEOMETRY_SEED`.  Never validation rows: λ is chosen on those, and geometry must not be."""
-    return carve_val(train, geometry_size, what=what, seed=GEOMETRY_SEED, key="data.geometry_size")
 
 
 def load_nlrx(
@@ -404,7 +316,7 @@ def load_nlrx(
     elif split == "deep-regex":
         parts, src = deep_regex_split(found, benchmark)
         train, val, test = parts["train"], parts["val"][:val_size], parts["test"]
-        geometry = _reindex(parts["val"][val_size : val_size + geometry_size])
+        geometry = reindex(parts["val"][val_size : val_size + geometry_size])
         src += f"; val = first {len(val)} rows of its validation split, geometry pool = the next {len(geometry)}"
     else:
         raise DataError(f"data.split={split!r}; expected llm-jepa or deep-regex")

@@ -365,6 +365,17 @@ def get_objective_class(name: str) -> type[Objective]:
         raise KeyError(f"unknown objective {name!r}.{hint} See `jepa-audit aux list`.") from None
 
 
+
+def declared_targets(name: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
+    """(``target_geometry``, ``target_direction``) of a registered objective, None when ``name`` is not one.
+    The statistics' :data:`jepa_audit.results.TargetLookup` for rows written before cells recorded them:
+    the torch side passes this function down (``build_summary(target_lookup=...)``), so stats never imports
+    the registry."""
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        return None
+    return tuple(cls.spec.target_geometry), dict(cls.spec.target_direction)
+
 def build_objective(
     name: str, params: dict[str, Any], d_model: int, n_layers: int, seed: int
 ) -> Objective:

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jepa_audit.data.batch import Batch
-from jepa_audit.objectives.base import AuxContext, Objective, build_objective
+from jepa_audit.objectives.base import AuxContext, Objective, build_objective, get_objective_class
 from jepa_audit.objectives.gradients import combine, init_grad_state, split_grads
+from jepa_audit.objectives.params import raise_problems
 
 D, N_LAYERS, SEED = 32, 3, 82
 
@@ -226,9 +227,6 @@ CHECKS: tuple[tuple[str, Callable[[str, dict[str, Any]], str]], ...] = (
 def run_checks(name: str, params: dict[str, Any] | None = None) -> list[CheckResult]:
     """Every check of the battery on objective ``name`` (KeyError when unknown, ParamsError when ``params``
     do not fit its typed model); a failing or raising check is a failed result with its reason."""
-    from jepa_audit.objectives.base import get_objective_class
-    from jepa_audit.objectives.params import raise_problems
-
     cls = get_objective_class(name)
     raise_problems(name, cls.param_problems({**cls.spec.params, **(params or {})}), where="--param")
     out = []

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepa_audit.objectives.base import AuxContext
+from jepa_audit.objectives.base import AuxContext, published_view_hidden
 from jepa_audit.objectives.masks import gather_rows
 from jepa_audit.objectives.precision import caller_precision
 from jepa_audit.objectives.rng import isolated_rng, model_device
@@ -61,8 +61,6 @@ def nl_logits(ctx: AuxContext, generator: torch.Generator) -> Tensor:
 def published_predictor_views(ctx: AuxContext, pred_embeds: Tensor, generator: torch.Generator) -> None:
     """views.nl=published with k > 0: run both views once with ``pred_embeds`` (k, d) in the NL views'
     predictor slots and cache the states on ``ctx`` (``ctx.e_u``/``ctx.e_t`` then read them)."""
-    from jepa_audit.objectives.base import published_view_hidden
-
     if "view_hidden" in ctx.__dict__:
         return
     with isolated_rng(generator, model_device(ctx.model)), caller_precision():

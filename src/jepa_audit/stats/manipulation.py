@@ -16,7 +16,8 @@ combines the two into one verdict per (benchmark, mode, method ≠ ce) (DESIGN.m
 - :func:`headline` and :func:`verdict_table`: the report's first paragraph and first table, as strings.
 
 Target keys come from each row's ``target_geometry`` (written by the cell from its objective's spec), or,
-for rows written before that key existed, from the objectives registry. ``_Llast``/``_Lmid`` suffixes are
+for rows written before that key existed, from the caller's ``target_lookup`` (the torch side passes the
+objectives registry's, ``objectives.declared_targets``; this module never imports it). ``_Llast``/``_Lmid`` suffixes are
 resolved against the row's geometry keys by :func:`jepa_audit.results.resolve_key` (the torch-free row
 schema, which ``objectives.base.resolve_target_key`` uses too).
 """
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from jepa_audit.results import resolve_key
+from jepa_audit.results import TargetLookup, resolve_key
 
 from .decisions import (
     REPRESENTATION_STATES,
@@ -63,47 +64,36 @@ VERDICTS: tuple[str, ...] = tuple(
 Cells = Mapping[tuple[str, str], Mapping[str, Mapping[Hashable, Mapping[str, Any]]]]
 
 
-def _registry_targets(method: str) -> list[str] | None:
-    try:  # rows written before cells recorded target_geometry: ask the registry (imports torch)
-        from jepa_audit.objectives import get_objective_class
-
-        return list(get_objective_class(method).spec.target_geometry)
-    except (ImportError, KeyError):
-        return None
-
-
-def target_keys(by_seed: Mapping[Hashable, Mapping[str, Any]], method: str) -> tuple[list[str], str | None]:
+def target_keys(
+    by_seed: Mapping[Hashable, Mapping[str, Any]], method: str, lookup: TargetLookup | None = None
+) -> tuple[list[str], str | None]:
     """(declared target templates of ``method``, note). The rows' ``target_geometry`` (the most common list
-    when rows disagree), else the registry's; a note says where they came from when not from the rows."""
+    when rows disagree), else ``lookup(method)``'s (rows written before cells recorded it); a note says where
+    they came from when not from the rows, or why there are none."""
     lists = [tuple(r["target_geometry"]) for r in by_seed.values() if isinstance(r.get("target_geometry"), list)]
     if lists:
         return list(Counter(lists).most_common(1)[0][0]), None
-    reg = _registry_targets(method)
-    if reg is None:
+    if lookup is None:
+        return [], f"{method}: no target_geometry in its rows (and no objectives registry was given to look it up)"
+    declared = lookup(method)
+    if declared is None:
         return [], f"{method}: no target_geometry in its rows and not in the objectives registry"
-    return reg, "target keys from the objectives registry (rows predate target_geometry)"
+    return list(declared[0]), "target keys from the objectives registry (rows predate target_geometry)"
 
 
-def _registry_directions(method: str) -> dict[str, str] | None:
-    try:  # rows written before cells recorded target_direction: ask the registry (imports torch)
-        from jepa_audit.objectives import get_objective_class
-
-        return dict(get_objective_class(method).spec.target_direction)
-    except (ImportError, KeyError, AttributeError):
-        return None
-
-
-def target_directions(by_seed: Mapping[Hashable, Mapping[str, Any]], method: str) -> tuple[dict[str, str], str | None]:
+def target_directions(
+    by_seed: Mapping[Hashable, Mapping[str, Any]], method: str, lookup: TargetLookup | None = None
+) -> tuple[dict[str, str], str | None]:
     """({target template: intended direction}, note). The rows' ``target_direction`` (the most common map),
-    else the registry's; a template neither declares is ``either`` (any significant shift counts), said in
+    else ``lookup(method)``'s; a template neither declares is ``either`` (any significant shift counts), said in
     the note."""
     maps = [tuple(sorted(r["target_direction"].items())) for r in by_seed.values()
             if isinstance(r.get("target_direction"), Mapping)]  # fmt: skip
     if maps:
         return dict(Counter(maps).most_common(1)[0][0]), None
-    reg = _registry_directions(method)
-    if reg is not None:
-        return reg, None
+    declared = lookup(method) if lookup is not None else None
+    if declared is not None:
+        return dict(declared[1]), None
     return {}, f"{method}: no target_direction in its rows or the registry: every target read as 'either'"
 
 
@@ -140,12 +130,20 @@ def _value_by_seed(by_seed: Mapping[Hashable, Mapping[str, Any]], template: str)
 
 
 def manipulation_checks(
-    cells: Cells, alpha: float, declared: Mapping[tuple[str, str], Iterable[str]] | None = None
+    cells: Cells,
+    alpha: float,
+    declared: Mapping[tuple[str, str], Iterable[str]] | None = None,
+    *,
+    target_lookup: TargetLookup | None = None,
+    warnings: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per (benchmark, mode, method ≠ ce, declared target key); ``cells[(bench, mode)][method][seed]``
     is a finished row (``stats.index.CellIndex.cells``). ``declared``: the methods the grid defines per
-    (benchmark, mode); a declared method without finished rows still gets its entries (n = 0, from the
-    registry's targets), so the family size m is the declared one whatever the data do.
+    (benchmark, mode); a declared method without finished rows still gets its entries (n = 0, from
+    ``target_lookup``'s targets), so the family size m is the declared one whatever the data do.
+    ``target_lookup``: method → its declared (targets, directions) for rows without ``target_geometry`` /
+    ``target_direction`` (results.TargetLookup; None: such a method has no entries). ``warnings``: where to
+    append one line per method left without targets that way (the reason).
 
     Keys: ``benchmark, mode, method, target`` (the declared template), ``key`` (resolved), ``n, seeds,
     method_mean, baseline_mean, mean_diff, sd_diff, ci95_low, ci95_high, t, p_t, p_holm, reject_holm,
@@ -168,8 +166,10 @@ def manipulation_checks(
         pooled: dict[str, tuple[float | None, int]] = {}
         for method in sorted(m for m in methods if m != BASELINE):
             mine = by_method.get(method, {})
-            templates, src_note = target_keys(mine, method)
-            directions, dir_note = target_directions(mine, method)
+            templates, src_note = target_keys(mine, method, target_lookup)
+            directions, dir_note = target_directions(mine, method, target_lookup)
+            if not templates and src_note and warnings is not None:
+                warnings.append(f"manipulation check on {bench}/{mode}: {src_note}")
             for template in templates:
                 mvals, key_m = _value_by_seed(mine, template)
                 bvals, key_b = _value_by_seed(base, template)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from jepa_audit.results import TargetLookup
+
 from .index import BASELINE, CellIndex, _sorted_seeds
 from .manipulation import manipulation_checks, verdicts
 from .paired import signflip_floor
@@ -208,10 +210,13 @@ def _manipulation_section(
     sesoi: float = 2.0,
     min_shift_sd: float = 0.5,
     power_rows: Sequence[Mapping[str, Any]] = (),
+    target_lookup: TargetLookup | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """summary.json's ``manipulation`` and per-auxiliary ``verdicts`` (DESIGN.md; stats/manipulation.py);
-    ``grid``: the declared methods per (benchmark, mode), so each manipulation family's m is the declared one."""
-    manipulation = manipulation_checks(idx.cells, alpha, declared=grid)
+    ``grid``: the declared methods per (benchmark, mode), so each manipulation family's m is the declared one;
+    ``target_lookup``/``warnings``: as :func:`stats.manipulation.manipulation_checks` takes them."""
+    manipulation = manipulation_checks(idx.cells, alpha, declared=grid, target_lookup=target_lookup, warnings=warnings)
     return {
         "manipulation": manipulation,
         "verdicts": verdicts(

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from jepa_audit.results import TargetLookup
+
 from .columns import SUMMARY_TABLES, require_sources
 from .comparisons import _comparison, declared_comparisons
 from .coupling_section import (
@@ -94,6 +96,7 @@ def build_summary(
     sesoi_pp: float = 2.0,
     min_shift_sd: float = 0.5,
     sesoi_declared: float | None = None,
+    target_lookup: TargetLookup | None = None,
 ) -> dict[str, Any]:
     """The summary.json structure of DESIGN.md, plus the secondary analyses.
 
@@ -106,7 +109,9 @@ def build_summary(
     ``sesoi_pp``: the smallest effect of interest of the primary metric (pp) the reward half decides against;
     ``sesoi_declared``: the value declared before the run (grid.json), when known, so a different ``sesoi_pp``
     is flagged (``sesoi_overridden``). ``min_shift_sd``: how many pooled seed SDs a target key must move to
-    count (stats/decisions.py).
+    count (stats/decisions.py). ``target_lookup``: method → its declared (targets, directions), for rows
+    written before cells recorded ``target_geometry``/``target_direction`` (results.TargetLookup; the torch
+    side passes ``objectives.declared_targets``); None: such methods get no manipulation check, and a warning.
     ``calibration``: the parsed calibration.json of the audit's λ calibration stage (None: none ran), whose
     per-pair dose-response curves go into ``calibration`` (:func:`stats.curves.calibration_section`).
     ``conditional_logit_metrics``: the metrics
@@ -218,9 +223,14 @@ def build_summary(
     }
     summary["calibration"] = calibration_section(calibration, rows)
     changed = _answers_changed(idx, load) if load is not None else None
+    no_targets: list[str] = []
     summary.update(
-        _manipulation_section(idx, comparisons, alpha, grid, changed, float(sesoi_pp), float(min_shift_sd), power_rows)
+        _manipulation_section(
+            idx, comparisons, alpha, grid, changed, float(sesoi_pp), float(min_shift_sd), power_rows,
+            target_lookup=target_lookup, warnings=no_targets,
+        )
     )
+    summary["warnings"] = list(dict.fromkeys([*summary["warnings"], *no_targets]))
     summary["family_fwer_all"] = _fwer_all(alpha, families, summary["manipulation"], idx.primary)
     read_curves(summary["calibration"], summary["manipulation"], summary["verdicts"])
     for section, columns in SUMMARY_TABLES.items():  # every column the report prints reads a key filled above

@@ -29,17 +29,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+from jepa_audit.data.carve import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val
 from jepa_audit.data.examples import DataError, Example, Splits, chat_messages
 from jepa_audit.presets import presets_for_task
 from jepa_audit.results import MetricSpec, metric_specs_of_row  # re-exported: the task API
 
-if TYPE_CHECKING:
-    from jepa_audit.config import DataCfg, EvalCfg
-
 __all__ = [
+    "DataSettings",
     "EvalResult",
+    "EvalSettings",
     "carved_splits",
     "MetricSpec",
     "Task",
@@ -51,6 +51,29 @@ __all__ = [
     "register_task",
     "task_rows",
 ]
+
+
+class DataSettings(Protocol):
+    """What every task reads of the data settings it is handed: :class:`jepa_audit.config.DataCfg` (the
+    ``data:`` section) is one. The config sits above the tasks (it validates ``data.task`` against this
+    registry), so tasks name this protocol, not the model; a task reading its own keys (NL-RX's ``split``,
+    jsonl's files) declares them in a protocol of its module. A plugin task gets the whole ``DataCfg``."""
+
+    task: str
+    source: str
+    path: str | None
+    val_size: int  # rows
+    geometry_size: int  # rows
+    max_train: int | None  # rows; None = all
+    max_test: int | None  # rows; None = all
+
+
+class EvalSettings(Protocol):
+    """What a task may read of the evaluation settings (:class:`jepa_audit.config.EvalCfg`, the ``eval:``
+    section) when it builds its scorer; a task needing more (NL-RX's DFA budget) declares it in its module."""
+
+    batch_size: int  # sequences per decoding batch
+    max_new_tokens: int
 
 
 @dataclass
@@ -79,12 +102,12 @@ class Task(ABC):
     # ---------------------------------------------------------------------------------------- data
 
     @abstractmethod
-    def load(self, cfg: DataCfg, benchmark: str) -> Splits:
+    def load(self, cfg: DataSettings, benchmark: str) -> Splits:
         """The splits of ``benchmark`` under ``cfg``: train, val (carved from train unless the data has its own),
         geometry (carved from the rest of train), test; cut to ``cfg.max_train`` / ``cfg.max_test``.
         Raises :class:`DataError` naming the file or setting."""
 
-    def pretraining_pool(self, cfg: DataCfg, n: int, seed: int) -> list[Example] | None:
+    def pretraining_pool(self, cfg: DataSettings, n: int, seed: int) -> list[Example] | None:
         """``n`` examples (seed ``seed``) to pre-train the tiny base on, disjoint from every benchmark
         example; None when the task has none (the tiny base then starts from its random init)."""
         return None
@@ -99,16 +122,27 @@ class Task(ABC):
             "distinct_targets": len({e.target for e in rows}),
         }  # fmt: skip
 
-    def local_root(self, cfg: DataCfg) -> Path:
+    def local_root(self, cfg: DataSettings) -> Path:
         """``data.path`` as a Path; DataError naming the setting when it is unset."""
         if not cfg.path:
             raise DataError(f"data.task={self.name} needs data.path: a local copy of its data (nothing is downloaded)")
         return Path(cfg.path)
 
-    def benchmark_names(self, cfg: DataCfg) -> tuple[str, ...]:
+    def benchmark_names(self, cfg: DataSettings) -> tuple[str, ...]:
         """The benchmarks this task offers under ``cfg`` (default: :attr:`benchmarks`; the ``jsonl`` task
         names its one benchmark after ``data.name``)."""
         return self.benchmarks
+
+    def stand_in_data(self, path: Path) -> Path | None:
+        """Write, under ``path``, a small data directory in this task's on-disk format holding none of the real
+        data's content, and return it: what ``jepa-audit rehearse`` runs a preset on when the task has no
+        ``embedded`` source and the real data are absent. None (the default): the task has none."""
+        return None
+
+    def test_rows(self, cfg: DataSettings) -> int | None:
+        """How many test rows per benchmark :meth:`load` gives under ``cfg`` before ``cfg.max_test``, known
+        without reading the data (the dry run's time estimate uses it); None (the default) when unknown."""
+        return None
 
     def check_benchmark(self, benchmark: str) -> None:
         if benchmark not in self.benchmarks:
@@ -136,7 +170,7 @@ class Task(ABC):
 
     # ------------------------------------------------------------------------------------------ scoring
 
-    def scorer(self, cfg: EvalCfg) -> Any:
+    def scorer(self, cfg: EvalSettings) -> Any:
         """Whatever :meth:`score_item` needs that is worth building once per split (None by default)."""
         return None
 
@@ -152,7 +186,7 @@ class Task(ABC):
         """Extra counts for the metrics dict (e.g. parse errors); none by default."""
         return {}
 
-    def score(self, examples: Sequence[Example], preds: Sequence[str], cfg: EvalCfg) -> EvalResult:
+    def score(self, examples: Sequence[Example], preds: Sequence[str], cfg: EvalSettings) -> EvalResult:
         """Score ``preds`` against ``examples`` (same order): per-item records and the metric fractions."""
         scorer = self.scorer(cfg)
         items = []
@@ -180,14 +214,17 @@ def _presets(task: str, extra: Sequence[str]) -> list[str]:
     return [*presets_for_task(task), *(p for p in extra if p not in presets_for_task(task))]
 
 
-def carved_splits(cfg: DataCfg, benchmark: str, train: list[Example], test: list[Example], source: str) -> Splits:
+def carved_splits(
+    cfg: DataSettings, benchmark: str, train: list[Example], test: list[Example], source: str,
+    *, val_size: int | None = None,
+) -> Splits:
     """The splits of a task whose data has train and test only: ``cfg.val_size`` validation rows carved from
     train (fixed seed, never a cell seed), then ``cfg.geometry_size`` geometry rows from the rest (another
     fixed seed), then train and test cut to ``cfg.max_train`` / ``cfg.max_test``; every part indexed from 0.
-    ``source`` says where the rows came from (a sentence on the carving is appended)."""
-    from jepa_audit.data.nlrx import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val
-
-    rest, val = carve_val(train, cfg.val_size, what=f"the {benchmark} train split")
+    ``source`` says where the rows came from (a sentence on the carving is appended). ``val_size``: carve
+    that many validation rows instead of ``cfg.val_size`` (0 for data with its own validation file)."""
+    n_val = cfg.val_size if val_size is None else val_size
+    rest, val = carve_val(train, n_val, what=f"the {benchmark} train split")
     rest, geometry = carve_geometry(rest, cfg.geometry_size, what=f"the {benchmark} train split less data.val_size")
     if cfg.max_train is not None:
         rest = rest[: cfg.max_train]
@@ -265,9 +302,8 @@ def unregister(names: Iterable[str]) -> None:
 
 
 def get_task(name: str) -> Task:
-    """The (shared, stateless) instance of task ``name``; KeyError naming the known tasks otherwise."""
-    import jepa_audit.tasks  # noqa: F401  (importing the package registers the built-in tasks)
-
+    """The (shared, stateless) instance of task ``name``; KeyError naming the known tasks otherwise. (The
+    built-in tasks are registered by then: importing this module imports the package, which imports them.)"""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -279,8 +315,6 @@ def get_task(name: str) -> Task:
 
 def list_tasks() -> list[str]:
     """Registered task names, sorted."""
-    import jepa_audit.tasks  # noqa: F401
-
     return sorted(_REGISTRY)
 
 
@@ -289,14 +323,14 @@ def task_rows() -> list[dict[str, Any]]:
     return [_REGISTRY[n].info() for n in list_tasks()]
 
 
-def load_benchmark(cfg: DataCfg, benchmark: str) -> Splits:
+def load_benchmark(cfg: DataSettings, benchmark: str) -> Splits:
     """The splits of ``benchmark`` of task ``cfg.task`` under ``cfg`` (see the task's ``load``).
 
     Raises :class:`DataError` on an unknown benchmark or any data problem."""
     return get_task(cfg.task).load(cfg, benchmark)
 
 
-def pretraining_pool(cfg: DataCfg, n: int, seed: int) -> list[Example] | None:
+def pretraining_pool(cfg: DataSettings, n: int, seed: int) -> list[Example] | None:
     """``n`` examples (seed ``seed``) of task ``cfg.task`` to pre-train the tiny base on, disjoint from its
     benchmarks; None when the task has no pool (the base then keeps its random init)."""
     return get_task(cfg.task).pretraining_pool(cfg, n, seed)

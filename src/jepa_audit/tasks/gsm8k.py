@@ -11,14 +11,15 @@ No pre-training pool: a tiny model scores near 0 (GSM8K is a GPU task: ``presets
 from __future__ import annotations
 
 import json
+import random
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from jepa_audit.data.examples import DataError, Example, Splits
-from jepa_audit.data.nlrx import read_lines
-from jepa_audit.tasks.base import MetricSpec, Task, carved_splits, register_task
+from jepa_audit.data.lines import read_lines
+from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, register_task
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -57,6 +58,31 @@ def read_gsm8k(path: Path) -> list[Example]:
     return out
 
 
+def write_stand_in(path: Path, n_train: int = 900, n_test: int = 24, seed: int = 0) -> Path:
+    """A GSM8K-format directory (train.jsonl, test.jsonl of {"question", "answer"}) of generated sums: the
+    format, lengths and final-answer lines of the real files, none of their content."""
+    rng = random.Random(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    names = ["Ann", "Ben", "Cleo", "Dev", "Eli", "Fay"]
+    things = ["apples", "books", "coins", "marbles", "stamps"]
+
+    def item() -> dict[str, str]:
+        a, b, c = rng.randint(2, 90), rng.randint(2, 90), rng.randint(2, 9)
+        who, what = rng.choice(names), rng.choice(things)
+        q = (f"{who} has {a} {what}. {who} buys {b} more, then gives away a {c}th of nothing and doubles the "
+             f"total. How many {what} does {who} have now?")
+        s = a + b
+        ans = f"{who} has {a} + {b} = <<{a}+{b}={s}>>{s} {what}.\nDoubled: {s} * 2 = <<{s}*2={2 * s}>>{2 * s}.\n#### {2 * s}"
+        return {"question": q, "answer": ans}
+
+    for name, n in (("train.jsonl", n_train), ("test.jsonl", n_test)):
+        with open(path / name, "w", encoding="utf-8") as f:
+            for _ in range(n):
+                f.write(json.dumps(item()) + "\n")
+    return path
+
+
+
 @register_task
 class Gsm8kTask(Task):
     name = "gsm8k"
@@ -66,11 +92,14 @@ class Gsm8kTask(Task):
     system_prompt = "Solve the math problem. End with '#### <answer>'."
     metrics = (MetricSpec("exact_match", "exact", True, "the final number equals the gold one after ####"),)
 
-    def load(self, cfg: Any, benchmark: str) -> Splits:
+    def load(self, cfg: DataSettings, benchmark: str) -> Splits:
         self.check_benchmark(benchmark)
         root = self.local_root(cfg)
         train, test = read_gsm8k(root / "train.jsonl"), read_gsm8k(root / "test.jsonl")
         return carved_splits(cfg, benchmark, train, test, f"GSM8K from {root}")
+
+    def stand_in_data(self, path: Path) -> Path:
+        return write_stand_in(path)
 
     def item_record(self, ex: Example, pred: str) -> dict[str, Any]:
         return {**super().item_record(ex, pred), "gold_answer": final_answer(ex.target)}

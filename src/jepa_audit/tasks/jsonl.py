@@ -25,14 +25,23 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 from jepa_audit.data.examples import DataError, Example, Splits
-from jepa_audit.data.nlrx import read_lines
-from jepa_audit.tasks.base import MetricSpec, Task, carved_splits, register_task
+from jepa_audit.data.lines import read_lines
+from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, register_task
 
-if TYPE_CHECKING:
-    from jepa_audit.config import DataCfg
+
+class JsonlSettings(DataSettings, Protocol):
+    """The data settings the jsonl task reads beyond every task's (config.DataCfg's jsonl keys)."""
+
+    name: str | None
+    train_file: str
+    test_file: str
+    validation_file: str | None
+    prompt_field: str
+    target_field: str
+    match: Literal["exact", "normalised", "numeric"]
 
 MATCHES = ("exact", "normalised", "numeric")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -108,7 +117,7 @@ def _chat(msgs: Any, where: str) -> tuple[str, str, str | None]:
     return turns[users[0]][1], turns[last][1], system
 
 
-def read_jsonl_task(path: Path, cfg: DataCfg) -> list[JsonlExample]:
+def read_jsonl_task(path: Path, cfg: JsonlSettings) -> list[JsonlExample]:
     """The examples of one file (pair or chat lines, mixed freely), indexed by line; DataError naming the file
     and line of anything malformed."""
     what = (f'one JSON object per line: {{"{cfg.prompt_field}": ..., "{cfg.target_field}": ...}} or '
@@ -150,10 +159,10 @@ class JsonlTask(Task):
     metrics = (MetricSpec("exact_match", "exact", True, "prediction equals the target under data.match "
                           "(exact: stripped strings; normalised; numeric)"),)  # fmt: skip
 
-    def benchmark_names(self, cfg: DataCfg) -> tuple[str, ...]:
+    def benchmark_names(self, cfg: JsonlSettings) -> tuple[str, ...]:
         return (cfg.name or "jsonl",)
 
-    def load(self, cfg: DataCfg, benchmark: str) -> Splits:
+    def load(self, cfg: JsonlSettings, benchmark: str) -> Splits:
         name = cfg.name or "jsonl"
         if benchmark != name:
             raise DataError(
@@ -168,8 +177,8 @@ class JsonlTask(Task):
         if cfg.validation_file:
             val = read_jsonl_task(root / cfg.validation_file, cfg)
             read[cfg.validation_file] = len(val)
-            rest = carved_splits(cfg.model_copy(update={"val_size": 0}), benchmark, train, test,
-                                 f"{what}, {cfg.validation_file} {len(val)} rows)")  # fmt: skip
+            rest = carved_splits(cfg, benchmark, train, test, f"{what}, {cfg.validation_file} {len(val)} rows)",
+                                 val_size=0)  # fmt: skip
             rest.val = val[: cfg.val_size]
             rest.source += f"; val: the first {len(rest.val)} rows of {cfg.validation_file}"
             s = rest

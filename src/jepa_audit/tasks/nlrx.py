@@ -12,32 +12,45 @@ disjoint from the benchmarks.  ``docs/data.md`` describes the data.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
-from jepa_audit.data.examples import BENCHMARKS, DataError, Example, Splits
-from jepa_audit.data.generator import GENERATOR_VERSION, generate, generate_pairs
-from jepa_audit.data.nlrx import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val, load_nlrx, real_pairs
+from jepa_audit.data.carve import GEOMETRY_SEED, VAL_SEED, carve_geometry, carve_val
+from jepa_audit.data.examples import DataError, Example, Splits
+from jepa_audit.data.generator import GENERATOR_VERSION, corpus_stats, generate, generate_pairs
+from jepa_audit.data.nlrx import BENCHMARKS, SPLIT_TEST_ROWS, load_nlrx, real_pairs
+from jepa_audit.regex import DfaScorer
 from jepa_audit.results import LEGACY_METRICS
-from jepa_audit.tasks.base import Task, register_task
+from jepa_audit.tasks.base import DataSettings, EvalSettings, Task, register_task
 
-if TYPE_CHECKING:
-    from jepa_audit.config import DataCfg, EvalCfg
-    from jepa_audit.regex import DfaScorer
+
+class NlrxSettings(DataSettings, Protocol):
+    """The data settings NL-RX reads beyond every task's (config.DataCfg's NL-RX keys)."""
+
+    split: Literal["llm-jepa", "deep-regex"]
+    n_train: int  # embedded corpus: pairs per benchmark
+    n_test: int
+    corpus_seed: int
+
+
+class DfaSettings(EvalSettings, Protocol):
+    """The evaluation settings NL-RX's DFA-equivalence scorer reads (config.EvalCfg's dfa_* keys)."""
+
+    dfa_max_states: int
+    dfa_time_budget_s: float  # seconds per item
+
 
 _SCORERS: dict[tuple[int, float], DfaScorer] = {}
 
 
-def scorer_for(cfg: EvalCfg) -> DfaScorer:
+def scorer_for(cfg: DfaSettings) -> DfaScorer:
     """One memoising scorer per budget per process, so gold automata are shared across cells."""
-    from jepa_audit.regex import DfaScorer
-
     key = (cfg.dfa_max_states, cfg.dfa_time_budget_s)
     if key not in _SCORERS:
         _SCORERS[key] = DfaScorer(max_states=cfg.dfa_max_states, time_budget_s=cfg.dfa_time_budget_s)
     return _SCORERS[key]
 
 
-def _need_path(cfg: DataCfg) -> str:
+def _need_path(cfg: NlrxSettings) -> str:
     if not cfg.path:
         raise DataError("data.source=nl-rx needs data.path: a local NL-RX directory (nothing is downloaded)")
     return cfg.path
@@ -52,7 +65,7 @@ class NlrxTask(Task):
     system_prompt = "Convert natural language to regular expression."
     metrics = LEGACY_METRICS
 
-    def load(self, cfg: DataCfg, benchmark: str) -> Splits:
+    def load(self, cfg: NlrxSettings, benchmark: str) -> Splits:
         """``cfg.source == "embedded"``: ``cfg.n_train`` + ``cfg.n_test`` generated pairs (seed
         ``cfg.corpus_seed``), distinct regexes, train then test. ``"nl-rx"``: the files under ``cfg.path``,
         split by ``cfg.split`` (see :mod:`jepa_audit.data.nlrx`). In both, ``cfg.val_size`` rows are carved
@@ -71,7 +84,7 @@ class NlrxTask(Task):
             return Splits(benchmark=benchmark, source=source, train=train, val=val, test=test, geometry=geometry)
         raise DataError(f"data.source={cfg.source!r}; expected embedded or nl-rx")
 
-    def pretraining_pool(self, cfg: DataCfg, n: int, seed: int) -> list[Example]:
+    def pretraining_pool(self, cfg: NlrxSettings, n: int, seed: int) -> list[Example]:
         """``n`` generated pairs (seed ``seed``), mixing synth and turk wording, disjoint from the benchmarks:
         with the embedded corpus no pool regex occurs anywhere in it (all rows, both wordings, before any
         ``max_*`` cut); with real NL-RX no pool pair equals a real (description, regex) pair. Regexes are
@@ -84,13 +97,14 @@ class NlrxTask(Task):
         raise DataError(f"data.source={cfg.source!r}; expected embedded or nl-rx")
 
     def stats(self, splits: Splits) -> dict[str, Any]:
-        from jepa_audit.data.generator import corpus_stats
-
         s = splits.sizes()
         return {"source": splits.source, "n_train": s["train"], "n_val": s["val"], "n_test": s["test"],
                 **corpus_stats(splits.train + splits.val + splits.test)}  # fmt: skip
 
-    def scorer(self, cfg: EvalCfg) -> DfaScorer:
+    def test_rows(self, cfg: NlrxSettings) -> int:
+        return cfg.n_test if cfg.source == "embedded" else SPLIT_TEST_ROWS[cfg.split]
+
+    def scorer(self, cfg: DfaSettings) -> DfaScorer:
         return scorer_for(cfg)
 
     def item_record(self, ex: Example, pred: str) -> dict[str, Any]:
@@ -113,7 +127,7 @@ class NlrxTask(Task):
         return {"n_parse_errors": n_err, "n_undecided": sum(undecided)}
 
 
-def _embedded(cfg: DataCfg, benchmark: str) -> Splits:
+def _embedded(cfg: NlrxSettings, benchmark: str) -> Splits:
     # One corpus, two wordings: row i of "synth" and row i of "turk" share the regex, as in NL-RX.
     pairs = generate_pairs(cfg.n_train + cfg.n_test, cfg.corpus_seed)
     rows = [

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from jepa_audit.data.examples import DataError, Example, Splits
-from jepa_audit.data.nlrx import read_lines
-from jepa_audit.tasks.base import MetricSpec, Task, carved_splits, register_task
+from jepa_audit.data.lines import read_lines
+from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, register_task
 
 #: benchmark → (folder, file stem) of its ``tasks_{train,test}_<stem>.txt`` files
 SPLITS: dict[str, tuple[str, str]] = {
@@ -85,7 +85,7 @@ class ScanTask(Task):
     system_prompt = "Translate the command into actions."
     metrics = (MetricSpec("exact_match", "exact", True, "the predicted action sequence equals the gold one"),)
 
-    def load(self, cfg: Any, benchmark: str) -> Splits:
+    def load(self, cfg: DataSettings, benchmark: str) -> Splits:
         self.check_benchmark(benchmark)
         folder, stem = SPLITS[benchmark]
         root = self.local_root(cfg) / folder
