@@ -87,13 +87,18 @@ def test_commit_is_one_checksummed_line(tmp_path):
     assert load_results(tmp_path) == [stored, other]
 
 
-def test_torn_last_line_is_cut_and_earlier_bytes_kept(tmp_path):
+def two_committed(tmp_path):
+    """The grid's cells, and results.jsonl with its bytes after the first two were committed."""
     cells = grid()
     with Store(tmp_path) as s:
         for c in cells[:2]:
             s.commit(c, row_for(c))
     path = tmp_path / "results.jsonl"
-    good = path.read_bytes()
+    return cells, path, path.read_bytes()
+
+
+def test_torn_last_line_is_cut_and_earlier_bytes_kept(tmp_path):
+    cells, path, good = two_committed(tmp_path)
     torn = encode_row({**row_for(cells[2]), "cell": cells[2].key})[:57]  # a kill in the middle of a write
     path.write_bytes(good + torn)
     assert len(load_results(tmp_path)) == 2  # readers skip it without repairing
@@ -297,12 +302,7 @@ def test_reader_excludes_rows_of_another_config(tmp_path):
 def test_garbage_last_line_is_quarantined_not_deleted(tmp_path):
     """A last line without a newline that is not a row was deleted, and the note promised a rerun of a cell
     that had none. Now its bytes go to results.jsonl.corrupt and the note says only what is true."""
-    cells = grid()
-    with Store(tmp_path) as s:
-        for c in cells[:2]:
-            s.commit(c, row_for(c))
-    path = tmp_path / "results.jsonl"
-    good = path.read_bytes()
+    cells, path, good = two_committed(tmp_path)
     path.write_bytes(good + b"garbage, not a row")
     with pytest.warns(UserWarning, match=r"moved an incomplete last line .* to results\.jsonl\.corrupt; the cell "
                       r"it was recording, if any"), Store(tmp_path):  # fmt: skip
