@@ -88,24 +88,36 @@ def test_a_task_renders_its_own_prompt_and_target_views():
 
 
 def test_the_dry_run_reads_test_rows_from_the_task_not_from_nlrx_names(tmp_path):
-    """The time estimate asks the task how many test rows it has (Task.test_rows) instead of branching on NL-RX's
-    split names: NL-RX knows its sizes (embedded: data.n_test; nl-rx: 2,000 / 2,500 per split policy); a task
-    that cannot say without reading its data answers None and the estimate assumes UNKNOWN_TEST_ROWS."""
+    """The time estimate asks the task how many test rows each benchmark has (Task.test_rows) instead of branching
+    on NL-RX's split names: NL-RX knows its sizes (embedded: data.n_test; nl-rx: 2,000 / 2,500 per split policy);
+    SCAN, GSM8K and jsonl count the lines of their test file; a task that cannot say (no data yet) answers None
+    and the estimate assumes UNKNOWN_TEST_ROWS. The cell's eval time is the mean over the grid's benchmarks."""
     from jepa_audit.audit.runner import UNKNOWN_TEST_ROWS, estimate_cell_s
 
     nlrx = get_task("nlrx")
-    assert nlrx.test_rows(DataCfg(n_test=37)) == 37
-    assert nlrx.test_rows(DataCfg(source="nl-rx", path=str(tmp_path))) == 2000
-    assert nlrx.test_rows(DataCfg(source="nl-rx", path=str(tmp_path), split="deep-regex")) == 2500
-    assert get_task("scan").test_rows(DataCfg(task="scan", source="local", path=str(tmp_path))) is None
+    assert nlrx.test_rows(DataCfg(n_test=37), "synth") == 37
+    assert nlrx.test_rows(DataCfg(source="nl-rx", path=str(tmp_path)), "turk") == 2000
+    assert nlrx.test_rows(DataCfg(source="nl-rx", path=str(tmp_path), split="deep-regex"), "synth") == 2500
+    scan = DataCfg(task="scan", source="local", path=str(tmp_path))
+    assert get_task("scan").test_rows(scan, "length") is None  # not there yet
+    (tmp_path / "length_split").mkdir()
+    (tmp_path / "length_split" / "tasks_test_length.txt").write_text("IN: a OUT: b\n\nIN: c OUT: d\n" * 5)
+    assert get_task("scan").test_rows(scan, "length") == 10 and get_task("scan").test_rows(scan, "simple") is None
+    (tmp_path / "test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n' * 7)
+    assert get_task("gsm8k").test_rows(DataCfg(task="gsm8k", source="local", path=str(tmp_path)), "gsm8k") == 7
+    assert get_task("jsonl").test_rows(DataCfg(task="jsonl", source="local", path=str(tmp_path)), "jsonl") == 7
 
     def eval_s(*sets: str) -> float:
         return estimate_cell_s(load_config("smoke", None, ["eval.batch_size=1", *sets]), 1.0)[1]
 
     per_row = eval_s("data.n_test=1")
     assert eval_s("data.n_test=37") == pytest.approx(37 * per_row)
-    assert eval_s("data.task=scan", "data.source=local", f"data.path={tmp_path}") == pytest.approx(
-        UNKNOWN_TEST_ROWS * per_row)
+    assert eval_s("data.n_test=37", "data.max_test=5") == pytest.approx(5 * per_row)
+    on_scan = ("data.task=scan", "data.source=local", f"data.path={tmp_path}")
+    assert eval_s(*on_scan, "audit.benchmarks=[length]") == pytest.approx(10 * per_row)
+    assert eval_s(*on_scan, "audit.benchmarks=[simple]") == pytest.approx(UNKNOWN_TEST_ROWS * per_row)
+    assert eval_s(*on_scan, "audit.benchmarks=[length, simple]") == pytest.approx(
+        (10 + UNKNOWN_TEST_ROWS) / 2 * per_row)
 
 
 def test_a_task_may_write_a_stand_in_of_its_data(tmp_path):

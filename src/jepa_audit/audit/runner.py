@@ -120,16 +120,19 @@ def _step_time(cfg: Config, step_time_fn: StepTimeFn | None) -> tuple[float, str
 
 
 def estimate_cell_s(cfg: Config, step_time: float) -> tuple[float, float]:
-    """(train seconds, eval seconds) of one cell at ``step_time`` seconds per micro-batch step."""
+    """(train seconds, eval seconds) of one cell at ``step_time`` seconds per micro-batch step; the eval time is
+    the mean over the grid's benchmarks of each one's test rows (:meth:`Task.test_rows`, capped by
+    ``data.max_test``; :data:`UNKNOWN_TEST_ROWS` where the task cannot say)."""
     train = cfg.train.steps * cfg.train.grad_accum * step_time
-    d = cfg.data
-    n_test = get_task(d.task).test_rows(d)
-    if n_test is None:
-        n_test = UNKNOWN_TEST_ROWS
-    if d.max_test:
-        n_test = min(n_test, d.max_test)
-    evals = math.ceil(n_test / cfg.eval.batch_size) * cfg.eval.max_new_tokens * step_time * EVAL_DECODE_FACTOR
-    return train, evals
+    d, task = cfg.data, get_task(cfg.data.task)
+    per_row = cfg.eval.max_new_tokens * step_time * EVAL_DECODE_FACTOR
+    evals = []
+    for benchmark in cfg.audit.benchmarks or [cfg.benchmark]:
+        n_test = task.test_rows(d, benchmark)
+        n_test = UNKNOWN_TEST_ROWS if n_test is None else n_test
+        n_test = min(n_test, d.max_test) if d.max_test else n_test
+        evals.append(math.ceil(n_test / cfg.eval.batch_size) * per_row)
+    return train, sum(evals) / len(evals)
 
 
 def plan(

@@ -41,6 +41,7 @@ __all__ = [
     "EvalResult",
     "EvalSettings",
     "carved_splits",
+    "count_lines",
     "MetricSpec",
     "Task",
     "get_task",
@@ -139,9 +140,10 @@ class Task(ABC):
         ``embedded`` source and the real data are absent. None (the default): the task has none."""
         return None
 
-    def test_rows(self, cfg: DataSettings) -> int | None:
-        """How many test rows per benchmark :meth:`load` gives under ``cfg`` before ``cfg.max_test``, known
-        without reading the data (the dry run's time estimate uses it); None (the default) when unknown."""
+    def test_rows(self, cfg: DataSettings, benchmark: str) -> int | None:
+        """How many test rows :meth:`load` gives for ``benchmark`` under ``cfg`` before ``cfg.max_test``, found
+        cheaply (a known size, or a line count of the test file; never a parse): the dry run's time estimate
+        uses it. None (the default) when unknown, e.g. the data are not there yet."""
         return None
 
     def check_benchmark(self, benchmark: str) -> None:
@@ -212,6 +214,16 @@ class Task(ABC):
 
 def _presets(task: str, extra: Sequence[str]) -> list[str]:
     return [*presets_for_task(task), *(p for p in extra if p not in presets_for_task(task))]
+
+
+def count_lines(path: Path) -> int | None:
+    """Non-empty lines of ``path`` (one example each in the line-based formats), None when it cannot be read:
+    what :meth:`Task.test_rows` answers for a task whose test file is on disk."""
+    try:
+        with path.open("rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return None
 
 
 def carved_splits(

@@ -19,7 +19,7 @@ from typing import Any
 
 from jepa_audit.data.examples import DataError, Example, Splits
 from jepa_audit.data.lines import read_lines
-from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, register_task
+from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, count_lines, register_task
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -97,6 +97,9 @@ class Gsm8kTask(Task):
         root = self.local_root(cfg)
         train, test = read_gsm8k(root / "train.jsonl"), read_gsm8k(root / "test.jsonl")
         return carved_splits(cfg, benchmark, train, test, f"GSM8K from {root}")
+
+    def test_rows(self, cfg: DataSettings, benchmark: str) -> int | None:
+        return count_lines(Path(cfg.path) / "test.jsonl") if cfg.path else None
 
     def stand_in_data(self, path: Path) -> Path:
         return write_stand_in(path)

@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 from jepa_audit.data.examples import DataError, Example, Splits
 from jepa_audit.data.lines import read_lines
-from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, register_task
+from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, count_lines, register_task
 
 
 class JsonlSettings(DataSettings, Protocol):
@@ -161,6 +161,9 @@ class JsonlTask(Task):
 
     def benchmark_names(self, cfg: JsonlSettings) -> tuple[str, ...]:
         return (cfg.name or "jsonl",)
+
+    def test_rows(self, cfg: JsonlSettings, benchmark: str) -> int | None:
+        return count_lines(Path(cfg.path) / cfg.test_file) if cfg.path else None
 
     def load(self, cfg: JsonlSettings, benchmark: str) -> Splits:
         name = cfg.name or "jsonl"

@@ -101,7 +101,7 @@ class NlrxTask(Task):
         return {"source": splits.source, "n_train": s["train"], "n_val": s["val"], "n_test": s["test"],
                 **corpus_stats(splits.train + splits.val + splits.test)}  # fmt: skip
 
-    def test_rows(self, cfg: NlrxSettings) -> int:
+    def test_rows(self, cfg: NlrxSettings, benchmark: str) -> int:
         return cfg.n_test if cfg.source == "embedded" else SPLIT_TEST_ROWS[cfg.split]
 
     def scorer(self, cfg: DfaSettings) -> DfaScorer:

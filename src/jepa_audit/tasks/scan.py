@@ -31,7 +31,7 @@ from typing import Any
 
 from jepa_audit.data.examples import DataError, Example, Splits
 from jepa_audit.data.lines import read_lines
-from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, register_task
+from jepa_audit.tasks.base import DataSettings, MetricSpec, Task, carved_splits, count_lines, register_task
 
 #: benchmark → (folder, file stem) of its ``tasks_{train,test}_<stem>.txt`` files
 SPLITS: dict[str, tuple[str, str]] = {
@@ -95,6 +95,10 @@ class ScanTask(Task):
         if cfg.max_test is not None:
             where += f"; test: {len(test)} commands sampled uniformly (seed {TEST_SAMPLE_SEED}, file order)"
         return carved_splits(cfg, benchmark, train, test, where)
+
+    def test_rows(self, cfg: DataSettings, benchmark: str) -> int | None:
+        folder, stem = SPLITS.get(benchmark, ("", ""))
+        return count_lines(Path(cfg.path) / folder / f"tasks_test_{stem}.txt") if cfg.path and stem else None
 
     def score_item(self, ex: Example, pred: str, scorer: Any) -> dict[str, Any]:
         """``exact``: the whitespace-normalised action sequence equals the gold one."""
