@@ -365,7 +365,6 @@ def get_objective_class(name: str) -> type[Objective]:
         raise KeyError(f"unknown objective {name!r}.{hint} See `jepa-audit aux list`.") from None
 
 
-
 def declared_targets(name: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
     """(``target_geometry``, ``target_direction``) of a registered objective, None when ``name`` is not one.
     The statistics' :data:`jepa_audit.results.TargetLookup` for rows written before cells recorded them:
@@ -375,6 +374,7 @@ def declared_targets(name: str) -> tuple[tuple[str, ...], dict[str, str]] | None
     if cls is None:
         return None
     return tuple(cls.spec.target_geometry), dict(cls.spec.target_direction)
+
 
 def build_objective(
     name: str, params: dict[str, Any], d_model: int, n_layers: int, seed: int
@@ -387,26 +387,27 @@ def build_objective(
 
 def spec_rows() -> list[dict[str, Any]]:
     """`jepa-audit aux list --json` rows."""
-    return [
-        {
-            "id": s.id,
-            "family": s.family,
-            "description": s.description,
-            "core": s.core,
-            "extra_forward": s.extra_forward,
-            "extra_backward": s.extra_backward,
-            "params": s.params,
-            "param_types": {k: describe_type(c.params_model(), k) for k in c.params_model().model_fields},
-            "default_weight": s.default_weight,
-            "grad_mode": s.grad_mode,
-            "source": s.source,
-            "target_geometry": list(s.target_geometry),
-            "origin": origin_of(s.id),
-            "target_direction": {k: s.target_direction[k] for k in s.target_geometry},
-        }
-        for c in _REGISTRY.values()
-        for s in (c.spec,)
-    ]
+    return [_spec_row(cls) for cls in _REGISTRY.values()]
+
+
+def _spec_row(cls: type[Objective]) -> dict[str, Any]:
+    s, model = cls.spec, cls.params_model()
+    return {
+        "id": s.id,
+        "family": s.family,
+        "description": s.description,
+        "core": s.core,
+        "extra_forward": s.extra_forward,
+        "extra_backward": s.extra_backward,
+        "params": s.params,
+        "param_types": {k: describe_type(model, k) for k in model.model_fields},
+        "default_weight": s.default_weight,
+        "grad_mode": s.grad_mode,
+        "source": s.source,
+        "target_geometry": list(s.target_geometry),
+        "origin": origin_of(s.id),
+        "target_direction": {k: s.target_direction[k] for k in s.target_geometry},
+    }
 
 
 def resolve_target_key(template: str, geometry_keys: Iterable[str]) -> str | None:

@@ -189,9 +189,10 @@ def check_config_params(cfg: Config, registry: Mapping[str, _Checkable]) -> None
         if method == "ce" or method not in registry:
             continue
         cls = registry[method]
+        _, overrides = cfg.aux.model_copy(update={"method": method}).resolved(0.0)  # the cell's own merge
         per = cfg.aux.per_method.get(method)
-        own = dict(per.params) if per is not None else {}
-        for key, msg in cls.param_problems({**cls.spec.params, **cfg.aux.params, **own}):
+        own = per.params if per is not None else {}  # only to say which key of the config a problem came from
+        for key, msg in cls.param_problems({**cls.spec.params, **overrides}):
             top = key.split(".")[0]
             where = (f"aux.per_method.{method}.params" if top in own
                      else "aux.params" if top in cfg.aux.params else f"{method}'s spec")  # fmt: skip
